@@ -1,0 +1,3 @@
+from piper_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The Secret Manager REST subset: `GET /v1/projects/{p}/secrets/{s}/versions/{v}:access`.
+
+Authorised by an STS token this backend issued (for the credentials it
+covers) or, for `agent-secret-<id>`, by a registered Google service account's
+self-signed JWT (what Application Default Credentials send).
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import cache
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from piper_mcp.local.requests import bearer_token
+from piper_mcp.local.tokens import TokenIssuer
+from piper_mcp.local.vault import MemoryVault
+
+ACCESS_ROUTE = "/v1/projects/{project}/secrets/{secret}/versions/{version_access}"
+
+
+def _google_error(code: int, status: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "status": status}}, status_code=code
+    )
+
+
+def access(
+    request: Request, vault: MemoryVault, tokens: TokenIssuer, project_id: str
+) -> JSONResponse:
+    project = request.path_params["project"]
+    secret = request.path_params["secret"]
+    version, _, verb = request.path_params["version_access"].partition(":")
+    if verb != "access":
+        return _google_error(404, "NOT_FOUND", "Only versions/{version}:access is served here.")
+    token = bearer_token(request)
+    if token is None:
+        return _google_error(401, "UNAUTHENTICATED", "Request is missing a bearer token.")
+    if not _may_read(token, secret, vault, tokens):
+        return _google_error(
+            403, "PERMISSION_DENIED", f"Permission denied on secret {secret[:100]!r}."
+        )
+    value = vault.secret_value(secret) if project == project_id else None
+    if value is None or version not in ("latest", "1"):
+        return _google_error(404, "NOT_FOUND", f"Secret [{secret[:100]}] not found.")
+    data = value.encode("utf-8")
+    return JSONResponse(
+        {
+            "name": f"projects/{project}/secrets/{secret}/versions/1",
+            "payload": {
+                "data": base64.b64encode(data).decode("ascii"),
+                "dataCrc32c": str(crc32c(data)),
+            },
+        }
+    )
+
+
+def _may_read(token: str, secret: str, vault: MemoryVault, tokens: TokenIssuer) -> bool:
+    sts = tokens.sts_token(token)
+    if sts is not None:
+        return secret in sts.credential_ids and any(
+            grant.active and grant.credential_id == secret
+            for grant in vault.grants_of(sts.user_id, sts.client_id)
+        )
+    email = _service_account_email(token, vault)
+    identity = vault.google_identity(email) if email else None
+    return identity is not None and secret in identity.readable_secrets
+
+
+def _service_account_email(token: str, vault: MemoryVault) -> str | None:
+    """The issuer of a valid self-signed JWT from a registered service account, else None."""
+    if token.count(".") != 2:
+        return None
+    from google.auth import exceptions, jwt
+
+    try:
+        unverified = jwt.decode(token, verify=False)
+    except (ValueError, exceptions.GoogleAuthError):
+        return None
+    email = unverified.get("iss")
+    identity = vault.google_identity(email) if isinstance(email, str) else None
+    if identity is None:
+        return None
+    try:
+        jwt.decode(token, certs=[identity.public_key_pem], verify=True)
+    except (ValueError, exceptions.GoogleAuthError):
+        return None
+    return identity.email
+
+
+@cache
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum Secret Manager reports for a payload."""
+    table = _crc32c_table()
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF

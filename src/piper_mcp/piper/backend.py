@@ -1,0 +1,121 @@
+"""One POST to one Piper function, and what its answer means.
+
+This module turns HTTP into the protocol's response models or into a
+`BackendAnswerError` that keeps status, code and body; the client decides
+which Piper error that answer becomes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from piper_mcp import __version__
+from piper_mcp.piper import protocol
+from piper_mcp.piper.errors import PiperBackendError
+
+USER_AGENT = f"piper-mcp/{__version__}"
+
+# Per-function timeouts, in seconds, as the published SDK uses them.
+TIMEOUTS = {
+    protocol.TOKEN_FUNCTION: 15.0,
+    protocol.RESOLVE_MAPPING_FUNCTION: 12.0,
+    protocol.GET_SCOPED_FUNCTION: 15.0,
+    protocol.EXCHANGE_SECRET_FUNCTION: 10.0,
+}
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+@dataclass
+class BackendAnswerError(Exception):
+    """A 4xx/5xx answer: `code` is the body's `error`, else `http_<status>`."""
+
+    function: str
+    status_code: int
+    code: str
+    description: str
+    details: Any
+
+    @property
+    def is_invalid_token(self) -> bool:
+        return self.status_code == 401 or self.code == protocol.INVALID_TOKEN
+
+    @classmethod
+    def from_response(cls, function: str, response: httpx.Response) -> BackendAnswerError:
+        code = f"http_{response.status_code}"
+        description = f"HTTP {response.status_code}"
+        details: Any
+        try:
+            details = response.json()
+        except ValueError:
+            details = response.text[:500]
+            description = details or description
+        else:
+            if isinstance(details, dict):
+                code = str(details.get("error") or code)
+                description = str(
+                    details.get("error_description") or details.get("message") or description
+                )
+        return cls(function, response.status_code, code, description, details)
+
+
+async def call(
+    http: httpx.AsyncClient,
+    function: str,
+    url: str,
+    answer_model: type[Answer],
+    *,
+    json_body: BaseModel | None = None,
+    form_body: BaseModel | None = None,
+    bearer: str | None = None,
+) -> Answer:
+    """POST to one function; the parsed answer, `BackendAnswerError` or `PiperBackendError`."""
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    try:
+        response = await http.post(
+            url,
+            headers=headers,
+            json=json_body.model_dump(exclude_none=True) if json_body else None,
+            data=form_body.model_dump(exclude_none=True) if form_body else None,
+            timeout=TIMEOUTS[function],
+        )
+    except httpx.TimeoutException as error:
+        raise PiperBackendError(
+            f"Piper's {function} at {url} did not answer within {TIMEOUTS[function]:g} s."
+        ) from error
+    except httpx.HTTPError as error:
+        raise PiperBackendError(
+            f"Could not reach Piper's {function} at {url} ({type(error).__name__})."
+        ) from error
+    if response.is_error:
+        raise BackendAnswerError.from_response(function, response)
+    try:
+        return answer_model.model_validate_json(response.content)
+    except ValidationError as error:
+        raise PiperBackendError(
+            f"Piper's {function} answered HTTP {response.status_code} with a body that is not "
+            f"a valid {answer_model.__name__} ({_first_problem(error)}).",
+            status_code=response.status_code,
+            error_code="malformed_response",
+        ) from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def new_http_client(ca_bundle: str | None = None) -> httpx.AsyncClient:
+    """The pooled client every Piper call goes through."""
+    return httpx.AsyncClient(
+        headers={"User-Agent": USER_AGENT},
+        verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )

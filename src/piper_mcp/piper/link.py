@@ -1,0 +1,86 @@
+"""Piper Link discovery: which user this agent is serving (the instanceId)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+from pydantic import ValidationError
+
+from piper_mcp.piper.protocol import LinkContext
+
+logger = logging.getLogger(__name__)
+
+# The published SDK waits one second; Link is a local app, it answers at once or not at all.
+LINK_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class LinkProbe:
+    """One attempt to reach Piper Link."""
+
+    url: str
+    instance_id: str | None
+    latency_ms: float
+    problem: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.instance_id is not None
+
+
+class PiperLink:
+    """Finds the instanceId lazily; a found id is kept, a failure is retried next time.
+
+    An instance id given in configuration wins and Link is never asked.
+    """
+
+    def __init__(
+        self, url: str, http: httpx.AsyncClient, configured_instance_id: str | None = None
+    ) -> None:
+        self.url = url
+        self._http = http
+        self._configured = configured_instance_id
+        self._discovered: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def instance_id(self) -> str | None:
+        if self._configured:
+            return self._configured
+        if self._discovered:
+            return self._discovered
+        async with self._lock:
+            if not self._discovered:
+                self._discovered = (await self.probe()).instance_id
+            return self._discovered
+
+    def forget(self) -> None:
+        """Drop a discovered id (e.g. the user signed in again and Link has a new one)."""
+        self._discovered = None
+
+    async def probe(self) -> LinkProbe:
+        """Ask Link now, whatever is cached; never raises."""
+        started = time.perf_counter()
+
+        def probe_result(instance_id: str | None, problem: str | None = None) -> LinkProbe:
+            latency = (time.perf_counter() - started) * 1000
+            if problem:
+                logger.info("Piper Link at %s: %s", self.url, problem)
+            return LinkProbe(self.url, instance_id, round(latency, 1), problem)
+
+        try:
+            response = await self._http.get(self.url, timeout=LINK_TIMEOUT_SECONDS)
+        except httpx.TimeoutException:
+            return probe_result(None, f"no answer within {LINK_TIMEOUT_SECONDS:g} s")
+        except httpx.HTTPError as error:
+            return probe_result(None, f"not reachable ({type(error).__name__})")
+        if response.is_error:
+            return probe_result(None, f"answered HTTP {response.status_code}")
+        try:
+            context = LinkContext.model_validate_json(response.content)
+        except ValidationError:
+            return probe_result(None, "answered without a valid instanceId")
+        return probe_result(context.instanceId)

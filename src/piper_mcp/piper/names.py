@@ -1,0 +1,54 @@
+"""Variable-name rules of the Piper protocol, as the published SDK applies them."""
+
+from __future__ import annotations
+
+import re
+
+from piper_mcp.piper.errors import PiperVariableNameError
+
+# Long enough for any sensible logical name, short enough that a hostile
+# caller cannot make us send megabytes to the backend.
+MAX_VARIABLE_NAME_LENGTH = 256
+
+_DASHES_AND_SPACE = re.compile(r"[-\s]+")
+_NOT_WORD = re.compile(r"[^\w]")
+_UNDERSCORES = re.compile(r"_+")
+_NOT_ENV_CHAR = re.compile(r"[^A-Z0-9_]")
+
+
+def checked_variable_name(variable_name: object) -> str:
+    """The stripped name, or `PiperVariableNameError` saying what is wrong with it."""
+    if not isinstance(variable_name, str):
+        raise PiperVariableNameError(
+            f"variable_name must be a string, not {type(variable_name).__name__}."
+        )
+    stripped = variable_name.strip()
+    if not stripped:
+        raise PiperVariableNameError("variable_name is empty.")
+    if len(stripped) > MAX_VARIABLE_NAME_LENGTH:
+        raise PiperVariableNameError(
+            f"variable_name is {len(stripped)} characters long; "
+            f"the limit is {MAX_VARIABLE_NAME_LENGTH}."
+        )
+    if not normalize_variable_name(stripped):
+        raise PiperVariableNameError(
+            f"variable_name {stripped[:40]!r} has no letters, digits or underscores."
+        )
+    return stripped
+
+
+def normalize_variable_name(variable_name: str) -> str:
+    """The name as sent to the API: `"OpenAI API Key"` → `"openai_api_key"`."""
+    name = _DASHES_AND_SPACE.sub("_", variable_name.strip())
+    name = _NOT_WORD.sub("", name)
+    return _UNDERSCORES.sub("_", name).lower()
+
+
+def env_var_name(
+    variable_name: str, prefix: str = "", env_map: dict[str, str] | None = None
+) -> str:
+    """The environment variable the fallback reads: an exact map entry, else prefix + NAME."""
+    if env_map and variable_name in env_map:
+        return env_map[variable_name]
+    name = _NOT_ENV_CHAR.sub("_", variable_name.upper())
+    return prefix + _UNDERSCORES.sub("_", name)

@@ -1,0 +1,138 @@
+"""The Piper wire protocol's data shapes, defined once.
+
+The client (`piper_mcp.piper`) sends the request models and parses the
+response models; the local backend (`piper_mcp.local`) does the reverse.
+Requests are strict (an unknown or missing field is a client bug the backend
+must reject); responses are lenient (a newer backend may add fields).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+# Cloud Run function names; the cloud puts each on its own host, the local
+# backend serves each at `/<function name>` on one port.
+TOKEN_FUNCTION = "piper-token-endpoint"
+RESOLVE_MAPPING_FUNCTION = "piper-resolve-variable-mapping"
+GET_SCOPED_FUNCTION = "getscopedgcpcredentials"
+EXCHANGE_SECRET_FUNCTION = "piper-exchange-sts-for-secret"
+LINK_CONTEXT_PATH = "/piper-link-context"
+
+DEFAULT_LINK_PORT = 31477
+AGENT_SECRET_PREFIX = "agent-secret-"
+
+# Error codes the protocol names.
+INVALID_CLIENT = "invalid_client"
+INVALID_REQUEST = "invalid_request"
+INVALID_TOKEN = "invalid_token"
+UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+MAPPING_NOT_FOUND = "mapping_not_found"
+PERMISSION_DENIED = "permission_denied"
+PERMISSION_DENIED_FOR_ALL_IDS = "permission_denied_for_all_ids"
+NOT_FOUND = "not_found"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- token (v1, form-encoded) ---
+
+
+class TokenRequest(_Request):
+    grant_type: str
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    piper_link_instance_id: str | None = None
+
+
+class TokenResponse(_Response):
+    access_token: str = Field(min_length=1)
+    expires_in: int = Field(ge=0)
+    token_type: str = "Bearer"
+
+
+# --- resolve variable mapping ---
+
+
+class ResolveRequestV1(_Request):
+    variableName: str = Field(min_length=1)
+
+
+class ResolveRequestV2(ResolveRequestV1):
+    agentClientId: str = Field(min_length=1)
+    instanceId: str = Field(min_length=1)
+
+
+class ResolveResponse(_Response):
+    credentialId: str = Field(min_length=1)
+
+
+# --- get scoped credentials ---
+
+
+class ScopedRequestV1(_Request):
+    credentialIds: list[str] = Field(min_length=1)
+
+
+class ScopedRequestV2(ScopedRequestV1):
+    agentClientId: str = Field(min_length=1)
+    instanceId: str = Field(min_length=1)
+
+
+class ScopedResponse(_Response):
+    access_token: str = Field(min_length=1)
+    expires_in: int | None = None
+    granted_credential_ids: list[str]
+
+
+# --- raw-secret exchange ---
+
+
+class ExchangeRequestV1(_Request):
+    piper_credential_id: str = Field(min_length=1)
+
+
+class ExchangeRequestV2(_Request):
+    agentClientId: str = Field(min_length=1)
+    instanceId: str = Field(min_length=1)
+    piperCredentialId: str = Field(min_length=1)
+
+
+class ExchangeResponse(_Response):
+    # Any non-null JSON value; an empty string is a valid secret.
+    secret_value: JsonValue
+
+    @field_validator("secret_value")
+    @classmethod
+    def _not_null(cls, value: JsonValue) -> JsonValue:
+        if value is None:
+            raise ValueError("secret_value is null")
+        return value
+
+
+# --- Piper Link ---
+
+
+class LinkContext(_Response):
+    instanceId: str = Field(min_length=1)
+
+
+# --- errors ---
+
+
+class ErrorBody(_Response):
+    error: str
+    error_description: str | None = None
+
+
+def error_body(code: str, description: str) -> dict[str, Any]:
+    """The protocol's error body, as a backend sends it."""
+    return ErrorBody(error=code, error_description=description).model_dump()

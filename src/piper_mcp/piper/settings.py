@@ -1,0 +1,110 @@
+"""Configuration of the Piper client, read from `PIPER_*` environment variables.
+
+One model, validated once: URLs must be HTTPS unless they point at this
+machine (the local backend and Piper Link serve plain HTTP on loopback).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from piper_mcp.piper import protocol
+
+DEFAULT_PROJECT_ID = "444535882337"
+DEFAULT_REGION = "us-central1"
+DEFAULT_LINK_URL = f"http://localhost:{protocol.DEFAULT_LINK_PORT}{protocol.LINK_CONTEXT_PATH}"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def checked_url(url: str) -> str:
+    """`url` if it is HTTPS, or HTTP to a loopback address; a clear error otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return url
+    raise ValueError(
+        f"{url!r} must be an https:// URL (plain http:// is allowed only for "
+        "127.0.0.1, ::1 or localhost)"
+    )
+
+
+BackendUrl = Annotated[str, AfterValidator(checked_url)]
+
+
+def function_url(function: str, project_id: str, region: str) -> str:
+    """The Cloud Run URL of one Piper function."""
+    return f"https://{function}-{project_id}.{region}.run.app"
+
+
+class PiperSettings(BaseSettings):
+    """Everything the Piper client needs; see README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPER_", extra="ignore", frozen=True)
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_name: str | None = None
+    project_id: str = DEFAULT_PROJECT_ID
+    region: str = DEFAULT_REGION
+    token_url: BackendUrl | None = None
+    resolve_mapping_url: BackendUrl | None = None
+    get_scoped_url: BackendUrl | None = None
+    exchange_secret_url: BackendUrl | None = None
+    link_url: BackendUrl = DEFAULT_LINK_URL
+    instance_id: str | None = None
+    secret_manager_endpoint: BackendUrl | None = None
+    env_fallback: bool = True
+    env_prefix: str = ""
+    env_map: dict[str, str] = Field(default_factory=dict)
+    local_config_file: Path | None = None
+    ca_bundle: Path | None = None
+    grant_page_url: str = "https://agentpiper.com/secrets"
+
+    @model_validator(mode="after")
+    def _defaults_from_project(self) -> PiperSettings:
+        for field, function in (
+            ("token_url", protocol.TOKEN_FUNCTION),
+            ("resolve_mapping_url", protocol.RESOLVE_MAPPING_FUNCTION),
+            ("get_scoped_url", protocol.GET_SCOPED_FUNCTION),
+            ("exchange_secret_url", protocol.EXCHANGE_SECRET_FUNCTION),
+        ):
+            if getattr(self, field) is None:
+                object.__setattr__(
+                    self, field, function_url(function, self.project_id, self.region)
+                )
+        if self.client_secret is not None and self.client_secret_name:
+            raise ValueError("set PIPER_CLIENT_SECRET or PIPER_CLIENT_SECRET_NAME, not both")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ValueError(f"PIPER_CA_BUNDLE {str(self.ca_bundle)!r} is not a file")
+        return self
+
+    @property
+    def protocol_version(self) -> Literal[1, 2]:
+        """v1 (client credentials) when the agent has a secret, v2 (secretless) otherwise."""
+        return 1 if self.client_secret is not None or self.client_secret_name else 2
+
+    def url_for(self, function: str) -> str:
+        urls = {
+            protocol.TOKEN_FUNCTION: self.token_url,
+            protocol.RESOLVE_MAPPING_FUNCTION: self.resolve_mapping_url,
+            protocol.GET_SCOPED_FUNCTION: self.get_scoped_url,
+            protocol.EXCHANGE_SECRET_FUNCTION: self.exchange_secret_url,
+        }
+        url = urls[function]
+        assert url is not None  # filled by _defaults_from_project
+        return url
