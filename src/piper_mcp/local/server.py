@@ -1,7 +1,7 @@
 """Running the local backend: the protocol port and the Link port, in a background thread.
 
-Used by the tests, the demo and (later) `piper-mcp local serve`. Ports may be
-0 (the OS picks); the URLs to configure a client with are known after `start()`.
+Used by the tests, the demo and `piper-mcp local serve`. Ports may be 0 (the
+OS picks one); the URLs to configure a client with are known once bound.
 """
 
 from __future__ import annotations
@@ -28,18 +28,92 @@ class Tls:
     keyfile: Path
 
 
-def _bound_socket(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock
 
 
+def url_of(sock: socket.socket, *, tls: bool = False) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One ASGI app on one bound socket."""
+
+    app: Any
+    sock: socket.socket
+    tls: Tls | None = None
+
+
+class ServerThread:
+    """Serves sites with uvicorn on a private event loop in a daemon thread."""
+
+    def __init__(self, sites: list[Site]) -> None:
+        self.sites = sites
+        self._servers: list[Any] = []
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="piper-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        if self._failure is not None:
+            raise RuntimeError("the server did not start") from self._failure
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for site in self.sites:
+            site.sock.close()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:  # reported to start()'s caller
+            self._failure = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        for site in self.sites:
+            config = uvicorn.Config(
+                site.app,
+                log_level="warning",
+                lifespan="off",
+                ssl_certfile=str(site.tls.certfile) if site.tls else None,
+                ssl_keyfile=str(site.tls.keyfile) if site.tls else None,
+            )
+            self._servers.append(uvicorn.Server(config))
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[site.sock]))
+            for server, site in zip(self._servers, self.sites, strict=True)
+        ]
+        while not all(server.started for server in self._servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.01)
+        self._ready.set()
+        await asyncio.gather(*tasks)
+
+
 class LocalBackend:
-    """A running local Piper: `with LocalBackend(vault, instance_id=...) as piper: ...`."""
+    """A running local Piper: `with LocalBackend(vault, instance_id=...) as piper: ...`.
+
+    With an `instance_id`, it also plays Piper Link (on loopback) for that user.
+    """
 
     def __init__(
         self,
@@ -48,7 +122,7 @@ class LocalBackend:
         instance_id: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        link_port: int | None = 0,
+        link_port: int = 0,
         tls: Tls | None = None,
         tokens: TokenIssuer | None = None,
         project_id: str = DEFAULT_PROJECT_ID,
@@ -56,35 +130,17 @@ class LocalBackend:
         self.app = PiperBackendApp(vault, tokens or TokenIssuer(), project_id=project_id)
         self.vault = vault
         self.project_id = project_id
-        self._instance_id = instance_id
-        self._tls = tls
-        self._api_socket = _bound_socket(host, port)
-        self._link_socket = (
-            _bound_socket("127.0.0.1", link_port)
-            if instance_id is not None and link_port is not None
-            else None
-        )
-        self._servers: list[Any] = []
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self.link_url: str | None = None
+        sites = [Site(self.app.asgi, bind(host, port), tls)]
+        self.base_url = url_of(sites[0].sock, tls=tls is not None)
+        if instance_id is not None:
+            sites.append(Site(link_app(instance_id), bind("127.0.0.1", link_port)))
+            self.link_url = url_of(sites[1].sock) + protocol.LINK_CONTEXT_PATH
+        self._server = ServerThread(sites)
 
     @property
     def tokens(self) -> TokenIssuer:
         return self.app.tokens
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._api_socket.getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"{'https' if self._tls else 'http'}://{host}:{port}"
-
-    @property
-    def link_url(self) -> str | None:
-        if self._link_socket is None:
-            return None
-        port = self._link_socket.getsockname()[1]
-        return f"http://127.0.0.1:{port}{protocol.LINK_CONTEXT_PATH}"
 
     def client_settings(self) -> dict[str, Any]:
         """Keyword arguments that point a Piper client at this backend."""
@@ -101,21 +157,11 @@ class LocalBackend:
         return settings
 
     def start(self) -> LocalBackend:
-        self._thread = threading.Thread(target=self._run, name="local-piper", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout=10)
-        if self._failure is not None:
-            raise RuntimeError("the local Piper backend did not start") from self._failure
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        for server in self._servers:
-            server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._api_socket.close()
-        if self._link_socket is not None:
-            self._link_socket.close()
+        self._server.stop()
 
     def __enter__(self) -> LocalBackend:
         return self.start()
@@ -127,34 +173,3 @@ class LocalBackend:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as error:  # reported to start()'s caller
-            self._failure = error
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        import uvicorn
-
-        tls: dict[str, Any] = {}
-        if self._tls:
-            tls = {"ssl_certfile": str(self._tls.certfile), "ssl_keyfile": str(self._tls.keyfile)}
-        pairs = [
-            (
-                uvicorn.Server(uvicorn.Config(self.app.asgi, log_level="warning", **tls)),
-                self._api_socket,
-            )
-        ]
-        if self._link_socket is not None and self._instance_id is not None:
-            link = uvicorn.Config(link_app(self._instance_id), log_level="warning")
-            pairs.append((uvicorn.Server(link), self._link_socket))
-        self._servers = [server for server, _ in pairs]
-        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in pairs]
-        while not all(server.started for server in self._servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.01)
-        self._ready.set()
-        await asyncio.gather(*tasks)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
 from piper_mcp.piper import backend, fallback, protocol, secret_manager
 from piper_mcp.piper.backend import BackendAnswerError
@@ -59,14 +61,24 @@ def load_settings(**overrides: Any) -> PiperSettings:
         return PiperSettings(**overrides)
     except ValidationError as error:
         raise settings_error(error) from None
+    except SettingsError as error:
+        # pydantic-settings could not even parse a value (e.g. PIPER_ENV_MAP that is not JSON).
+        field = re.search(r'field "(\w+)"', str(error))
+        setting = f"PIPER_{field.group(1).upper()}" if field else "A PIPER_* setting"
+        raise PiperConfigError(
+            f"Invalid Piper configuration: {setting} could not be parsed.",
+            advice='Give it as JSON, e.g. PIPER_ENV_MAP=\'{"My API Key": "MY_ENV_VAR"}\'.',
+        ) from None
 
 
 class AsyncPiperClient:
     """Piper's credential flow over one pooled `httpx.AsyncClient`.
 
-    Takes the published SDK's keyword arguments; `AsyncPiperClient.from_settings()`
-    reads `PIPER_*` environment variables instead. Nothing touches the network
-    until the first `get_secret`.
+    Takes the published SDK's keyword arguments; whatever is not given comes
+    from `PIPER_*` environment variables (README's configuration table), so the
+    same code runs against the Piper cloud or a local backend.
+    `AsyncPiperClient.from_settings()` takes a `PiperSettings` instead.
+    Nothing touches the network until the first `get_secret`.
     """
 
     def __init__(
@@ -84,8 +96,8 @@ class AsyncPiperClient:
         piper_link_service_url: str | None = None,
         piper_link_instance_id: str | None = None,
         secret_manager_endpoint: str | None = None,
-        enable_env_fallback: bool = True,
-        env_variable_prefix: str = "",
+        enable_env_fallback: bool | None = None,
+        env_variable_prefix: str | None = None,
         env_variable_map: dict[str, str] | None = None,
         local_config_file_path: str | Path | None = None,
         piper_ui_grant_page_url: str | None = None,
@@ -112,14 +124,14 @@ class AsyncPiperClient:
             "grant_page_url": piper_ui_grant_page_url,
             "ca_bundle": ca_bundle,
         }
-        try:
-            # model_validate, unlike the constructor, reads no environment variables:
-            # explicit arguments mean exactly what they say.
-            settings = PiperSettings.model_validate(
-                {key: value for key, value in given.items() if value is not None}
-            )
-        except ValidationError as error:
-            raise settings_error(error) from None
+        overrides: dict[str, Any] = {
+            key: value for key, value in given.items() if value is not None
+        }
+        if client_secret is not None or client_secret_name is not None:
+            # One way of giving the secret, stated explicitly, replaces the other from the env.
+            overrides.setdefault("client_secret", None)
+            overrides.setdefault("client_secret_name", None)
+        settings = load_settings(**overrides)
         self._setup(settings, http_client)
 
     @classmethod

@@ -14,6 +14,7 @@ _DASHES_AND_SPACE = re.compile(r"[-\s]+")
 _NOT_WORD = re.compile(r"[^\w]")
 _UNDERSCORES = re.compile(r"_+")
 _NOT_ENV_CHAR = re.compile(r"[^A-Z0-9_]")
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
 def checked_variable_name(variable_name: object) -> str:
@@ -30,10 +31,8 @@ def checked_variable_name(variable_name: object) -> str:
             f"variable_name is {len(stripped)} characters long; "
             f"the limit is {MAX_VARIABLE_NAME_LENGTH}."
         )
-    if not normalize_variable_name(stripped):
-        raise PiperVariableNameError(
-            f"variable_name {stripped[:40]!r} has no letters, digits or underscores."
-        )
+    if not _LETTER_OR_DIGIT.search(normalize_variable_name(stripped)):
+        raise PiperVariableNameError(f"variable_name {stripped[:40]!r} has no letters or digits.")
     return stripped
 
 
