@@ -17,6 +17,7 @@ from piper_mcp.piper import (
 )
 from tests.conftest import (
     AGENT_ID,
+    AGENT_SECRET,
     INSTANCE_ID,
     OPENAI_CREDENTIAL,
     OPENAI_VALUE,
@@ -140,8 +141,8 @@ async def test_a_wrong_client_secret_keeps_the_token_endpoints_status_and_code(
 
 
 async def test_v1_sends_the_instance_id_to_the_token_endpoint(piper: LocalBackend) -> None:
-    """Without the instanceId the token's subject would be the agent's owner, who granted nothing."""
-    kwargs = {"client_id": AGENT_ID, "client_secret": "agent-client-secret-canary-7f3a"}
+    """Without it the token's subject would be the agent's owner, who granted nothing."""
+    kwargs = {"client_id": AGENT_ID, "client_secret": AGENT_SECRET}
     async with AsyncPiperClient(**kwargs, **piper.client_settings()) as client:
         result = await client.get_secret("database_url")
     assert result["piper_instance_id"] == INSTANCE_ID
