@@ -1,0 +1,60 @@
+"""A Piper backend that answers whatever a test scripts, and records what it was sent.
+
+For the answers the real local backend never gives (5xx, malformed bodies,
+an agent token that is always rejected, a slow or broken Piper Link).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: bytes = b"{}"
+    content_type: str = "application/json"
+    delay: float = 0.0
+
+
+@dataclass
+class Recorded:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class ScriptedPiper:
+    """`answers[path]` is a list used in order, its last entry repeating."""
+
+    answers: dict[str, list[Scripted]] = field(default_factory=dict)
+    requests: dict[str, list[Recorded]] = field(default_factory=lambda: defaultdict(list))
+
+    def script(self, path: str, *answers: Scripted) -> None:
+        self.answers[path] = list(answers)
+
+    @property
+    def asgi(self) -> Starlette:
+        async def answer(request: Request) -> Response:
+            path = request.url.path
+            self.requests[path].append(Recorded(dict(request.headers), await request.body()))
+            queue = self.answers.get(path) or [Scripted(404, b'{"error": "not_scripted"}')]
+            scripted = queue.pop(0) if len(queue) > 1 else queue[0]
+            if scripted.delay:
+                await anyio.sleep(scripted.delay)
+            return Response(
+                scripted.body, status_code=scripted.status, media_type=scripted.content_type
+            )
+
+        return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
+
+
+def json_answer(status: int, text: str) -> Scripted:
+    return Scripted(status, text.encode())
