@@ -58,3 +58,17 @@ class ScriptedPiper:
 
 def json_answer(status: int, text: str) -> Scripted:
     return Scripted(status, text.encode())
+
+
+@dataclass
+class HeaderRecorder:
+    """Wraps an ASGI app and records each HTTP request's path and headers."""
+
+    app: object
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] == "http":
+            headers = {key.decode(): value.decode() for key, value in scope["headers"]}
+            self.seen.append((scope["path"], headers))
+        await self.app(scope, receive, send)  # type: ignore[operator]

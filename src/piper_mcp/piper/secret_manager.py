@@ -53,7 +53,7 @@ def _access(name: str, credentials: Any, endpoint: str | None, *, who: str) -> s
     )
     try:
         response = client.access_secret_version(request={"name": name})
-    except google_errors.PermissionDenied as error:
+    except google_errors.Forbidden as error:
         raise PiperError(
             f"Secret Manager refused {who} access to {name!r} (permission denied).",
             advice="Ask the user to check the grant in Piper, or check the IAM role "
@@ -64,7 +64,7 @@ def _access(name: str, credentials: Any, endpoint: str | None, *, who: str) -> s
             f"Secret Manager has no secret {name!r}.",
             advice="Check PIPER_PROJECT_ID and the secret's name.",
         ) from error
-    except google_errors.Unauthenticated as error:
+    except google_errors.Unauthorized as error:
         raise PiperError(
             f"Secret Manager did not accept {who} for {name!r} (expired or invalid).",
             advice="Ask Piper for a fresh token (call get_secret again).",
