@@ -145,5 +145,5 @@ async def test_a_backend_slower_than_its_timeout_is_a_backend_error(
     backend, client = scripted
     backend.script(RESOLVE, Scripted(200, b'{"credentialId": "c"}', delay=2))
     async with client:
-        with pytest.raises(PiperBackendError, match="did not answer within 0.2 s"):
+        with pytest.raises(PiperBackendError, match=r"did not answer within 0\.2 s"):
             await client.get_secret("My Key")

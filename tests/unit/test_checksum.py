@@ -1,0 +1,8 @@
+"""The CRC-32C the Secret Manager subset reports with each payload."""
+
+from piper_mcp.local.secret_manager import crc32c
+
+
+def test_crc32c_matches_the_standard_check_value() -> None:
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"") == 0
