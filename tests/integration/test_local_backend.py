@@ -110,7 +110,8 @@ def test_a_token_for_one_function_does_not_open_another(piper: LocalBackend) -> 
 
 
 def test_secret_manager_needs_a_bearer_and_names_google_statuses(piper: LocalBackend) -> None:
-    url = f"{piper.base_url}/v1/projects/{piper.project_id}/secrets/cred-openai-ada/versions/latest:access"
+    secret = f"projects/{piper.project_id}/secrets/cred-openai-ada/versions/latest"
+    url = f"{piper.base_url}/v1/{secret}:access"
     missing = httpx.get(url)
     assert missing.status_code == 401 and missing.json()["error"]["status"] == "UNAUTHENTICATED"
     forged = httpx.get(url, headers={"authorization": "Bearer piper-sts-forged"})
