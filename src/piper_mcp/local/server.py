@@ -93,6 +93,7 @@ class ServerThread:
                 site.app,
                 log_level="warning",
                 lifespan="off",
+                timeout_graceful_shutdown=1,
                 ssl_certfile=str(site.tls.certfile) if site.tls else None,
                 ssl_keyfile=str(site.tls.keyfile) if site.tls else None,
             )

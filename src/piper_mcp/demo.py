@@ -1,0 +1,75 @@
+"""`piper-mcp demo`: the whole Piper flow on this machine, narrated.
+
+Starts a local Piper (backend + Link) with a throwaway vault, then does what
+an agent does with `PiperClient`: get an STS token for a granted variable,
+read the secret with it, meet a missing grant, fall back to the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import TextIO
+
+from piper_mcp.local import LocalBackend, MemoryVault
+from piper_mcp.piper import PiperClient, PiperGrantNeededError
+
+AGENT_ID = "demo-agent"
+USER_ID = "demo-user"
+INSTANCE_ID = "demo-laptop"
+DEMO_VALUE = "sk-demo-" + "0" * 16
+
+
+def _mask(value: str) -> str:
+    return f"{value[:4]}…{value[-4:]} ({len(value)} characters)"
+
+
+def demo_vault(agent_secret: str) -> MemoryVault:
+    vault = MemoryVault()
+    vault.add_instance(INSTANCE_ID, USER_ID)
+    vault.add_agent(
+        AGENT_ID,
+        agent_secret,
+        owner_user_id="demo-developer",
+        variables=["openai_api_key", "slack_token"],
+    )
+    vault.put_secret("cred-demo-openai", DEMO_VALUE, owner_user_id=USER_ID)
+    vault.grant(USER_ID, AGENT_ID, "openai_api_key", "cred-demo-openai")
+    return vault
+
+
+def run(out: TextIO) -> int:
+    """Run the demo; 0 when every step behaved as Piper promises."""
+    agent_secret = secrets.token_urlsafe(24)
+    for name in [name for name in os.environ if name.startswith("PIPER_")]:
+        del os.environ[name]  # the demo is self-contained: no cloud settings apply
+    with LocalBackend(demo_vault(agent_secret), instance_id=INSTANCE_ID) as piper:
+        out.write(f"Local Piper at {piper.base_url}, Piper Link at {piper.link_url}\n")
+        out.write(f"Agent {AGENT_ID!r}; user {USER_ID!r} granted it 'openai_api_key' only.\n\n")
+        with PiperClient(AGENT_ID, agent_secret, **piper.client_settings()) as client:
+            result = client.get_secret("openai_api_key")
+            token = str(result["value"])
+            out.write(
+                "1. get_secret('openai_api_key')\n"
+                f"   source={result['source']} token=…{token[-6:]} "
+                f"expires_in={result['expires_in']}s credential={result['piper_credential_id']}\n"
+            )
+            value = client.read_secret_value(result)
+            out.write(f"2. Secret Manager read with that STS token: {_mask(value)}\n")
+
+            try:
+                client.get_secret("slack_token", enable_env_fallback_for_this_call=False)
+                out.write("3. slack_token was served without a grant: unexpected.\n")
+                return 1
+            except PiperGrantNeededError as error:
+                out.write(f"3. get_secret('slack_token'): no grant.\n   {error.grant_url}\n")
+
+            os.environ["SLACK_TOKEN"] = "xoxb-demo-fallback"
+            fallback = client.get_secret("slack_token")
+            out.write(
+                f"4. With SLACK_TOKEN set, the fallback answers: source={fallback['source']} "
+                f"env_var_name={fallback['env_var_name']}\n"
+            )
+        ok = value == DEMO_VALUE and fallback["source"] == "environment_variable"
+    out.write("\nThe Piper flow works on this machine.\n" if ok else "\nSomething went wrong.\n")
+    return 0 if ok else 1

@@ -1,0 +1,56 @@
+"""The README's main job and the examples, run as a person runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from piper_mcp.local import LocalBackend
+from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_demo_walks_the_whole_flow_and_succeeds() -> None:
+    env = {**os.environ, "PIPER_INSTANCE_ID": "must-be-ignored"}
+    done = run(["-m", "piper_mcp", "demo"], env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout
+    assert "source=piper_sts" in lines
+    assert "Secret Manager read with that STS token: sk-d…0000 (24 characters)" in lines
+    assert "response_type=code&scope=manage_grants&client=demo-agent&variable=slack_token" in lines
+    assert "source=environment_variable env_var_name=SLACK_TOKEN" in lines
+    assert "sk-demo-0000000000000000" not in lines  # shown masked only
+
+
+def test_the_sdk_style_example_runs_against_a_local_piper(piper: LocalBackend) -> None:
+    names = {"piper_link_service_url": "PIPER_LINK_URL"}
+    env = {
+        **os.environ,
+        "PIPER_CLIENT_ID": AGENT_ID,
+        "PIPER_CLIENT_SECRET": AGENT_SECRET,
+        "EXAMPLE_GRANTED_VARIABLE": "database_url",
+        "EXAMPLE_UNGRANTED_VARIABLE": "slack token",
+    }
+    for key, value in piper.client_settings().items():
+        env[names.get(key, f"PIPER_{key.upper()}")] = str(value)
+    done = run([str(ROOT / "examples" / "sdk_usage.py")], env)
+    assert done.returncode == 0, done.stderr
+    assert "source: piper_sts" in done.stdout
+    assert f"secret read with it (last 4): ...{DB_VALUE[-4:]}" in done.stdout
+    assert "from environment variable SLACK_TOKEN" in done.stdout
+    assert AGENT_SECRET not in done.stdout + done.stderr
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    done = run(["-m", "piper_mcp"], dict(os.environ))
+    assert done.returncode == 2
+    assert "demo" in done.stdout
