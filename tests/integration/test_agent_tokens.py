@@ -26,6 +26,18 @@ def v1_client(piper: LocalBackend) -> AsyncPiperClient:
     )
 
 
+def scripted_v1_client(url: str) -> AsyncPiperClient:
+    """A v1 client whose token and resolve calls go to a scripted backend at `url`."""
+    return AsyncPiperClient(
+        AGENT_ID,
+        AGENT_SECRET,
+        piper_link_instance_id=INSTANCE_ID,
+        token_url=url + TOKEN,
+        resolve_mapping_url=url + RESOLVE,
+        enable_env_fallback=False,
+    )
+
+
 async def test_one_token_per_function_serves_many_calls(piper: LocalBackend) -> None:
     async with v1_client(piper) as client:
         for _ in range(5):
@@ -64,15 +76,7 @@ async def test_a_token_rejected_twice_is_an_auth_error_after_exactly_one_retry(
     backend.script(TOKEN, json_answer(200, '{"access_token": "t", "expires_in": 3600}'))
     backend.script(RESOLVE, json_answer(401, '{"error": "invalid_token"}'))
     url = serve(backend.asgi)
-    client = AsyncPiperClient(
-        AGENT_ID,
-        AGENT_SECRET,
-        piper_link_instance_id=INSTANCE_ID,
-        token_url=url + TOKEN,
-        resolve_mapping_url=url + RESOLVE,
-        enable_env_fallback=False,
-    )
-    async with client:
+    async with scripted_v1_client(url) as client:
         with pytest.raises(PiperAuthError) as caught:
             await client.get_secret("OpenAI API Key")
     assert (caught.value.status_code, caught.value.error_code) == (401, "invalid_token")
@@ -85,15 +89,7 @@ async def test_the_token_request_is_the_protocols_form(serve: Callable[[object],
     backend.script(TOKEN, json_answer(200, '{"access_token": "t", "expires_in": 3600}'))
     backend.script(RESOLVE, json_answer(404, '{"error": "mapping_not_found"}'))
     url = serve(backend.asgi)
-    client = AsyncPiperClient(
-        AGENT_ID,
-        AGENT_SECRET,
-        piper_link_instance_id=INSTANCE_ID,
-        token_url=url + TOKEN,
-        resolve_mapping_url=url + RESOLVE,
-        enable_env_fallback=False,
-    )
-    async with client:
+    async with scripted_v1_client(url) as client:
         with pytest.raises(PiperAuthError):
             await client.get_secret("My Key")
     token_request = backend.requests[TOKEN][0]
