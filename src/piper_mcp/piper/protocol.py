@@ -48,7 +48,7 @@ class _Response(BaseModel):
 class TokenRequest(_Request):
     grant_type: str
     client_id: str = Field(min_length=1)
-    client_secret: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1, repr=False)
     audience: str = Field(min_length=1)
     piper_link_instance_id: str | None = None
 
