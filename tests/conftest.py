@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from piper_mcp.local import LocalBackend, MemoryVault
+from piper_mcp.local import LocalBackend, Vault
 from piper_mcp.local.server import ServerThread, Site, bind, url_of
 
 AGENT_ID = "agent-research"
@@ -16,9 +16,9 @@ AGENT_SECRET = "agent-client-secret-canary-7f3a"
 USER_ID = "user-ada"
 INSTANCE_ID = "instance-ada-laptop"
 OWNER_ID = "user-agent-owner"
-OPENAI_CREDENTIAL = "cred-openai-ada"
+OPENAI_SECRET = "Ada's OpenAI key"
 OPENAI_VALUE = "sk-canary-openai-value-91c2"
-DB_CREDENTIAL = "cred-db-ada"
+DB_SECRET = "Ada's database"
 DB_VALUE = "postgres://ada:canary-db-pw@db.example/prod"
 
 
@@ -41,9 +41,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def seeded_vault() -> MemoryVault:
+def seeded_vault(home: Path) -> Vault:
     """Ada has Piper Link signed in; she granted the research agent her OpenAI key and DB URL."""
-    vault = MemoryVault()
+    vault, _ = Vault.init(home)
     vault.add_instance(INSTANCE_ID, USER_ID)
     vault.add_agent(
         AGENT_ID,
@@ -51,18 +51,24 @@ def seeded_vault() -> MemoryVault:
         owner_user_id=OWNER_ID,
         variables=["OpenAI API Key", "database_url", "slack_token"],
     )
-    vault.put_secret(OPENAI_CREDENTIAL, OPENAI_VALUE, owner_user_id=USER_ID)
-    vault.put_secret(DB_CREDENTIAL, DB_VALUE, owner_user_id=USER_ID)
-    vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_CREDENTIAL)
-    vault.grant(USER_ID, AGENT_ID, "database_url", DB_CREDENTIAL)
+    vault.put_secret(OPENAI_SECRET, OPENAI_VALUE, owner_user_id=USER_ID)
+    vault.put_secret(DB_SECRET, DB_VALUE, owner_user_id=USER_ID)
+    vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
+    vault.grant(USER_ID, AGENT_ID, "database_url", DB_SECRET)
     return vault
 
 
 @pytest.fixture
-def piper() -> Iterator[LocalBackend]:
+def piper(tmp_path: Path) -> Iterator[LocalBackend]:
     """The local backend with Ada's vault, playing Piper Link for her too."""
-    with LocalBackend(seeded_vault(), instance_id=INSTANCE_ID) as backend:
+    with LocalBackend(seeded_vault(tmp_path / "vault"), instance_id=INSTANCE_ID) as backend:
         yield backend
+
+
+def credential_id(piper: LocalBackend, secret_name: str) -> str:
+    found = piper.vault.find_secret(secret_name)
+    assert found is not None
+    return found.secret_id
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])

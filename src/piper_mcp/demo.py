@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+from pathlib import Path
 from typing import TextIO
 
-from piper_mcp.local import LocalBackend, MemoryVault
+from piper_mcp.local import LocalBackend, Vault
 from piper_mcp.piper import PiperClient, PiperGrantNeededError
 
 AGENT_ID = "demo-agent"
@@ -24,8 +26,8 @@ def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]} ({len(value)} characters)"
 
 
-def demo_vault(agent_secret: str) -> MemoryVault:
-    vault = MemoryVault()
+def demo_vault(home: Path, agent_secret: str) -> Vault:
+    vault, _ = Vault.init(home)
     vault.add_instance(INSTANCE_ID, USER_ID)
     vault.add_agent(
         AGENT_ID,
@@ -33,8 +35,8 @@ def demo_vault(agent_secret: str) -> MemoryVault:
         owner_user_id="demo-developer",
         variables=["openai_api_key", "slack_token"],
     )
-    vault.put_secret("cred-demo-openai", DEMO_VALUE, owner_user_id=USER_ID)
-    vault.grant(USER_ID, AGENT_ID, "openai_api_key", "cred-demo-openai")
+    vault.put_secret("Demo OpenAI key", DEMO_VALUE, owner_user_id=USER_ID)
+    vault.grant(USER_ID, AGENT_ID, "openai_api_key", "Demo OpenAI key")
     return vault
 
 
@@ -43,7 +45,12 @@ def run(out: TextIO) -> int:
     agent_secret = secrets.token_urlsafe(24)
     for name in [name for name in os.environ if name.startswith("PIPER_")]:
         del os.environ[name]  # the demo is self-contained: no cloud settings apply
-    with LocalBackend(demo_vault(agent_secret), instance_id=INSTANCE_ID) as piper:
+    with (
+        tempfile.TemporaryDirectory(prefix="piper-demo-") as home,
+        LocalBackend(
+            demo_vault(Path(home) / "vault", agent_secret), instance_id=INSTANCE_ID
+        ) as piper,
+    ):
         out.write(f"Local Piper at {piper.base_url}, Piper Link at {piper.link_url}\n")
         out.write(f"Agent {AGENT_ID!r}; user {USER_ID!r} granted it 'openai_api_key' only.\n\n")
         with PiperClient(AGENT_ID, agent_secret, **piper.client_settings()) as client:

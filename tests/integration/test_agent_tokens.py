@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
@@ -48,9 +49,11 @@ async def test_one_token_per_function_serves_many_calls(piper: LocalBackend) -> 
     assert calls["piper-resolve-variable-mapping"] == 10
 
 
-async def test_tokens_that_expire_within_the_margin_are_fetched_each_time() -> None:
+async def test_tokens_that_expire_within_the_margin_are_fetched_each_time(tmp_path: Path) -> None:
     short_lived = TokenIssuer(agent_ttl=30)
-    with LocalBackend(seeded_vault(), instance_id=INSTANCE_ID, tokens=short_lived) as piper:
+    with LocalBackend(
+        seeded_vault(tmp_path / "vault"), instance_id=INSTANCE_ID, tokens=short_lived
+    ) as piper:
         async with v1_client(piper) as client:
             await client.get_secret("OpenAI API Key")
             await client.get_secret("OpenAI API Key")

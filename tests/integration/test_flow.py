@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from piper_mcp.local import LocalBackend
@@ -10,6 +12,7 @@ from piper_mcp.piper import (
     PiperAuthError,
     PiperBackendError,
     PiperConfigError,
+    PiperError,
     PiperForbiddenError,
     PiperGrantNeededError,
     PiperLinkNeededError,
@@ -19,9 +22,10 @@ from tests.conftest import (
     AGENT_ID,
     AGENT_SECRET,
     INSTANCE_ID,
-    OPENAI_CREDENTIAL,
+    OPENAI_SECRET,
     OPENAI_VALUE,
     USER_ID,
+    credential_id,
 )
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +41,7 @@ async def test_a_granted_variable_gives_an_sts_token_that_reads_the_secret(
             "value": result.value,
             "token_type": "Bearer",
             "expires_in": 3600,
-            "piper_credential_id": OPENAI_CREDENTIAL,
+            "piper_credential_id": credential_id(piper, OPENAI_SECRET),
             "piper_instance_id": INSTANCE_ID,
             "variable_name": "OpenAI API Key",
         }
@@ -46,14 +50,14 @@ async def test_a_granted_variable_gives_an_sts_token_that_reads_the_secret(
 
 
 async def test_fetch_raw_secret_exchanges_for_the_value(
-    client_kwargs: dict[str, object],
+    client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
     async with AsyncPiperClient(**client_kwargs) as client:
         result = await client.get_secret("openai-api-key", fetch_raw_secret=True)
     assert result.as_dict() == {
         "source": "piper_raw_secret",
         "value": OPENAI_VALUE,
-        "piper_credential_id": OPENAI_CREDENTIAL,
+        "piper_credential_id": credential_id(piper, OPENAI_SECRET),
         "piper_instance_id": INSTANCE_ID,
         "variable_name": "openai-api-key",
     }
@@ -62,8 +66,8 @@ async def test_fetch_raw_secret_exchanges_for_the_value(
 async def test_an_empty_string_secret_is_a_valid_raw_value(
     client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
-    piper.vault.put_secret("cred-empty", "", owner_user_id=USER_ID)
-    piper.vault.grant(USER_ID, AGENT_ID, "slack_token", "cred-empty")
+    piper.vault.put_secret("empty", "", owner_user_id=USER_ID)
+    piper.vault.grant(USER_ID, AGENT_ID, "slack_token", "empty")
     async with AsyncPiperClient(**client_kwargs) as client:
         result = await client.get_secret("slack_token", fetch_raw_secret=True)
     assert result["value"] == ""
@@ -88,7 +92,7 @@ async def test_a_missing_grant_raises_grant_needed_with_the_grant_page(
 async def test_an_inactive_grant_is_forbidden(
     client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_CREDENTIAL, status="PAUSED")
+    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET, status="PAUSED")
     async with AsyncPiperClient(**client_kwargs, enable_env_fallback=False) as client:
         with pytest.raises(PiperForbiddenError) as caught:
             await client.get_secret("OpenAI API Key")
@@ -96,14 +100,41 @@ async def test_an_inactive_grant_is_forbidden(
     assert "active" in caught.value.advice
 
 
-async def test_a_removed_secret_fails_the_raw_exchange_with_its_status(
+async def test_a_removed_secret_is_no_longer_granted(
     client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
-    piper.vault.remove_secret(OPENAI_CREDENTIAL)
     async with AsyncPiperClient(**client_kwargs, enable_env_fallback=False) as client:
+        issued = await client.get_secret("OpenAI API Key")
+        piper.vault.remove_secret(OPENAI_SECRET)
+        with pytest.raises(PiperGrantNeededError):
+            await client.get_secret("OpenAI API Key", fetch_raw_secret=True)
+        with pytest.raises(PiperError, match="permission denied"):
+            await client.read_secret_value(issued)
+
+
+async def test_a_grant_revoked_after_resolve_fails_the_raw_exchange(
+    serve: Callable[[object], str], piper: LocalBackend, client_kwargs: dict[str, object]
+) -> None:
+    """Revocation takes effect between calls of one flow: the exchange checks again."""
+    revoke_first = RevokeBeforeExchange(piper)
+    url = serve(revoke_first)
+    kwargs = {**client_kwargs, "exchange_secret_url": f"{url}/piper-exchange-sts-for-secret"}
+    async with AsyncPiperClient(**kwargs, enable_env_fallback=False) as client:
         with pytest.raises(PiperRawSecretExchangeError) as caught:
             await client.get_secret("OpenAI API Key", fetch_raw_secret=True)
-    assert (caught.value.status_code, caught.value.error_code) == (404, "not_found")
+    assert (caught.value.status_code, caught.value.error_code) == (403, "permission_denied")
+
+
+class RevokeBeforeExchange:
+    """Forwards to the local backend, revoking Ada's OpenAI grant just before the exchange."""
+
+    def __init__(self, piper: LocalBackend) -> None:
+        self.piper = piper
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] == "http":
+            self.piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
+        await self.piper.app.asgi(scope, receive, send)
 
 
 async def test_an_unknown_user_context_is_refused(

@@ -62,7 +62,9 @@ def tls_piper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalB
     )
     ca_file = folder / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
-    with LocalBackend(seeded_vault(), instance_id=INSTANCE_ID, tls=Tls(served, served)) as backend:
+    with LocalBackend(
+        seeded_vault(folder / "vault"), instance_id=INSTANCE_ID, tls=Tls(served, served)
+    ) as backend:
         yield backend, ca_file
 
 

@@ -13,7 +13,16 @@ from google.auth import jwt
 
 from piper_mcp.local import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, PiperError
-from tests.conftest import AGENT_ID, OPENAI_CREDENTIAL, OPENAI_VALUE, USER_ID
+from tests.conftest import (
+    AGENT_ID,
+    AGENT_SECRET,
+    DB_SECRET,
+    OPENAI_SECRET,
+    OPENAI_VALUE,
+    OWNER_ID,
+    USER_ID,
+    credential_id,
+)
 from tests.scripted import HeaderRecorder
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +68,7 @@ def application_default_credentials(
         )
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    piper.vault.put_secret(f"agent-secret-{AGENT_ID}", AGENT_SECRET, owner_user_id=OWNER_ID)
     piper.vault.add_google_identity(
         SERVICE_ACCOUNT, public_pem, readable_secrets=[f"agent-secret-{AGENT_ID}"]
     )
@@ -75,7 +85,8 @@ async def test_the_sts_token_reads_the_granted_secret_and_is_the_bearer_sent(
         assert await client.read_secret_value(result) == OPENAI_VALUE
     path, headers = recorder.seen[-1]
     assert path == (
-        f"/v1/projects/{piper.project_id}/secrets/{OPENAI_CREDENTIAL}/versions/latest:access"
+        f"/v1/projects/{piper.project_id}/secrets/{credential_id(piper, OPENAI_SECRET)}"
+        "/versions/latest:access"
     )
     assert headers["authorization"] == f"Bearer {result['value']}"
 
@@ -83,7 +94,7 @@ async def test_the_sts_token_reads_the_granted_secret_and_is_the_bearer_sent(
 async def test_an_sts_token_reads_nothing_it_was_not_granted(piper: LocalBackend) -> None:
     async with AsyncPiperClient(AGENT_ID, **piper.client_settings()) as client:
         result = await client.get_secret("OpenAI API Key")
-        other = result.model_copy(update={"piper_credential_id": "cred-db-ada"})
+        other = result.model_copy(update={"piper_credential_id": credential_id(piper, DB_SECRET)})
         with pytest.raises(PiperError, match="permission denied"):
             await client.read_secret_value(other)
 

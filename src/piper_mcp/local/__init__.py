@@ -4,6 +4,6 @@ Shares nothing with `piper_mcp.piper` but the protocol's data shapes.
 """
 
 from piper_mcp.local.server import LocalBackend
-from piper_mcp.local.vault import MemoryVault
+from piper_mcp.local.vault import Vault
 
-__all__ = ["LocalBackend", "MemoryVault"]
+__all__ = ["LocalBackend", "Vault"]

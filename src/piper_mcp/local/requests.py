@@ -24,6 +24,8 @@ Model = TypeVar("Model", bound=BaseModel)
 class RequestRejected(Exception):
     def __init__(self, status: int, code: str, description: str) -> None:
         super().__init__(description)
+        self.code = code
+        self.description = description
         self.response = JSONResponse(error_body(code, description), status_code=status)
 
 

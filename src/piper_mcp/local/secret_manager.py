@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import base64
 from functools import cache
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+if TYPE_CHECKING:
+    from piper_mcp.local.app import Caller
+
 from piper_mcp.local.requests import bearer_token
 from piper_mcp.local.tokens import TokenIssuer
-from piper_mcp.local.vault import MemoryVault
+from piper_mcp.local.vault import SecretInfo, Vault
 
 ACCESS_ROUTE = "/v1/projects/{project}/secrets/{secret}/versions/{version_access}"
 
@@ -27,27 +31,30 @@ def _google_error(code: int, status: str, message: str) -> JSONResponse:
 
 
 def access(
-    request: Request, vault: MemoryVault, tokens: TokenIssuer, project_id: str
+    request: Request, vault: Vault, tokens: TokenIssuer, project_id: str, caller: Caller
 ) -> JSONResponse:
     project = request.path_params["project"]
-    secret = request.path_params["secret"]
+    name = request.path_params["secret"]
     version, _, verb = request.path_params["version_access"].partition(":")
+    caller.subject = name[:256]
     if verb != "access":
         return _google_error(404, "NOT_FOUND", "Only versions/{version}:access is served here.")
     token = bearer_token(request)
     if token is None:
         return _google_error(401, "UNAUTHENTICATED", "Request is missing a bearer token.")
-    if not _may_read(token, secret, vault, tokens):
+    secret = vault.find_secret(name) if project == project_id else None
+    if secret is None or not _may_read(token, secret, vault, tokens, caller):
+        # The same answer whether or not the secret exists: a token learns nothing.
         return _google_error(
-            403, "PERMISSION_DENIED", f"Permission denied on secret {secret[:100]!r}."
+            403, "PERMISSION_DENIED", f"Permission denied on secret {name[:100]!r}."
         )
-    value = vault.secret_value(secret) if project == project_id else None
+    value = vault.secret_value(secret.secret_id)
     if value is None or version not in ("latest", "1"):
-        return _google_error(404, "NOT_FOUND", f"Secret [{secret[:100]}] not found.")
+        return _google_error(404, "NOT_FOUND", f"Secret [{name[:100]}] version not found.")
     data = value.encode("utf-8")
     return JSONResponse(
         {
-            "name": f"projects/{project}/secrets/{secret}/versions/1",
+            "name": f"projects/{project}/secrets/{name}/versions/1",
             "payload": {
                 "data": base64.b64encode(data).decode("ascii"),
                 "dataCrc32c": str(crc32c(data)),
@@ -56,19 +63,25 @@ def access(
     )
 
 
-def _may_read(token: str, secret: str, vault: MemoryVault, tokens: TokenIssuer) -> bool:
+def _may_read(
+    token: str, secret: SecretInfo, vault: Vault, tokens: TokenIssuer, caller: Caller
+) -> bool:
     sts = tokens.sts_token(token)
     if sts is not None:
-        return secret in sts.credential_ids and any(
-            grant.active and grant.credential_id == secret
-            for grant in vault.grants_of(sts.user_id, sts.client_id)
+        caller.client_id, caller.user_id = sts.client_id, sts.user_id
+        return secret.secret_id in sts.credential_ids and any(
+            grant.active and grant.credential_id == secret.secret_id
+            for grant in vault.grants(sts.user_id, sts.client_id)
         )
     email = _service_account_email(token, vault)
     identity = vault.google_identity(email) if email else None
-    return identity is not None and secret in identity.readable_secrets
+    caller.client_id = email
+    return identity is not None and bool(
+        {secret.name, secret.secret_id} & identity.readable_secrets
+    )
 
 
-def _service_account_email(token: str, vault: MemoryVault) -> str | None:
+def _service_account_email(token: str, vault: Vault) -> str | None:
     """The issuer of a valid self-signed JWT from a registered service account, else None."""
     if token.count(".") != 2:
         return None

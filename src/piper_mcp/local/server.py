@@ -17,7 +17,7 @@ from typing import Any
 from piper_mcp.local.app import PiperBackendApp
 from piper_mcp.local.link import link_app
 from piper_mcp.local.tokens import TokenIssuer
-from piper_mcp.local.vault import MemoryVault
+from piper_mcp.local.vault import Vault
 from piper_mcp.piper import protocol
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 
@@ -118,7 +118,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        vault: MemoryVault,
+        vault: Vault,
         *,
         instance_id: str | None = None,
         host: str = "127.0.0.1",

@@ -1,21 +1,91 @@
-"""What the local backend knows: users and their Link instances, agents, secrets, grants.
+"""The local vault: users and their Link instances, agents, encrypted secrets, grants, audit.
 
-`MemoryVault` keeps it in memory (tests, the demo). Agent client secrets are
-kept only as salted scrypt hashes.
+SQLite in WAL mode, every change in one transaction, so several `serve`
+processes and CLI calls can share a vault, and a process killed mid-write
+leaves every committed change intact. Secret values are sealed with the
+vault key (`encryption.py`); agent client secrets are kept only as salted
+scrypt hashes. Each thread gets its own connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import secrets
+import sqlite3
 import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from piper_mcp.piper.names import normalize_variable_name
-from piper_mcp.piper.protocol import AGENT_SECRET_PREFIX
+from piper_mcp.local.encryption import VaultKey, VaultKeyError
+from piper_mcp.local.home import DATABASE_FILE, KEY_FILE, make_private_dir
+from piper_mcp.piper.errors import PiperVariableNameError
+from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 
 ACTIVE = "ACTIVE"
+SCHEMA_VERSION = "1"
+MAX_SECRET_NAME_LENGTH = 200
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE instances (instance_id TEXT PRIMARY KEY, user_id TEXT NOT NULL);
+CREATE TABLE agents (
+    client_id TEXT PRIMARY KEY,
+    owner_user_id TEXT NOT NULL,
+    secret_salt BLOB NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE agent_variables (
+    client_id TEXT NOT NULL REFERENCES agents ON DELETE CASCADE,
+    variable TEXT NOT NULL,
+    PRIMARY KEY (client_id, variable)
+);
+CREATE TABLE secrets (
+    secret_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    owner_user_id TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE grants (
+    user_id TEXT NOT NULL,
+    client_id TEXT NOT NULL REFERENCES agents ON DELETE CASCADE,
+    variable TEXT NOT NULL,
+    secret_id TEXT NOT NULL REFERENCES secrets ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (user_id, client_id, variable)
+);
+CREATE TABLE google_identities (
+    email TEXT PRIMARY KEY,
+    public_key_pem TEXT NOT NULL,
+    readable_secrets TEXT NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    client_id TEXT,
+    user_id TEXT,
+    action TEXT NOT NULL,
+    subject TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT
+);
+"""
+
+
+class VaultError(Exception):
+    """A vault operation that cannot be done; the message says why in one line."""
 
 
 @dataclass(frozen=True)
@@ -23,8 +93,18 @@ class Agent:
     client_id: str
     owner_user_id: str
     variables: tuple[str, ...]
+    created_at: float
     secret_salt: bytes = field(repr=False)
     secret_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    secret_id: str
+    name: str
+    owner_user_id: str
+    created_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -33,7 +113,9 @@ class Grant:
     client_id: str
     variable: str  # normalized
     credential_id: str
-    status: str = ACTIVE
+    secret_name: str
+    status: str
+    created_at: float
 
     @property
     def active(self) -> bool:
@@ -49,111 +131,414 @@ class GoogleIdentity:
     readable_secrets: frozenset[str]
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    client_id: str | None
+    user_id: str | None
+    action: str
+    subject: str | None
+    outcome: str
+    reason: str | None
+
+
 def hash_client_secret(secret: str, salt: bytes) -> bytes:
     return hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1)
 
 
-class MemoryVault:
-    """An in-memory vault; thread-safe, since the HTTP server and its seeders share it."""
+def checked_agent_id(client_id: str) -> str:
+    if not _AGENT_ID.fullmatch(client_id):
+        raise VaultError(
+            f"agent id {_shown(client_id)} must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return client_id
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._instances: dict[str, str] = {}
-        self._agents: dict[str, Agent] = {}
-        self._secrets: dict[str, tuple[str, str]] = {}  # id → (owner, value)
-        self._grants: dict[tuple[str, str, str], Grant] = {}
-        self._identities: dict[str, GoogleIdentity] = {}
 
-    # --- seeding ---
+def checked_secret_name(name: str) -> str:
+    if not name or name != name.strip():
+        raise VaultError("a secret name must be non-empty, without leading or trailing spaces")
+    if len(name) > MAX_SECRET_NAME_LENGTH:
+        raise VaultError(
+            f"secret name is {len(name)} characters long; the limit is {MAX_SECRET_NAME_LENGTH}"
+        )
+    if _has_control_characters(name):
+        raise VaultError(f"secret name {_shown(name)} contains control characters")
+    return name
+
+
+def checked_declared_variable(variable: str) -> str:
+    if _has_control_characters(variable):
+        raise VaultError(f"variable name {_shown(variable)} contains control characters")
+    try:
+        return checked_variable_name(variable)
+    except PiperVariableNameError as error:
+        raise VaultError(
+            error.message.rstrip(".").replace("variable_name", "variable name")
+        ) from None
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+
+
+def _shown(text: str) -> str:
+    return repr(text[:40] + ("…" if len(text) > 40 else ""))
+
+
+class Vault:
+    """A vault on disk: `Vault.init(home)` once, then `Vault.open(home)`."""
+
+    def __init__(self, home: Path, key: VaultKey) -> None:
+        self.home = home
+        self.database = home / DATABASE_FILE
+        self._key = key
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    # --- creating and opening ---
+
+    @classmethod
+    def init(cls, home: Path) -> tuple[Vault, bool]:
+        """Create a vault in `home`, or open the one there; (vault, created)."""
+        if (home / DATABASE_FILE).exists():
+            return cls.open(home), False
+        if (home / KEY_FILE).exists():
+            raise VaultError(
+                f"{home / KEY_FILE} exists without a vault database; move it away or set PIPER_HOME"
+            )
+        make_private_dir(home)
+        key = VaultKey.create(home / KEY_FILE)
+        vault = cls(home, key)
+        database = home / DATABASE_FILE
+        database.touch(mode=0o600, exist_ok=False)
+        vault._db().execute("PRAGMA journal_mode = WAL")  # persistent: set once, here
+        with vault._write() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            user_id = "user-" + secrets.token_hex(6)
+            instance_id = "instance-" + secrets.token_hex(12)
+            for name, value in (
+                ("schema_version", SCHEMA_VERSION),
+                ("local_user_id", user_id),
+                ("local_instance_id", instance_id),
+            ):
+                db.execute("INSERT INTO meta VALUES (?, ?)", (name, value))
+            db.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
+            db.execute("INSERT INTO instances VALUES (?, ?)", (instance_id, user_id))
+        return vault, True
+
+    @classmethod
+    def open(cls, home: Path) -> Vault:
+        database = home / DATABASE_FILE
+        if not database.exists():
+            raise VaultError(f"no vault in {home}; create one with `piper-mcp local init`")
+        try:
+            key = VaultKey.load(home / KEY_FILE)
+            vault = cls(home, key)
+            key.verify(vault._meta("key_check"))
+        except VaultKeyError as error:
+            raise VaultError(f"cannot open the vault in {home}: {error}") from None
+        except sqlite3.DatabaseError as error:
+            raise VaultError(f"{database} is not a readable vault ({error})") from None
+        return vault
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- connections and transactions ---
+
+    def _db(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.database, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("PRAGMA busy_timeout = 30000")
+            # NORMAL in WAL mode survives any process crash; only power loss can drop the
+            # last commits. Secrets are written rarely, the audit trail on every call.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _meta(self, name: str) -> Any:
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        if row is None:
+            raise VaultError(f"the vault in {self.home} is damaged (no {name})")
+        return row[0]
+
+    @property
+    def local_user_id(self) -> str:
+        return str(self._meta("local_user_id"))
+
+    @property
+    def local_instance_id(self) -> str:
+        return str(self._meta("local_instance_id"))
+
+    # --- users and instances ---
 
     def add_instance(self, instance_id: str, user_id: str) -> None:
-        with self._lock:
-            self._instances[instance_id] = user_id
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?)", (instance_id, user_id))
+
+    def user_for_instance(self, instance_id: str) -> str | None:
+        row = (
+            self._db()
+            .execute("SELECT user_id FROM instances WHERE instance_id = ?", (instance_id,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    # --- agents ---
 
     def add_agent(
         self, client_id: str, client_secret: str, *, owner_user_id: str, variables: list[str]
-    ) -> None:
-        """Register an agent; its secret is also readable as `agent-secret-<id>`."""
+    ) -> Agent:
+        checked_agent_id(client_id)
+        declared = [checked_declared_variable(variable) for variable in variables]
+        if not declared:
+            raise VaultError("declare at least one variable (--variable NAME)")
+        if not client_secret:
+            raise VaultError("the client secret is empty")
         salt = secrets.token_bytes(16)
-        agent = Agent(
-            client_id,
-            owner_user_id,
-            tuple(variables),
-            salt,
-            hash_client_secret(client_secret, salt),
+        hashed = hash_client_secret(client_secret, salt)
+        now = time.time()
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM agents WHERE client_id = ?", (client_id,)).fetchone():
+                raise VaultError(f"agent {client_id!r} already exists; remove it first")
+            db.execute(
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?)",
+                (client_id, owner_user_id, salt, hashed, now),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO agent_variables VALUES (?, ?)",
+                [(client_id, variable) for variable in declared],
+            )
+        return Agent(client_id, owner_user_id, tuple(dict.fromkeys(declared)), now, salt, hashed)
+
+    def agents(self) -> list[Agent]:
+        rows = self._db().execute(
+            "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash FROM agents"
+            " ORDER BY client_id"
         )
-        with self._lock:
-            self._agents[client_id] = agent
-            self._secrets[AGENT_SECRET_PREFIX + client_id] = (owner_user_id, client_secret)
-
-    def put_secret(self, secret_id: str, value: str, *, owner_user_id: str) -> None:
-        with self._lock:
-            self._secrets[secret_id] = (owner_user_id, value)
-
-    def remove_secret(self, secret_id: str) -> None:
-        with self._lock:
-            self._secrets.pop(secret_id, None)
-
-    def grant(
-        self, user_id: str, client_id: str, variable: str, credential_id: str, status: str = ACTIVE
-    ) -> None:
-        name = normalize_variable_name(variable)
-        with self._lock:
-            self._grants[(user_id, client_id, name)] = Grant(
-                user_id, client_id, name, credential_id, status
-            )
-
-    def revoke(self, user_id: str, client_id: str, variable: str) -> None:
-        with self._lock:
-            self._grants.pop((user_id, client_id, normalize_variable_name(variable)), None)
-
-    def add_google_identity(
-        self, email: str, public_key_pem: str, *, readable_secrets: list[str]
-    ) -> None:
-        with self._lock:
-            self._identities[email] = GoogleIdentity(
-                email, public_key_pem, frozenset(readable_secrets)
-            )
-
-    # --- lookups ---
-
-    def user_for_instance(self, instance_id: str) -> str | None:
-        with self._lock:
-            return self._instances.get(instance_id)
+        return [self._agent_from(row) for row in rows.fetchall()]
 
     def agent(self, client_id: str) -> Agent | None:
-        with self._lock:
-            return self._agents.get(client_id)
+        row = (
+            self._db()
+            .execute(
+                "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash FROM agents"
+                " WHERE client_id = ?",
+                (client_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._agent_from(row)
+
+    def _agent_from(self, row: tuple[str, str, float, bytes, bytes]) -> Agent:
+        client_id, owner, created, salt, hashed = row
+        variables = self._db().execute(
+            "SELECT variable FROM agent_variables WHERE client_id = ? ORDER BY rowid", (client_id,)
+        )
+        return Agent(
+            client_id, owner, tuple(v for (v,) in variables.fetchall()), created, salt, hashed
+        )
+
+    def remove_agent(self, client_id: str) -> None:
+        with self._write() as db:
+            if not db.execute("DELETE FROM agents WHERE client_id = ?", (client_id,)).rowcount:
+                raise VaultError(f"there is no agent {client_id!r}")
 
     def verify_client_secret(self, client_id: str, client_secret: str) -> Agent | None:
         agent = self.agent(client_id)
         if agent is None:
-            # Spend the same time as a real check, so timing tells nothing about ids.
+            # Spend the time a real check takes, so timing does not tell which ids exist.
             hash_client_secret(client_secret, b"\0" * 16)
             return None
-        if hmac.compare_digest(
-            agent.secret_hash, hash_client_secret(client_secret, agent.secret_salt)
-        ):
-            return agent
-        return None
+        candidate = hash_client_secret(client_secret, agent.secret_salt)
+        return agent if hmac.compare_digest(agent.secret_hash, candidate) else None
 
-    def grant_for(self, user_id: str, client_id: str, variable: str) -> Grant | None:
-        with self._lock:
-            return self._grants.get((user_id, client_id, variable))
+    # --- secrets ---
 
-    def grants_of(self, user_id: str, client_id: str) -> list[Grant]:
-        with self._lock:
-            return [
-                grant
-                for (user, agent, _), grant in self._grants.items()
-                if user == user_id and agent == client_id
-            ]
+    def put_secret(self, name: str, value: str, *, owner_user_id: str) -> str:
+        """Store (or replace) the value of secret `name`; its id, stable across updates."""
+        checked_secret_name(name)
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT secret_id FROM secrets WHERE name = ?", (name,)).fetchone()
+            secret_id = row[0] if row else "cred-" + secrets.token_hex(10)
+            sealed = self._key.seal(value.encode("utf-8"), secret_id.encode())
+            if row:
+                db.execute(
+                    "UPDATE secrets SET sealed = ?, updated_at = ? WHERE secret_id = ?",
+                    (sealed, now, secret_id),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO secrets VALUES (?, ?, ?, ?, ?, ?)",
+                    (secret_id, name, owner_user_id, sealed, now, now),
+                )
+        return str(secret_id)
+
+    def secrets(self) -> list[SecretInfo]:
+        rows = self._db().execute(
+            "SELECT secret_id, name, owner_user_id, created_at, updated_at FROM secrets"
+            " ORDER BY name"
+        )
+        return [SecretInfo(*row) for row in rows.fetchall()]
+
+    def remove_secret(self, name: str) -> None:
+        """Delete a secret and every grant of it."""
+        with self._write() as db:
+            if not db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount:
+                raise VaultError(f"there is no secret {_shown(name)}")
+
+    def find_secret(self, id_or_name: str) -> SecretInfo | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT secret_id, name, owner_user_id, created_at, updated_at FROM secrets"
+                " WHERE secret_id = ? OR name = ? ORDER BY secret_id = ? DESC LIMIT 1",
+                (id_or_name, id_or_name, id_or_name),
+            )
+            .fetchone()
+        )
+        return None if row is None else SecretInfo(*row)
 
     def secret_value(self, secret_id: str) -> str | None:
-        with self._lock:
-            entry = self._secrets.get(secret_id)
-        return entry[1] if entry else None
+        row = (
+            self._db()
+            .execute("SELECT sealed FROM secrets WHERE secret_id = ?", (secret_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return self._key.open(row[0], secret_id.encode()).decode("utf-8")
+
+    # --- grants ---
+
+    def grant(
+        self,
+        user_id: str,
+        client_id: str,
+        variable: str,
+        secret_name: str,
+        status: str = ACTIVE,
+    ) -> Grant:
+        """Let `client_id` have `secret_name` when it asks for `variable` on behalf of `user_id`."""
+        agent = self.agent(client_id)
+        if agent is None:
+            raise VaultError(f"there is no agent {client_id!r}; add it with `local agent add`")
+        wanted = normalize_variable_name(variable)
+        if wanted not in {normalize_variable_name(v) for v in agent.variables}:
+            declared = ", ".join(agent.variables)
+            raise VaultError(
+                f"agent {client_id!r} does not declare {_shown(variable)} ({declared})"
+            )
+        secret = self.find_secret(secret_name)
+        if secret is None:
+            raise VaultError(
+                f"there is no secret {_shown(secret_name)}; store it with `local secret set`"
+            )
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, client_id, wanted, secret.secret_id, status, now),
+            )
+        return Grant(user_id, client_id, wanted, secret.secret_id, secret.name, status, now)
+
+    def revoke(self, user_id: str, client_id: str, variable: str) -> None:
+        with self._write() as db:
+            removed = db.execute(
+                "DELETE FROM grants WHERE user_id = ? AND client_id = ? AND variable = ?",
+                (user_id, client_id, normalize_variable_name(variable)),
+            ).rowcount
+        if not removed:
+            raise VaultError(f"agent {client_id!r} has no grant of {_shown(variable)}")
+
+    def grants(self, user_id: str | None = None, client_id: str | None = None) -> list[Grant]:
+        rows = self._db().execute(
+            "SELECT g.user_id, g.client_id, g.variable, g.secret_id, s.name, g.status, g.created_at"
+            " FROM grants g JOIN secrets s USING (secret_id)"
+            " WHERE (?1 IS NULL OR g.user_id = ?1) AND (?2 IS NULL OR g.client_id = ?2)"
+            " ORDER BY g.client_id, g.variable",
+            (user_id, client_id),
+        )
+        return [Grant(*row) for row in rows.fetchall()]
+
+    def grant_for(self, user_id: str, client_id: str, variable: str) -> Grant | None:
+        found = [g for g in self.grants(user_id, client_id) if g.variable == variable]
+        return found[0] if found else None
+
+    # --- Google identities (for the Secret Manager subset) ---
+
+    def add_google_identity(
+        self, email: str, public_key_pem: str, *, readable_secrets: list[str]
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO google_identities VALUES (?, ?, ?)",
+                (email, public_key_pem, json.dumps(readable_secrets)),
+            )
 
     def google_identity(self, email: str) -> GoogleIdentity | None:
-        with self._lock:
-            return self._identities.get(email)
+        row = (
+            self._db()
+            .execute(
+                "SELECT email, public_key_pem, readable_secrets FROM google_identities"
+                " WHERE email = ?",
+                (email,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return GoogleIdentity(row[0], row[1], frozenset(json.loads(row[2])))
+
+    # --- audit ---
+
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        client_id: str | None = None,
+        user_id: str | None = None,
+        subject: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO audit (at, client_id, user_id, action, subject, outcome, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), client_id, user_id, action, subject, outcome, reason),
+            )
+
+    def audit(self, limit: int = 50) -> list[AuditEntry]:
+        rows = self._db().execute(
+            "SELECT at, client_id, user_id, action, subject, outcome, reason FROM audit"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AuditEntry(*row) for row in reversed(rows.fetchall())]
