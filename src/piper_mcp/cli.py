@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Start a local Piper with a demo vault and walk an agent through "
         "an STS token, a Secret Manager read, a missing grant and the env fallback.",
     )
+    from piper_mcp.local.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -32,5 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from piper_mcp import demo
 
         return demo.run(sys.stdout)
+    if args.command == "local":
+        from piper_mcp.local.commands import run
+
+        return run(args)
     parser.print_help()
     return 2

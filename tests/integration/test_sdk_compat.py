@@ -22,7 +22,7 @@ from piper_sdk.client import PiperClient as SdkClient
 from piper_mcp.local import LocalBackend
 from piper_mcp.local.server import Tls
 from piper_mcp.piper import PiperClient, env_var_name, normalize_variable_name
-from tests.conftest import AGENT_ID, INSTANCE_ID, seeded_vault
+from tests.conftest import AGENT_ID, INSTANCE_ID, OPENAI_VALUE, seeded_vault
 
 logging.getLogger("piper_sdk.client").setLevel(logging.CRITICAL)
 
@@ -93,6 +93,10 @@ def test_results_have_the_sdks_keys(
             assert set(got) == set(expected)
             assert got["source"] == expected["source"]
             assert got["piper_instance_id"] == expected["piper_instance_id"] == INSTANCE_ID
+        # Secret Manager over the backend's TLS, trusting PIPER_CA_BUNDLE only.
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        assert ours.read_secret_value(ours.get_secret("OpenAI API Key")) == OPENAI_VALUE
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
         expected = sdk.get_secret("slack_token")
         got = ours.get_secret("slack_token").as_dict()
     # The seed README's key for the environment variable; the SDK renamed it per release.

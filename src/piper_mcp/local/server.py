@@ -157,6 +157,14 @@ class LocalBackend:
             settings["piper_link_service_url"] = self.link_url
         return settings
 
+    def environment(self) -> dict[str, str]:
+        """The `PIPER_*` settings that point piper-mcp's client at this backend."""
+        names = {"piper_link_service_url": "PIPER_LINK_URL"}
+        return {
+            names.get(key, f"PIPER_{key.upper()}"): str(value)
+            for key, value in self.client_settings().items()
+        }
+
     def start(self) -> LocalBackend:
         self._server.start()
         return self

@@ -146,8 +146,8 @@ class AsyncPiperClient:
     def _setup(self, settings: PiperSettings, http_client: httpx.AsyncClient | None) -> None:
         self.settings = settings
         self._owns_http = http_client is None
-        ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
-        self._http = http_client or backend.new_http_client(ca_bundle)
+        self._ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
+        self._http = http_client or backend.new_http_client(self._ca_bundle)
         self.link = PiperLink(settings.link_url, self._http, settings.instance_id)
         self.tokens = AgentTokenCache(self._fetch_agent_token)
         self._client_secret: SecretStr | None = settings.client_secret
@@ -243,6 +243,7 @@ class AsyncPiperClient:
             name,
             result.value,
             endpoint=self.settings.secret_manager_endpoint,
+            ca_bundle=self._ca_bundle,
         )
 
     # --- Piper tier ---
@@ -442,5 +443,8 @@ class AsyncPiperClient:
             else secret_manager.secret_version_name(self.settings.project_id, secret_name)
         )
         return await asyncio.to_thread(
-            secret_manager.read_with_adc, name, endpoint=self.settings.secret_manager_endpoint
+            secret_manager.read_with_adc,
+            name,
+            endpoint=self.settings.secret_manager_endpoint,
+            ca_bundle=self._ca_bundle,
         )

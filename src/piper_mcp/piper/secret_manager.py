@@ -16,7 +16,7 @@ def secret_version_name(project_id: str, secret_id: str, version: str = "latest"
     return f"projects/{project_id}/secrets/{secret_id}/versions/{version}"
 
 
-def read_with_adc(name: str, *, endpoint: str | None = None) -> str:
+def read_with_adc(name: str, *, endpoint: str | None = None, ca_bundle: str | None = None) -> str:
     """Read `name` as this process's own Google identity (Application Default Credentials)."""
     import google.auth
     import google.auth.exceptions
@@ -32,17 +32,21 @@ def read_with_adc(name: str, *, endpoint: str | None = None) -> str:
             advice="Run `gcloud auth application-default login`, set "
             "GOOGLE_APPLICATION_CREDENTIALS, or give PIPER_CLIENT_SECRET directly.",
         ) from error
-    return _access(name, credentials, endpoint, who="this agent's Google identity")
+    return _access(name, credentials, endpoint, ca_bundle, who="this agent's Google identity")
 
 
-def read_with_token(name: str, token: str, *, endpoint: str | None = None) -> str:
+def read_with_token(
+    name: str, token: str, *, endpoint: str | None = None, ca_bundle: str | None = None
+) -> str:
     """Read `name` with a Piper-issued STS token (a Google OAuth access token)."""
     from google.oauth2.credentials import Credentials
 
-    return _access(name, Credentials(token=token), endpoint, who="the STS token")
+    return _access(name, Credentials(token=token), endpoint, ca_bundle, who="the STS token")
 
 
-def _access(name: str, credentials: Any, endpoint: str | None, *, who: str) -> str:
+def _access(
+    name: str, credentials: Any, endpoint: str | None, ca_bundle: str | None, *, who: str
+) -> str:
     from google.api_core import exceptions as google_errors
     from google.cloud import secretmanager
 
@@ -51,6 +55,12 @@ def _access(name: str, credentials: Any, endpoint: str | None, *, who: str) -> s
         credentials=credentials,
         client_options={"api_endpoint": endpoint} if endpoint else None,
     )
+    if ca_bundle:
+        # The library has no public CA option: set it on the REST transport's requests
+        # session, and stop requests preferring REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over it.
+        transport: Any = client.transport
+        transport._session.verify = ca_bundle
+        transport._session.trust_env = False
     try:
         response = client.access_secret_version(request={"name": name})
     except google_errors.Forbidden as error:

@@ -1,0 +1,333 @@
+"""`piper-mcp local ...`: run and administer a local Piper from the command line.
+
+Each command prints for people, or one JSON document with `--json`; on
+failure it prints one line saying why to stderr and exits 1. Secret values
+are read from stdin or a hidden prompt, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from piper_mcp.local.home import default_home
+from piper_mcp.local.vault import Vault, VaultError, checked_secret_name
+from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
+from piper_mcp.piper.settings import is_loopback_host
+
+DEFAULT_PORT = 31478
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; the message is the one line shown."""
+
+
+def add_commands(commands: Any) -> None:
+    """Register the `local` command group on the top-level subparsers."""
+    local = commands.add_parser(
+        "local",
+        help="run and administer a local, self-hosted Piper",
+        description="A Piper-compatible backend on this machine; its vault lives in "
+        "PIPER_HOME (default: the user data folder).",
+    )
+    group = local.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(
+            name, help=help_text, description=help_text
+        )
+        parser.set_defaults(handler=handler)
+        return parser
+
+    def with_json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return parser
+
+    with_json(command("init", init, "create a vault (changes nothing if one exists)"))
+
+    agent = group.add_parser("agent", help="register, list and remove agents")
+    agents = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
+    add = agents.add_parser("add", help="register an agent and its variable names")
+    add.add_argument("client_id", metavar="ID")
+    add.add_argument(
+        "--variable",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a variable the agent asks for (repeat for more)",
+    )
+    add.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="read the client secret from stdin instead of generating one",
+    )
+    with_json(add).set_defaults(handler=agent_add)
+    with_json(agents.add_parser("list", help="list agents")).set_defaults(handler=agent_list)
+    remove = agents.add_parser("remove", help="remove an agent and its grants")
+    remove.add_argument("client_id", metavar="ID")
+    remove.set_defaults(handler=agent_remove)
+
+    secret = group.add_parser("secret", help="store, list and remove secrets")
+    secrets_ = secret.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
+    put = secrets_.add_parser("set", help="store a secret; the value from stdin or a hidden prompt")
+    put.add_argument("name", metavar="NAME")
+    with_json(put).set_defaults(handler=secret_set)
+    with_json(secrets_.add_parser("list", help="list secrets (never values)")).set_defaults(
+        handler=secret_list
+    )
+    drop = secrets_.add_parser("remove", help="remove a secret and every grant of it")
+    drop.add_argument("name", metavar="NAME")
+    drop.set_defaults(handler=secret_remove)
+
+    grant_parser = command("grant", grant, "let AGENT have SECRET when it asks for VARIABLE")
+    grant_parser.add_argument("agent", metavar="AGENT")
+    grant_parser.add_argument("variable", metavar="VARIABLE")
+    grant_parser.add_argument("secret", metavar="SECRET")
+    revoke_parser = command("revoke", revoke, "take VARIABLE away from AGENT")
+    revoke_parser.add_argument("agent", metavar="AGENT")
+    revoke_parser.add_argument("variable", metavar="VARIABLE")
+    with_json(command("grants", grants, "list grants"))
+
+    serve_parser = with_json(command("serve", serve, "serve the Piper protocol until interrupted"))
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve_parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"protocol port ({DEFAULT_PORT}; 0 picks a free one)",
+    )
+    serve_parser.add_argument(
+        "--link-port",
+        type=int,
+        default=DEFAULT_LINK_PORT,
+        help=f"Piper Link port on 127.0.0.1 ({DEFAULT_LINK_PORT})",
+    )
+    serve_parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate")
+    serve_parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
+
+    audit_parser = with_json(command("audit", audit, "who asked for what, when, and the outcome"))
+    audit_parser.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result: int = args.handler(args)
+        return result
+    except (VaultError, CommandError) as error:
+        print(f"piper-mcp local: {error}", file=sys.stderr)
+        return 1
+
+
+def _vault() -> Vault:
+    return Vault.open(default_home())
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+# --- commands ---
+
+
+def init(args: argparse.Namespace) -> int:
+    home = default_home()
+    vault, created = Vault.init(home)
+    data = {
+        "home": str(home),
+        "created": created,
+        "user_id": vault.local_user_id,
+        "instance_id": vault.local_instance_id,
+    }
+    text = (
+        f"Created a vault in {home}.\nNext: `piper-mcp local agent add ID --variable NAME`."
+        if created
+        else f"A vault already exists in {home}; nothing changed."
+    )
+    return _emit(args, data, text)
+
+
+def agent_add(args: argparse.Namespace) -> int:
+    generated = not args.secret_stdin
+    client_secret = secrets.token_urlsafe(32) if generated else _read_stdin("client secret")
+    vault = _vault()
+    agent = vault.add_agent(
+        args.client_id, client_secret, owner_user_id=vault.local_user_id, variables=args.variable
+    )
+    data: dict[str, Any] = {"client_id": agent.client_id, "variables": list(agent.variables)}
+    text = f"Registered agent {agent.client_id!r} asking for: {', '.join(agent.variables)}."
+    if generated:
+        data["client_secret"] = client_secret
+        text += f"\nIts client secret, shown this once (only a hash is kept):\n{client_secret}"
+    return _emit(args, data, text)
+
+
+def agent_list(args: argparse.Namespace) -> int:
+    agents = _vault().agents()
+    data = [
+        {"client_id": a.client_id, "variables": list(a.variables), "created": _when(a.created_at)}
+        for a in agents
+    ]
+    lines = [f"{a['client_id']}  variables: {', '.join(a['variables'])}" for a in data]
+    return _emit(args, data, "\n".join(lines) or "No agents yet.")
+
+
+def agent_remove(args: argparse.Namespace) -> int:
+    _vault().remove_agent(args.client_id)
+    print(f"Removed agent {args.client_id!r} and its grants.")
+    return 0
+
+
+def secret_set(args: argparse.Namespace) -> int:
+    vault = _vault()
+    checked_secret_name(args.name)  # before asking for the value
+    value = _read_stdin("secret value") if not sys.stdin.isatty() else _prompt(args.name)
+    secret_id = vault.put_secret(args.name, value, owner_user_id=vault.local_user_id)
+    return _emit(
+        args, {"name": args.name, "id": secret_id}, f"Stored {args.name!r} as {secret_id}."
+    )
+
+
+def secret_list(args: argparse.Namespace) -> int:
+    data = [
+        {
+            "name": s.name,
+            "id": s.secret_id,
+            "created": _when(s.created_at),
+            "updated": _when(s.updated_at),
+        }
+        for s in _vault().secrets()
+    ]
+    lines = [f"{s['name']}  id={s['id']}  updated {s['updated']}" for s in data]
+    return _emit(args, data, "\n".join(lines) or "No secrets yet.")
+
+
+def secret_remove(args: argparse.Namespace) -> int:
+    _vault().remove_secret(args.name)
+    print(f"Removed {args.name!r}; agents granted it lose it on their next call.")
+    return 0
+
+
+def grant(args: argparse.Namespace) -> int:
+    vault = _vault()
+    made = vault.grant(vault.local_user_id, args.agent, args.variable, args.secret)
+    print(f"Granted {made.secret_name!r} to {made.client_id!r} as {made.variable!r}.")
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    vault = _vault()
+    vault.revoke(vault.local_user_id, args.agent, args.variable)
+    print(f"Revoked {args.variable!r} from {args.agent!r}; it takes effect on the next call.")
+    return 0
+
+
+def grants(args: argparse.Namespace) -> int:
+    vault = _vault()
+    data = [
+        {
+            "agent": g.client_id,
+            "variable": g.variable,
+            "secret": g.secret_name,
+            "status": g.status,
+            "created": _when(g.created_at),
+        }
+        for g in vault.grants(vault.local_user_id)
+    ]
+    lines = [f"{g['agent']}  {g['variable']} → {g['secret']}  ({g['status']})" for g in data]
+    return _emit(args, data, "\n".join(lines) or "No grants yet.")
+
+
+def audit(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+    entries = _vault().audit(args.limit)
+    data = [
+        {
+            "at": _when(e.at),
+            "agent": e.client_id,
+            "action": e.action,
+            "subject": e.subject,
+            "outcome": e.outcome,
+            "reason": e.reason,
+        }
+        for e in entries
+    ]
+    lines = [
+        f"{e['at']}  {e['agent'] or '-'}  {e['action']}  {e['subject'] or '-'}  {e['outcome']}"
+        for e in data
+    ]
+    return _emit(args, data, "\n".join(lines) or "Nothing recorded yet.")
+
+
+def serve(args: argparse.Namespace) -> int:
+    from piper_mcp.local.server import LocalBackend, Tls
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CommandError("give both --tls-cert and --tls-key, or neither")
+    tls = Tls(args.tls_cert, args.tls_key) if args.tls_cert else None
+    if tls and not (tls.certfile.is_file() and tls.keyfile.is_file()):
+        raise CommandError("the --tls-cert or --tls-key file does not exist")
+    if not is_loopback_host(args.host) and tls is None:
+        raise CommandError(f"serving {args.host} beyond this machine needs --tls-cert/--tls-key")
+    vault = _vault()
+    try:
+        backend = LocalBackend(
+            vault,
+            instance_id=vault.local_instance_id,
+            host=args.host,
+            port=args.port,
+            link_port=args.link_port,
+            tls=tls,
+        )
+    except OSError as error:
+        raise CommandError(f"cannot listen: {error.strerror} (is another Piper running?)") from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    backend.start()
+    settings = backend.environment()
+    if args.json:
+        print(json.dumps({"url": backend.base_url, "link_url": backend.link_url, "env": settings}))
+    else:
+        print(f"Local Piper serving the vault in {vault.home}")
+        print(f"  protocol:   {backend.base_url}")
+        print(f"  Piper Link: {backend.link_url}")
+        print("Point a Piper client at it with:")
+        for name, value in settings.items():
+            print(f"  export {name}={value}")
+        print("Stop with Ctrl-C.")
+    sys.stdout.flush()
+    stop.wait()
+    backend.stop()
+    vault.close()
+    print("Stopped.", file=sys.stderr)
+    return 0
+
+
+def _read_stdin(what: str) -> str:
+    value = sys.stdin.read()
+    value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        raise CommandError(f"the {what} on stdin is empty; nothing was written")
+    return value
+
+
+def _prompt(name: str) -> str:
+    value = getpass.getpass(f"Value of {name!r} (hidden): ")
+    if not value:
+        raise CommandError("the value is empty; nothing was written")
+    return value
