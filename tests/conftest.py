@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from piper_mcp.local import LocalBackend, Vault
-from piper_mcp.local.server import ServerThread, Site, bind, url_of
+from piper_mcp.local.server import LocalBackend, ServerThread, Site, bind, url_of
+from piper_mcp.local.vault import Vault
 
 AGENT_ID = "agent-research"
 AGENT_SECRET = "agent-client-secret-canary-7f3a"

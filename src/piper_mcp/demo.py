@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from piper_mcp.local import LocalBackend, Vault
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.vault import Vault
 from piper_mcp.piper import PiperClient, PiperGrantNeededError
 
 AGENT_ID = "demo-agent"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from piper_mcp.local import LocalBackend
+from piper_mcp.local.server import LocalBackend
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE
 
 ROOT = Path(__file__).resolve().parents[2]

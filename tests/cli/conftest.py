@@ -1,0 +1,108 @@
+"""Running `piper-mcp` as a person does: a subprocess with its own PIPER_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Done]
+
+
+@pytest.fixture
+def piper_home(tmp_path: Path) -> Path:
+    return tmp_path / "piper-home"
+
+
+@pytest.fixture
+def cli_env(piper_home: Path) -> dict[str, str]:
+    return {**os.environ, "PIPER_HOME": str(piper_home)}
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str]) -> Cli:
+    """`cli("local", "init", stdin="...")` runs the command and returns what it did."""
+
+    def run(*args: str, stdin: str | None = None) -> Done:
+        done = subprocess.run(
+            [sys.executable, "-m", "piper_mcp", *args],
+            input=stdin if stdin is not None else "",
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return Done(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@dataclass
+class Serving:
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
+        self.process.send_signal(signum)
+        _, err = self.process.communicate(timeout=20)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def serve_local(cli_env: dict[str, str]) -> Iterator[Callable[..., Serving]]:
+    """Start `piper-mcp local serve --json` on free ports; stopped after the test."""
+    started: list[Serving] = []
+
+    def start(*extra: str) -> Serving:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "piper_mcp",
+                "local",
+                "serve",
+                "--port",
+                "0",
+                "--link-port",
+                "0",
+                "--json",
+                *extra,
+            ],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"serve did not start: {process.communicate()[1]}")
+        serving = Serving(process, json.loads(line))
+        started.append(serving)
+        return serving
+
+    yield start
+    for serving in started:
+        if serving.process.poll() is None:
+            serving.process.kill()
+            serving.process.communicate()
