@@ -122,3 +122,30 @@ def test_secret_manager_needs_a_bearer_and_names_google_statuses(piper: LocalBac
 def test_link_answers_only_its_user_context(piper: LocalBackend) -> None:
     assert piper.link_url is not None
     assert httpx.get(piper.link_url).json() == {"instanceId": INSTANCE_ID}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("POST", "/no-such-function", 404, "not_found"),
+        ("GET", RESOLVE, 405, "invalid_request"),
+        ("POST", "/v1/projects/p/secrets/s/versions/latest:access", 405, "invalid_request"),
+    ],
+)
+def test_unknown_routes_and_methods_get_the_protocols_error_body(
+    piper: LocalBackend, method: str, path: str, status: int, code: str
+) -> None:
+    response = httpx.request(method, piper.base_url + path)
+    assert response.status_code == status
+    assert response.json()["error"] == code
+
+
+def test_a_form_field_given_twice_is_refused(piper: LocalBackend) -> None:
+    response = post(
+        piper,
+        "/piper-token-endpoint",
+        content=b"grant_type=client_credentials&client_id=a&client_id=b",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert "given more than once" in response.json()["error_description"]

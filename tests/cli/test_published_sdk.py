@@ -1,0 +1,124 @@
+"""The published Piper SDK cannot tell `piper-mcp local serve` from the real service.
+
+Releases 0.4.4 (protocol v1) and 0.7.1 (v2) are installed from PyPI into
+folders of their own and run their documented flow over TLS (a throwaway
+CA from trustme), as separate processes, against a separate serve process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.cli.conftest import Cli, Serving
+
+HERE = Path(__file__).parent
+VALUE = "sk-canary-published-sdk-0e7f"
+FALLBACK_VALUE = "env-canary-fallback-77aa"
+
+
+@pytest.fixture(scope="session")
+def sdk_release(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    installed: dict[str, Path] = {}
+
+    def install(version: str) -> Path:
+        if version not in installed:
+            target = tmp_path_factory.mktemp(f"pyper-sdk-{version}")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "--target",
+                    str(target),
+                    f"pyper-sdk=={version}",
+                ],
+                check=True,
+                timeout=300,
+            )
+            installed[version] = target
+        return installed[version]
+
+    return install
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca))
+    return cert, key, ca
+
+
+@pytest.mark.parametrize("version", ["0.4.4", "0.7.1"])
+def test_the_published_sdk_runs_its_documented_flow_against_local_serve(
+    cli: Cli,
+    serve_local: Callable[..., Serving],
+    sdk_release: Callable[[str], Path],
+    tls_files: tuple[Path, Path, Path],
+    version: str,
+) -> None:
+    cli("local", "init")
+    agent = cli(
+        "local",
+        "agent",
+        "add",
+        "research",
+        "--variable",
+        "OpenAI API Key",
+        "--variable",
+        "slack_token",
+        "--json",
+    ).json()
+    cli("local", "secret", "set", "Ada's OpenAI key", stdin=VALUE)
+    cli("local", "grant", "research", "OpenAI API Key", "Ada's OpenAI key")
+    cert, key, ca = tls_files
+    serving = serve_local("--tls-cert", str(cert), "--tls-key", str(key))
+    assert serving.info["url"].startswith("https://127.0.0.1:")
+
+    env = {
+        **os.environ,
+        **serving.info["env"],
+        "PYTHONPATH": str(sdk_release(version)),
+        "REQUESTS_CA_BUNDLE": str(ca),
+        "PIPER_CLIENT_ID": "research",
+        "PIPER_CLIENT_SECRET": agent["client_secret"],
+        "GRANTED": "OpenAI API Key",
+        "UNGRANTED": "slack token",
+        "SLACK_TOKEN": FALLBACK_VALUE,
+    }
+    done = subprocess.run(
+        [sys.executable, str(HERE / "sdk_flow.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+    assert seen["version"].startswith(version[:3])
+    assert seen["sts"]["source"] == "piper_sts"
+    assert seen["sts"]["instance"].startswith("instance-")
+    assert seen["raw"] == {"source": "piper_raw_secret", "value": digest(VALUE)}
+    assert seen["secret_manager_value"] == digest(VALUE)
+    assert seen["ungranted"] == {"raised": "PiperGrantNeededError", "code": "mapping_not_found"}
+    assert seen["fallback"] == {"source": "environment_variable", "value": digest(FALLBACK_VALUE)}
+    code, stderr = serving.stop()
+    assert code == 0 and "Stopped." in stderr

@@ -1,0 +1,109 @@
+"""The vault keeps every committed write: through SIGKILL, and with many writers at once."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from piper_mcp.local.encryption import VaultKeyError
+from piper_mcp.local.vault import Vault, VaultError
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from piper_mcp.local.vault import Vault
+
+    vault = Vault.open(Path(sys.argv[1]))
+    prefix, count = sys.argv[2], int(sys.argv[3])
+    me = vault.local_user_id
+    for n in range(count):
+        name = f"{prefix}-{n}"
+        vault.put_secret(name, "value-" + name, owner_user_id=me)
+        vault.record("burst", "ok", subject=name)
+        print(name, flush=True)  # only after the commit returned
+    """
+)
+
+
+def writer(home: Path, prefix: str, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(home), prefix, str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def integrity(home: Path) -> str:
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    vault, _ = Vault.init(tmp_path / "vault")
+    vault.close()
+    return tmp_path / "vault"
+
+
+def test_sigkill_in_a_burst_of_writes_loses_no_committed_write(home: Path) -> None:
+    process = writer(home, "burst", 100_000)
+    assert process.stdout is not None
+    committed = [process.stdout.readline().strip() for _ in range(200)]
+    process.send_signal(signal.SIGKILL)
+    committed += [line.strip() for line in process.stdout if line.strip()]
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert integrity(home) == "ok"
+    vault = Vault.open(home)
+    stored = {secret.name for secret in vault.secrets()}
+    assert set(committed) <= stored
+    assert len(stored) < 100_000  # it really was killed mid-burst
+    for name in committed[-5:]:
+        found = vault.find_secret(name)
+        assert found is not None
+        assert vault.secret_value(found.secret_id) == "value-" + name
+
+
+def test_concurrent_writers_and_readers_lose_nothing(home: Path) -> None:
+    writers = [writer(home, f"w{n}", 60) for n in range(4)]
+    reader = Vault.open(home)
+    while any(process.poll() is None for process in writers):
+        assert all(s.name.startswith("w") for s in reader.secrets())
+    for process in writers:
+        _, err = process.communicate()
+        assert process.returncode == 0, err
+    assert integrity(home) == "ok"
+    names = {secret.name for secret in reader.secrets()}
+    assert names == {f"w{n}-{i}" for n in range(4) for i in range(60)}
+    assert len([e for e in reader.audit(1000) if e.action == "burst"]) == 240
+
+
+def test_a_ciphertext_moved_to_another_secret_does_not_decrypt(home: Path) -> None:
+    """Associated data binds each ciphertext to its secret id."""
+    vault = Vault.open(home)
+    me = vault.local_user_id
+    first = vault.put_secret("first", "one", owner_user_id=me)
+    second = vault.put_secret("second", "two", owner_user_id=me)
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        sealed = db.execute("SELECT sealed FROM secrets WHERE secret_id = ?", (first,)).fetchone()
+        db.execute("UPDATE secrets SET sealed = ? WHERE secret_id = ?", (sealed[0], second))
+    assert vault.secret_value(first) == "one"
+    with pytest.raises(VaultKeyError, match="does not decrypt"):
+        vault.secret_value(second)
+
+
+def test_init_refuses_a_stray_key_without_a_database(tmp_path: Path) -> None:
+    home = tmp_path / "vault"
+    home.mkdir()
+    (home / "vault.key").write_text("old key")
+    with pytest.raises(VaultError, match="exists without a vault database"):
+        Vault.init(home)
+    assert (home / "vault.key").read_text() == "old key"
