@@ -149,3 +149,16 @@ def test_a_form_field_given_twice_is_refused(piper: LocalBackend) -> None:
     )
     assert response.status_code == 400
     assert "given more than once" in response.json()["error_description"]
+
+
+@pytest.mark.anyio
+async def test_link_refuses_callers_from_other_machines() -> None:
+    from piper_mcp.local.link import link_app
+
+    app = link_app(INSTANCE_ID)
+    for client, status in ((("192.0.2.7", 50000), 403), (("127.0.0.1", 50000), 200)):
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://link") as http:
+            response = await http.get("/piper-link-context")
+        assert response.status_code == status
+        assert (INSTANCE_ID in response.text) is (status == 200)
