@@ -186,7 +186,7 @@ def test_grants_revoke_and_remove(vault: Cli) -> None:
         (("secret", "set", "n" * 10_000), "v", "10000 characters long"),
         (("secret", "set", " padded"), "v", "leading or trailing spaces"),
         (("secret", "set", "Empty"), "", "is empty; nothing was written"),
-        (("grant", "research", "not_declared", "My OpenAI"), None, "does not declare"),
+        (("grant", "research", "bad\tvariable", "My OpenAI"), None, "control characters"),
         (("grant", "nobody", "openai_api_key", "My OpenAI"), None, "there is no agent"),
         (("grant", "research", "openai_api_key", "Missing"), None, "there is no secret"),
         (("secret", "remove", "Missing"), None, "there is no secret"),
@@ -203,6 +203,14 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
     assert done.err.startswith("piper-mcp local: ") and done.err.count("\n") == 1
     assert says in done.err
     assert contents(piper_home) == before
+
+
+def test_granting_an_undeclared_variable_declares_it(vault: Cli) -> None:
+    done = vault("local", "grant", "research", "Slack Token", "My OpenAI")
+    assert done.code == 0
+    assert "Declared 'Slack Token' as a variable of 'research'." in done.out
+    [agent] = vault("local", "agent", "list", "--json").json()
+    assert agent["variables"] == ["openai_api_key", "Database URL", "Slack Token"]
 
 
 def test_commands_without_a_vault_say_how_to_make_one(cli: Cli) -> None:

@@ -223,7 +223,9 @@ def secret_remove(args: argparse.Namespace) -> int:
 
 def grant(args: argparse.Namespace) -> int:
     vault = _vault()
-    made = vault.grant(vault.local_user_id, args.agent, args.variable, args.secret)
+    made, declared = vault.grant(vault.local_user_id, args.agent, args.variable, args.secret)
+    if declared:
+        print(f"Declared {args.variable!r} as a variable of {made.client_id!r}.")
     print(f"Granted {made.secret_name!r} to {made.client_id!r} as {made.variable!r}.")
     return 0
 

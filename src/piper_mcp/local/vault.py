@@ -316,8 +316,6 @@ class Vault:
     ) -> Agent:
         checked_agent_id(client_id)
         declared = [checked_declared_variable(variable) for variable in variables]
-        if not declared:
-            raise VaultError("declare at least one variable (--variable NAME)")
         if not client_secret:
             raise VaultError("the client secret is empty")
         salt = secrets.token_bytes(16)
@@ -444,17 +442,19 @@ class Vault:
         variable: str,
         secret_name: str,
         status: str = ACTIVE,
-    ) -> Grant:
-        """Let `client_id` have `secret_name` when it asks for `variable` on behalf of `user_id`."""
+    ) -> tuple[Grant, bool]:
+        """Let `client_id` have `secret_name` when it asks for `variable` on behalf of `user_id`.
+
+        On a local vault the user is also the agent's developer: a variable the
+        agent has not declared yet is declared by granting it. Returns the grant
+        and whether the variable was newly declared.
+        """
         agent = self.agent(client_id)
         if agent is None:
             raise VaultError(f"there is no agent {client_id!r}; add it with `local agent add`")
-        wanted = normalize_variable_name(variable)
-        if wanted not in {normalize_variable_name(v) for v in agent.variables}:
-            declared = ", ".join(agent.variables)
-            raise VaultError(
-                f"agent {client_id!r} does not declare {_shown(variable)} ({declared})"
-            )
+        declared = checked_declared_variable(variable)
+        wanted = normalize_variable_name(declared)
+        newly_declared = wanted not in {normalize_variable_name(v) for v in agent.variables}
         secret = self.find_secret(secret_name)
         if secret is None:
             raise VaultError(
@@ -462,11 +462,14 @@ class Vault:
             )
         now = time.time()
         with self._write() as db:
+            if newly_declared:
+                db.execute("INSERT INTO agent_variables VALUES (?, ?)", (client_id, declared))
             db.execute(
                 "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?)",
                 (user_id, client_id, wanted, secret.secret_id, status, now),
             )
-        return Grant(user_id, client_id, wanted, secret.secret_id, secret.name, status, now)
+        grant = Grant(user_id, client_id, wanted, secret.secret_id, secret.name, status, now)
+        return grant, newly_declared
 
     def revoke(self, user_id: str, client_id: str, variable: str) -> None:
         with self._write() as db:

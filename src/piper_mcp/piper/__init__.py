@@ -5,7 +5,7 @@ client = PiperClient(client_id="...", client_secret="...")
 result = client.get_secret("openai_api_key")   # result["source"], result["value"], ...
 """
 
-from piper_mcp.piper.client import AsyncPiperClient, load_settings
+from piper_mcp.piper.client import AsyncPiperClient, VariableSource, load_settings
 from piper_mcp.piper.errors import (
     PiperAuthError,
     PiperBackendError,
@@ -38,6 +38,7 @@ __all__ = [
     "PiperSettings",
     "PiperVariableNameError",
     "SecretResult",
+    "VariableSource",
     "env_var_name",
     "load_settings",
     "normalize_variable_name",

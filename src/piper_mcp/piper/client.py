@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -69,6 +70,18 @@ def load_settings(**overrides: Any) -> PiperSettings:
             f"Invalid Piper configuration: {setting} could not be parsed.",
             advice='Give it as JSON, e.g. PIPER_ENV_MAP=\'{"My API Key": "MY_ENV_VAR"}\'.',
         ) from None
+
+
+@dataclass(frozen=True)
+class VariableSource:
+    """Where a variable would come from: `piper`, `environment`, `local_file` or `missing`."""
+
+    variable_name: str
+    source: Literal["piper", "environment", "local_file", "missing"]
+    credential_id: str | None = None
+    env_var_name: str | None = None
+    config_file_path: str | None = None
+    piper_problem: PiperError | None = None
 
 
 class AsyncPiperClient:
@@ -230,6 +243,41 @@ class AsyncPiperClient:
             piper_error.attempts.append(found)
         raise piper_error
 
+    async def locate(self, variable_name: str) -> VariableSource:
+        """Where `variable_name` would come from now, without fetching a credential.
+
+        Asks Piper only to resolve the mapping (no STS token is minted); for
+        the fallback tiers it only looks whether a value exists. Never raises
+        for a tier that fails: `piper_problem` says why Piper did not answer.
+        """
+        name = checked_variable_name(variable_name)
+        try:
+            credential_id = await self._resolve(name, await self._user_context())
+            return VariableSource(name, "piper", credential_id=credential_id)
+        except PiperError as error:
+            piper_problem = error
+        if self.settings.env_fallback:
+            found = fallback.from_environment(
+                name, prefix=self.settings.env_prefix, env_map=self.settings.env_map
+            )
+            if isinstance(found, SecretResult):
+                return VariableSource(
+                    name,
+                    "environment",
+                    env_var_name=found.env_var_name,
+                    piper_problem=piper_problem,
+                )
+        if self.settings.local_config_file:
+            found = fallback.from_local_file(name, self.settings.local_config_file)
+            if isinstance(found, SecretResult):
+                return VariableSource(
+                    name,
+                    "local_file",
+                    config_file_path=found.config_file_path,
+                    piper_problem=piper_problem,
+                )
+        return VariableSource(name, "missing", piper_problem=piper_problem)
+
     async def read_secret_value(self, result: SecretResult) -> str:
         """The secret itself: for `piper_sts`, read from Secret Manager with the STS token."""
         if result.source != "piper_sts":
@@ -249,16 +297,7 @@ class AsyncPiperClient:
     # --- Piper tier ---
 
     async def _from_piper(self, name: str, fetch_raw_secret: bool) -> SecretResult:
-        if not self.settings.client_id:
-            raise PiperConfigError(
-                "PIPER_CLIENT_ID is not set, so Piper was not asked.",
-                advice="Set PIPER_CLIENT_ID to the agent's client id from the Piper dashboard.",
-            )
-        instance_id = await self.link.instance_id()
-        if not instance_id:
-            raise PiperLinkNeededError(
-                f"Piper Link did not answer at {self.link.url} and PIPER_INSTANCE_ID is not set."
-            )
+        instance_id = await self._user_context()
         credential_id = await self._resolve(name, instance_id)
         scoped = await self._scoped(credential_id, instance_id)
         granted = (
@@ -284,6 +323,20 @@ class AsyncPiperClient:
             piper_instance_id=instance_id,
             variable_name=name,
         )
+
+    async def _user_context(self) -> str:
+        """The instanceId Piper calls are made for, or why there is none."""
+        if not self.settings.client_id:
+            raise PiperConfigError(
+                "PIPER_CLIENT_ID is not set, so Piper was not asked.",
+                advice="Set PIPER_CLIENT_ID to the agent's client id from the Piper dashboard.",
+            )
+        instance_id = await self.link.instance_id()
+        if not instance_id:
+            raise PiperLinkNeededError(
+                f"Piper Link did not answer at {self.link.url} and PIPER_INSTANCE_ID is not set."
+            )
+        return instance_id
 
     async def _resolve(self, name: str, instance_id: str) -> str:
         normalized = normalize_variable_name(name)
