@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from piper_mcp import __version__
+
+if TYPE_CHECKING:
+    from piper_mcp.server.settings import ServeSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,10 +26,51 @@ def _parser() -> argparse.ArgumentParser:
         description="Start a local Piper with a demo vault and walk an agent through "
         "an STS token, a Secret Manager read, a missing grant and the env fallback.",
     )
+    serve = commands.add_parser(
+        "serve",
+        help="serve Piper to MCP hosts (stdio by default)",
+        description="Run the MCP server. Flags override PIPER_MCP_* settings.",
+    )
+    _server_options(serve)
+    serve.add_argument(
+        "--transport", choices=["stdio", "sse", "streamable-http"], help="stdio (default)"
+    )
+    serve.add_argument("--host", help="address for sse / streamable-http (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port for sse / streamable-http (8000; 0: any)")
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
+    )
+    check = commands.add_parser(
+        "check",
+        help="check that everything a host needs works, with a fix for each problem",
+        description="Check configuration, Piper Link, the backend and agent credentials, "
+        "and each declared variable's grant. Exit code 0 only when all pass.",
+    )
+    _server_options(check)
+    check.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     from piper_mcp.local.commands import add_commands
 
     add_commands(commands)
     return parser
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        default=None,
+        help="use the local Piper in PIPER_HOME (created if missing)",
+    )
+    parser.add_argument("--agent", help="with --local: the vault's agent to act as (local-agent)")
+
+
+def _serve_settings(args: argparse.Namespace) -> ServeSettings:
+    from piper_mcp.server.settings import ServeSettings
+
+    flags = ("transport", "host", "port", "log_level", "local", "agent")
+    given = {name: getattr(args, name, None) for name in flags}
+    return ServeSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,9 +80,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         from piper_mcp import demo
 
         return demo.run(sys.stdout)
+    if args.command in ("serve", "check"):
+        return _run_server_command(args)
     if args.command == "local":
         from piper_mcp.local.commands import run
 
         return run(args)
     parser.print_help()
     return 2
+
+
+def _run_server_command(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from piper_mcp.local.vault import VaultError
+    from piper_mcp.piper import PiperError
+
+    try:
+        options = _serve_settings(args)
+        if args.command == "check":
+            from piper_mcp.server.doctor import run_check
+
+            return run_check(options, sys.stdout, as_json=args.json)
+        from piper_mcp.server.run import serve
+
+        return serve(options)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        print(
+            f"piper-mcp: PIPER_MCP_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr
+        )
+    except (PiperError, VaultError) as error:
+        print(f"piper-mcp: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 0
+    return 1

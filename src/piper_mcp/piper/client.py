@@ -9,6 +9,7 @@ an agent token per function; v2 (secretless) names the agent in each body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -277,6 +278,20 @@ class AsyncPiperClient:
                     piper_problem=piper_problem,
                 )
         return VariableSource(name, "missing", piper_problem=piper_problem)
+
+    async def check_agent(self) -> None:
+        """Raise the `PiperError` that keeps this agent from asking Piper anything, if any.
+
+        v1: fetches an agent token (proves the client secret); v2: resolves a
+        name nobody grants (any answer but `mapping_not_found` is a problem).
+        """
+        instance_id = await self._user_context()
+        if self.protocol_version == 1:
+            url = self.settings.url_for(protocol.RESOLVE_MAPPING_FUNCTION)
+            await self.tokens.get(url, instance_id)
+            return
+        with contextlib.suppress(PiperGrantNeededError):
+            await self._resolve("piper_mcp_agent_check", instance_id)
 
     async def read_secret_value(self, result: SecretResult) -> str:
         """The secret itself: for `piper_sts`, read from Secret Manager with the STS token."""

@@ -1,0 +1,1 @@
+"""The MCP face of piper-mcp: tools, resources and prompts over the Piper client."""

@@ -1,0 +1,193 @@
+"""The MCP server definition: one `MCPServer` behind stdio, SSE and streamable HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import (
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    PromptReference,
+    ResourceTemplateReference,
+    ToolAnnotations,
+)
+from pydantic import Field
+
+from piper_mcp import __version__
+from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
+from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
+
+INSTRUCTIONS = """\
+piper-mcp hands out user-approved credentials from Piper. Call list_variables to see \
+which variables this agent may ask for, then get_secret(variable) for a short-lived \
+token. The token is a Google OAuth (STS) access token that reads the granted secret \
+from Google Secret Manager (`secret_version`); it is not the secret itself. If a call \
+fails, its text says what the user must do (start Piper Link, grant the variable)."""
+
+VARIABLE_TEMPLATE = "piper://variables/{name}"
+
+
+def build_server(desk: CredentialDesk) -> MCPServer:
+    server = MCPServer(
+        name="piper",
+        title="Piper credentials",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://agentpiper.com",
+    )
+
+    @server.tool(
+        title="Get a credential",
+        annotations=ToolAnnotations(
+            title="Get a credential",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    )
+    async def get_secret(
+        variable: Annotated[
+            str, Field(description="One of the agent's declared variable names (list_variables).")
+        ],
+        mode: Annotated[
+            Mode,
+            Field(
+                description="'token' (default): a short-lived STS token. 'value': the raw "
+                "secret, which is refused unless the operator allows it."
+            ),
+        ] = "token",
+    ) -> SecretCredential:
+        """Get a short-lived credential for one of this agent's declared variables.
+
+        Returns a Piper STS token (a Google OAuth access token) with its expiry and the
+        Secret Manager resource it can read. Only declared variables are served; the user
+        must have granted the variable to this agent in Piper. On failure the error says
+        what the user needs to do.
+        """
+        try:
+            return await desk.get_secret(variable, mode)
+        except Refusal as refusal:
+            raise ToolError(str(refusal)) from None
+
+    @server.tool(
+        title="Check Piper Link",
+        annotations=ToolAnnotations(
+            title="Check Piper Link",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    )
+    async def check_link() -> LinkStatus:
+        """Check whether Piper Link (the local app that says which user this agent serves)
+        answers, how fast, and what the user should do if it does not."""
+        return await desk.check_link()
+
+    @server.tool(
+        title="List variables",
+        annotations=ToolAnnotations(
+            title="List variables",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
+        ),
+    )
+    async def list_variables() -> VariablesReport:
+        """List the variables this agent may ask for and where each would come from now:
+        'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw
+        fallback exists, which is refused), or 'missing', with advice for the user.
+        Never returns values or tokens."""
+        return await desk.list_variables()
+
+    @server.resource(
+        "piper://link",
+        name="link",
+        title="Piper Link status",
+        description="Whether Piper Link answers and which user context is in use (JSON).",
+        mime_type="application/json",
+    )
+    async def link_resource() -> str:
+        return (await desk.check_link()).model_dump_json(indent=2)
+
+    @server.resource(
+        "piper://variables",
+        name="variables",
+        title="Declared variables",
+        description="The agent's declared variables and where each would come from (JSON).",
+        mime_type="application/json",
+    )
+    async def variables_resource() -> str:
+        return (await desk.list_variables()).model_dump_json(indent=2)
+
+    @server.resource(
+        VARIABLE_TEMPLATE,
+        name="variable",
+        title="One variable",
+        description="Where one declared variable would come from now (JSON).",
+        mime_type="application/json",
+    )
+    async def variable_resource(name: str) -> str:
+        try:
+            status = await desk.variable_status(name)
+        except Refusal as refusal:
+            raise ResourceNotFoundError(str(refusal)) from None
+        return status.model_dump_json(indent=2)
+
+    @server.prompt(
+        title="Fix a variable",
+        description="Walk the user through making one variable available: Piper Link, "
+        "the grant, or a fallback.",
+    )
+    async def fix_variable(variable: str) -> str:
+        try:
+            status = await desk.variable_status(variable)
+        except Refusal as refusal:
+            return f"I cannot help with that variable: {refusal}"
+        link = await desk.check_link()
+        return fix_steps(status.model_dump(), link.model_dump())
+
+    @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # SDK: no hints
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        wanted = (
+            (isinstance(ref, ResourceTemplateReference) and ref.uri == VARIABLE_TEMPLATE)
+            or (isinstance(ref, PromptReference) and ref.name == "fix_variable")
+        ) and argument.name in ("name", "variable")
+        if not wanted:
+            return None
+        values = desk.complete(argument.value)
+        return Completion(values=values, total=len(values), has_more=False)
+
+    return server
+
+
+def fix_steps(status: dict[str, Any], link: dict[str, Any]) -> str:
+    """The prompt's text: where the variable stands and the user's next steps."""
+    name = status["variable"]
+    lines = [f"Help me make the Piper variable {name!r} available to this agent.", ""]
+    if status["source"] == "piper":
+        lines.append(f"It is already granted in Piper; get_secret({name!r}) will work.")
+        return "\n".join(lines)
+    lines.append(f"Right now it would come from: {status['source']}.")
+    if status.get("piper_problem"):
+        lines.append(f"Piper said: {status['piper_problem']}")
+    lines.append("")
+    lines.append("Steps:")
+    step = 1
+    if link["context"] == "none":
+        lines.append(f"{step}. {link['advice']}")
+        step += 1
+    if status.get("advice"):
+        lines.append(f"{step}. {status['advice']}")
+        step += 1
+    lines.append(f"{step}. Then call list_variables (or check_link) to confirm it is fixed.")
+    return "\n".join(lines)

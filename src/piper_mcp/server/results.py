@@ -1,0 +1,72 @@
+"""What the tools and resources return: typed, metadata-only shapes with output schemas.
+
+Only `SecretCredential.token` ever carries a credential, and only an STS token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class SecretCredential(BaseModel):
+    """A short-lived credential for one declared variable."""
+
+    variable: str = Field(description="The declared variable this credential is for.")
+    source: Literal["piper_sts"] = Field(description="Where it came from: a Piper STS token.")
+    token: str = Field(
+        description="A Google OAuth access token (Piper STS) that can read the granted secret "
+        "from Google Secret Manager. Treat it as a secret; it expires."
+    )
+    token_type: str = Field(description="How to present the token, e.g. 'Bearer'.")
+    expires_in: int | None = Field(description="Seconds until the token expires.")
+    expires_at: datetime | None = Field(description="When the token expires (UTC).")
+    credential_id: str | None = Field(
+        description="Piper's id of the granted secret: its Secret Manager secret name."
+    )
+    secret_version: str | None = Field(
+        description="The Secret Manager resource to read with the token."
+    )
+    env_var_name: str | None = Field(
+        default=None, description="For an environment fallback: the variable it came from."
+    )
+
+
+class LinkStatus(BaseModel):
+    """Whether Piper knows which user this agent serves."""
+
+    answered: bool = Field(description="Piper Link answered with an instance id.")
+    context: Literal["piper_link", "configured", "none"] = Field(
+        description="Where the user context comes from: Piper Link, PIPER_INSTANCE_ID, or none."
+    )
+    instance_id_suffix: str | None = Field(
+        description="The last characters of the user's instance id, to tell contexts apart."
+    )
+    link_url: str = Field(description="Where piper-mcp asks Piper Link.")
+    latency_ms: float = Field(description="How long Piper Link took to answer or fail.")
+    problem: str | None = Field(description="Why Piper Link did not answer, if it did not.")
+    advice: str | None = Field(description="What the user should do, if anything.")
+
+
+class VariableStatus(BaseModel):
+    """Where one declared variable would come from now. Never a value."""
+
+    variable: str
+    source: Literal["piper", "environment", "local_file", "missing"] = Field(
+        description="'piper': granted in Piper; 'environment' / 'local_file': only a raw "
+        "fallback value exists; 'missing': nothing would answer."
+    )
+    credential_id: str | None = None
+    env_var_name: str | None = None
+    piper_problem: str | None = Field(
+        default=None, description="Why Piper did not grant it, when it did not."
+    )
+    advice: str | None = Field(default=None, description="How the user can fix it.")
+
+
+class VariablesReport(BaseModel):
+    """The agent's declared variables and where each would come from."""
+
+    variables: list[VariableStatus]
