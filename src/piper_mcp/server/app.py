@@ -29,6 +29,26 @@ fails, its text says what the user must do (start Piper Link, grant the variable
 
 VARIABLE_TEMPLATE = "piper://variables/{name}"
 
+# Tool descriptions are written for a model; they are part of the public contract
+# (tests/protocol/snapshots/list_tools.json).
+GET_SECRET = (
+    "Get a short-lived credential for one of this agent's declared variables. Returns a "
+    "Piper STS token (a Google OAuth access token) with its expiry and the Secret Manager "
+    "resource it can read. Only declared variables are served, and only once the user has "
+    "granted the variable to this agent in Piper. On failure the error says what the user "
+    "needs to do."
+)
+CHECK_LINK = (
+    "Check whether Piper Link (the local app that says which user this agent serves) "
+    "answers, how fast, and what the user should do if it does not."
+)
+LIST_VARIABLES = (
+    "List the variables this agent may ask for and where each would come from now: "
+    "'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw "
+    "fallback exists, which is refused), or 'missing', with advice for the user. Never "
+    "returns values or tokens."
+)
+
 
 def build_server(desk: CredentialDesk) -> MCPServer:
     server = MCPServer(
@@ -41,6 +61,7 @@ def build_server(desk: CredentialDesk) -> MCPServer:
 
     @server.tool(
         title="Get a credential",
+        description=GET_SECRET,
         annotations=ToolAnnotations(
             title="Get a credential",
             read_only_hint=True,
@@ -61,13 +82,6 @@ def build_server(desk: CredentialDesk) -> MCPServer:
             ),
         ] = "token",
     ) -> SecretCredential:
-        """Get a short-lived credential for one of this agent's declared variables.
-
-        Returns a Piper STS token (a Google OAuth access token) with its expiry and the
-        Secret Manager resource it can read. Only declared variables are served; the user
-        must have granted the variable to this agent in Piper. On failure the error says
-        what the user needs to do.
-        """
         try:
             return await desk.get_secret(variable, mode)
         except Refusal as refusal:
@@ -75,6 +89,7 @@ def build_server(desk: CredentialDesk) -> MCPServer:
 
     @server.tool(
         title="Check Piper Link",
+        description=CHECK_LINK,
         annotations=ToolAnnotations(
             title="Check Piper Link",
             read_only_hint=True,
@@ -84,12 +99,11 @@ def build_server(desk: CredentialDesk) -> MCPServer:
         ),
     )
     async def check_link() -> LinkStatus:
-        """Check whether Piper Link (the local app that says which user this agent serves)
-        answers, how fast, and what the user should do if it does not."""
         return await desk.check_link()
 
     @server.tool(
         title="List variables",
+        description=LIST_VARIABLES,
         annotations=ToolAnnotations(
             title="List variables",
             read_only_hint=True,
@@ -99,10 +113,6 @@ def build_server(desk: CredentialDesk) -> MCPServer:
         ),
     )
     async def list_variables() -> VariablesReport:
-        """List the variables this agent may ask for and where each would come from now:
-        'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw
-        fallback exists, which is refused), or 'missing', with advice for the user.
-        Never returns values or tokens."""
         return await desk.list_variables()
 
     @server.resource(

@@ -29,9 +29,6 @@ class SecretCredential(BaseModel):
     secret_version: str | None = Field(
         description="The Secret Manager resource to read with the token."
     )
-    env_var_name: str | None = Field(
-        default=None, description="For an environment fallback: the variable it came from."
-    )
 
 
 class LinkStatus(BaseModel):
