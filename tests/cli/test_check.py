@@ -1,0 +1,93 @@
+"""`piper-mcp check`: a readable report with a fix per problem; exit 0 only when all works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.vault import Vault
+from tests.cli.conftest import Cli
+from tests.conftest import AGENT_ID, AGENT_SECRET
+
+
+def test_a_working_local_setup_passes(cli: Cli, piper_home: Path) -> None:
+    vault, _ = Vault.init(piper_home)
+    me = vault.local_user_id
+    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
+    vault.put_secret("key", "v", owner_user_id=me)
+    vault.grant(me, "local-agent", "openai_api_key", "key")
+    vault.close()
+    done = cli("check", "--local")
+    assert done.code == 0, done.out + done.err
+    assert done.out.splitlines()[:4] == [
+        "ok    configuration: agent local-agent, protocol v2, variables: openai_api_key",
+        done.out.splitlines()[1],
+        "ok    backend and agent credentials: Piper accepts this agent",
+        "ok    variable openai_api_key: granted in Piper",
+    ]
+    assert done.out.splitlines()[1].startswith("ok    piper link: piper_link context …")
+    assert done.out.rstrip().endswith("Everything a host needs works.")
+    report = cli("check", "--local", "--json").json()
+    assert report["ok"] is True
+    assert [c["check"] for c in report["checks"]] == [
+        "configuration",
+        "piper link",
+        "backend and agent credentials",
+        "variable openai_api_key",
+    ]
+
+
+def test_a_missing_grant_fails_with_the_grant_page(cli: Cli, piper_home: Path) -> None:
+    vault, _ = Vault.init(piper_home)
+    vault.add_agent(
+        "local-agent", "unused", owner_user_id=vault.local_user_id, variables=["slack_token"]
+    )
+    vault.close()
+    done = cli("check", "--local")
+    assert done.code == 1
+    assert "FAIL  variable slack_token: missing: The user has not granted" in done.out
+    assert "fix: Ask the user to grant 'slack_token' to this agent: https://" in done.out
+
+
+@pytest.fixture
+def cloud_env(cli_env: dict[str, str], piper: LocalBackend) -> dict[str, str]:
+    """Settings for a Piper 'cloud' (the local backend in this process) and the research agent."""
+    cli_env.update(piper.environment())
+    cli_env.update({"PIPER_CLIENT_ID": AGENT_ID, "PIPER_VARIABLES": "database_url,slack_token"})
+    return cli_env
+
+
+def test_wrong_agent_credentials_fail_with_the_settings_to_check(
+    cli: Cli, cloud_env: dict[str, str]
+) -> None:
+    cloud_env["PIPER_CLIENT_SECRET"] = "wrong"
+    report = cli("check", "--json").json()
+    assert report["ok"] is False
+    [agent] = [c for c in report["checks"] if c["check"] == "backend and agent credentials"]
+    assert agent["ok"] is False
+    assert "invalid_client" in agent["detail"]
+    assert "PIPER_CLIENT_SECRET" in agent["fix"]
+
+
+def test_the_right_credentials_pass_and_each_variable_is_reported(
+    cli: Cli, cloud_env: dict[str, str]
+) -> None:
+    cloud_env["PIPER_CLIENT_SECRET"] = AGENT_SECRET
+    report = cli("check", "--json").json()
+    checks = {c["check"]: c["ok"] for c in report["checks"]}
+    assert checks == {
+        "configuration": True,
+        "piper link": True,
+        "backend and agent credentials": True,
+        "variable database_url": True,
+        "variable slack_token": False,
+    }
+    assert cli("check").code == 1
+
+
+def test_nothing_configured_says_what_to_set(cli: Cli) -> None:
+    done = cli("check")
+    assert done.code == 1
+    assert "fix: Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local)." in done.out
