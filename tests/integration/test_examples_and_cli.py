@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.vault import Vault
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,24 @@ def test_the_sdk_style_example_runs_against_a_local_piper(piper: LocalBackend) -
     assert f"secret read with it (last 4): ...{DB_VALUE[-4:]}" in done.stdout
     assert "from environment variable SLACK_TOKEN" in done.stdout
     assert AGENT_SECRET not in done.stdout + done.stderr
+
+
+def test_the_mcp_agent_example_gets_a_token_and_reads_the_secret(tmp_path: Path) -> None:
+    home = tmp_path / "piper-home"
+    vault, _ = Vault.init(home)
+    me = vault.local_user_id
+    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
+    vault.put_secret("My OpenAI key", "sk-example-0123456789", owner_user_id=me)
+    vault.grant(me, "local-agent", "openai_api_key", "My OpenAI key")
+    vault.close()
+    env = {**os.environ, "PIPER_HOME": str(home)}
+    done = run([str(ROOT / "examples" / "mcp_agent.py"), "openai_api_key"], env)
+    assert done.returncode == 0, done.stderr
+    assert "Got a piper_sts token for 'openai_api_key'" in done.stdout
+    assert "Read the secret with it: sk-… (21 characters)" in done.stdout
+    refused = run([str(ROOT / "examples" / "mcp_agent.py"), "PATH"], env)
+    assert refused.returncode == 1
+    assert "not a variable this agent declares" in refused.stdout
 
 
 def test_no_command_prints_help_and_exits_2() -> None:

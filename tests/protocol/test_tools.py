@@ -37,6 +37,7 @@ async def test_get_secret_returns_an_sts_token_that_reads_the_secret(
         "expires_at": "…",
         "credential_id": cred,
         "secret_version": f"projects/{piper.project_id}/secrets/{cred}/versions/latest",
+        "secret_manager_endpoint": piper.base_url,
     }
     expires = datetime.fromisoformat(data["expires_at"])
     assert 3500 < (expires - datetime.now(UTC)).total_seconds() <= 3600

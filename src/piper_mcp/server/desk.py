@@ -105,6 +105,7 @@ class CredentialDesk:
                 if credential_id
                 else None
             ),
+            secret_manager_endpoint=self.client.settings.secret_manager_endpoint,
         )
 
     async def _explain(self, name: str, error: PiperError) -> str:

@@ -29,6 +29,10 @@ class SecretCredential(BaseModel):
     secret_version: str | None = Field(
         description="The Secret Manager resource to read with the token."
     )
+    secret_manager_endpoint: str | None = Field(
+        description="The Secret Manager API endpoint to read it from; null means Google's "
+        "own (secretmanager.googleapis.com). A local Piper serves its own."
+    )
 
 
 class LinkStatus(BaseModel):

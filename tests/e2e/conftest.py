@@ -1,0 +1,107 @@
+"""Outside clients: the MCP Inspector CLI and the MCP conformance suite, from npm.
+
+The pinned packages (package.json / package-lock.json here, Node 22 among
+them) are installed by the first test that needs them, so README's one test
+command is all CI runs. They need `npm` on the machine and the npm registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from piper_mcp.local.vault import Vault
+
+E2E = Path(__file__).parent
+ROOT = E2E.parents[1]
+BIN = E2E / "node_modules" / ".bin"
+VALUE = "sk-canary-e2e-value-8c3d"
+
+
+@pytest.fixture(scope="session")
+def node_tools() -> Path:
+    """node_modules/.bin with the Inspector, the conformance suite and Node 22's `node`."""
+    if not (BIN / "inspector").exists() or not (BIN / "conformance").exists():
+        npm = shutil.which("npm")
+        assert npm, "the e2e tests need npm (Node.js) on the machine"
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=E2E,
+            check=True,
+            timeout=600,
+        )
+    return BIN
+
+
+@pytest.fixture
+def node_env(node_tools: Path, tmp_path: Path, piper_home: Path) -> dict[str, str]:
+    """Node 22 and this Python's `piper-mcp` first on PATH; a scratch HOME for the Inspector."""
+    home = tmp_path / "inspector-home"
+    home.mkdir()
+    return {
+        **os.environ,
+        "PATH": os.pathsep.join(
+            [str(node_tools), str(Path(sys.executable).parent), os.environ["PATH"]]
+        ),
+        "HOME": str(home),
+        "MCP_INSPECTOR_SECRET_STORE": "memory",
+        "PIPER_HOME": str(piper_home),
+        "NO_COLOR": "1",
+    }
+
+
+@pytest.fixture
+def piper_home(tmp_path: Path) -> Path:
+    """A local vault whose default agent was granted `openai_api_key`."""
+    home = tmp_path / "piper-home"
+    vault, _ = Vault.init(home)
+    me = vault.local_user_id
+    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
+    vault.put_secret("My OpenAI key", VALUE, owner_user_id=me)
+    vault.grant(me, "local-agent", "openai_api_key", "My OpenAI key")
+    vault.close()
+    return home
+
+
+@pytest.fixture
+def http_server(node_env: dict[str, str]) -> Iterator[Callable[[], str]]:
+    """`piper-mcp serve --local --transport streamable-http` on a free port; its URL."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start() -> str:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "piper_mcp",
+                "serve",
+                "--local",
+                "--transport",
+                "streamable-http",
+                "--port",
+                "0",
+            ],
+            env=node_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        assert process.stderr is not None
+        for line in process.stderr:
+            found = re.search(r"serving MCP at (\S+)", line)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"serve exited with {process.wait()}")
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.communicate(timeout=20)
