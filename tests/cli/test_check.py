@@ -15,7 +15,6 @@ from tests.conftest import AGENT_ID, AGENT_SECRET
 def test_a_working_local_setup_passes(cli: Cli, piper_home: Path) -> None:
     vault, _ = Vault.init(piper_home)
     me = vault.local_user_id
-    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
     vault.put_secret("key", "v", owner_user_id=me)
     vault.grant(me, "local-agent", "openai_api_key", "key")
     vault.close()
@@ -42,10 +41,10 @@ def test_a_working_local_setup_passes(cli: Cli, piper_home: Path) -> None:
 def test_a_missing_grant_fails_with_the_grant_page(cli: Cli, piper_home: Path) -> None:
     vault, _ = Vault.init(piper_home)
     vault.add_agent(
-        "local-agent", "unused", owner_user_id=vault.local_user_id, variables=["slack_token"]
+        "helper", "unused", owner_user_id=vault.local_user_id, variables=["slack_token"]
     )
     vault.close()
-    done = cli("check", "--local")
+    done = cli("check", "--local", "--agent", "helper")
     assert done.code == 1
     assert "FAIL  variable slack_token: missing: The user has not granted" in done.out
     assert "fix: Ask the user to grant 'slack_token' to this agent: https://" in done.out

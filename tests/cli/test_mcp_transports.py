@@ -25,7 +25,6 @@ def granted_home(piper_home: Path) -> Path:
     """A local vault where the default agent has been granted `openai_api_key`."""
     vault, _ = Vault.init(piper_home)
     me = vault.local_user_id
-    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
     vault.put_secret("My OpenAI key", VALUE, owner_user_id=me)
     vault.grant(me, "local-agent", "openai_api_key", "My OpenAI key")
     vault.close()

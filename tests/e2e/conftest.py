@@ -63,7 +63,6 @@ def piper_home(tmp_path: Path) -> Path:
     home = tmp_path / "piper-home"
     vault, _ = Vault.init(home)
     me = vault.local_user_id
-    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
     vault.put_secret("My OpenAI key", VALUE, owner_user_id=me)
     vault.grant(me, "local-agent", "openai_api_key", "My OpenAI key")
     vault.close()

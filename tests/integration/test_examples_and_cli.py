@@ -55,7 +55,6 @@ def test_the_mcp_agent_example_gets_a_token_and_reads_the_secret(tmp_path: Path)
     home = tmp_path / "piper-home"
     vault, _ = Vault.init(home)
     me = vault.local_user_id
-    vault.add_agent("local-agent", "unused", owner_user_id=me, variables=[])
     vault.put_secret("My OpenAI key", "sk-example-0123456789", owner_user_id=me)
     vault.grant(me, "local-agent", "openai_api_key", "My OpenAI key")
     vault.close()

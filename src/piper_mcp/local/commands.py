@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from piper_mcp.local.home import default_home
+from piper_mcp.local.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.vault import Vault, VaultError, checked_secret_name
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.piper.settings import is_loopback_host
@@ -153,7 +153,10 @@ def init(args: argparse.Namespace) -> int:
         "instance_id": vault.local_instance_id,
     }
     text = (
-        f"Created a vault in {home}.\nNext: `piper-mcp local agent add ID --variable NAME`."
+        f"Created a vault in {home}, with the agent {DEFAULT_AGENT!r} for "
+        "`piper-mcp serve --local`.\nNext: store a secret and grant it:\n"
+        "  printf %s 'the-value' | piper-mcp local secret set 'My OpenAI key'\n"
+        f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'"
         if created
         else f"A vault already exists in {home}; nothing changed."
     )

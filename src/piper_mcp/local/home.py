@@ -12,6 +12,8 @@ from pathlib import Path
 APP_NAME = "piper-mcp"
 DATABASE_FILE = "vault.sqlite3"
 KEY_FILE = "vault.key"
+# The agent `piper-mcp serve --local` acts as unless told otherwise; every vault has it.
+DEFAULT_AGENT = "local-agent"
 
 
 def default_home() -> Path:

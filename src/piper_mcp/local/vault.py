@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
-from piper_mcp.local.home import DATABASE_FILE, KEY_FILE, make_private_dir
+from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, KEY_FILE, make_private_dir
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 
@@ -228,6 +228,10 @@ class Vault:
                 db.execute("INSERT INTO meta VALUES (?, ?)", (name, value))
             db.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
             db.execute("INSERT INTO instances VALUES (?, ?)", (instance_id, user_id))
+        # Its client secret is never shown: the local MCP server speaks protocol v2.
+        vault.add_agent(
+            DEFAULT_AGENT, secrets.token_urlsafe(32), owner_user_id=user_id, variables=[]
+        )
         return vault, True
 
     @classmethod

@@ -9,16 +9,14 @@ one of the vault's agents over protocol v2. Grants made with
 from __future__ import annotations
 
 import logging
-import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from piper_mcp.local.home import default_home
+from piper_mcp.local.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.server import LocalBackend
 from piper_mcp.local.vault import Vault, VaultError
 from piper_mcp.piper import PiperSettings, load_settings
-from piper_mcp.server.settings import DEFAULT_LOCAL_AGENT
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +36,18 @@ class LocalPiper:
 def start_local_piper(agent_id: str) -> LocalPiper:
     home = default_home()
     vault, created = Vault.init(home)
-    if vault.agent(agent_id) is None:
-        if agent_id != DEFAULT_LOCAL_AGENT:
-            raise VaultError(
-                f"there is no agent {agent_id!r} in {home}; add it with "
-                f"`piper-mcp local agent add {agent_id} --variable NAME`"
-            )
-        vault.add_agent(
-            agent_id, secrets.token_urlsafe(32), owner_user_id=vault.local_user_id, variables=[]
-        )
+    if created:
         print(
-            f"piper-mcp: {'created a local Piper vault' if created else 'using the vault'} in "
-            f"{home} with the agent {agent_id!r}. Give it a secret:\n"
+            f"piper-mcp: created a local Piper vault in {home} with the agent "
+            f"{DEFAULT_AGENT!r}. Give it a secret:\n"
             "  printf %s 'the-value' | piper-mcp local secret set 'My OpenAI key'\n"
-            f"  piper-mcp local grant {agent_id} openai_api_key 'My OpenAI key'",
+            f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'",
             file=sys.stderr,
+        )
+    if vault.agent(agent_id) is None:
+        raise VaultError(
+            f"there is no agent {agent_id!r} in {home}; add it with "
+            f"`piper-mcp local agent add {agent_id} --variable NAME`"
         )
     backend = LocalBackend(vault, instance_id=vault.local_instance_id).start()
     urls = backend.client_settings()

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_LOCAL_AGENT = "local-agent"
+from piper_mcp.local.home import DEFAULT_AGENT
+
 Transport = Literal["stdio", "sse", "streamable-http"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -22,7 +23,7 @@ class ServeSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "INFO"
     local: bool = False
-    agent: str = DEFAULT_LOCAL_AGENT
+    agent: str = DEFAULT_AGENT
     variables: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("variables", "PIPER_VARIABLES")
     )
