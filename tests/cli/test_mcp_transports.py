@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
 from piper_mcp.local.vault import Vault
+from tests.processes import mcp_http_servers
 
 pytestmark = pytest.mark.anyio
 
@@ -91,51 +91,21 @@ def test_a_fresh_home_gets_a_vault_and_instructions_on_stderr(
 
 
 @pytest.fixture
-def http_server(granted_home: Path, cli_env: dict[str, str]) -> Iterator[object]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(transport: str) -> str:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "piper_mcp",
-                "serve",
-                "--local",
-                "--transport",
-                transport,
-                "--port",
-                "0",
-            ],
-            env=cli_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        assert process.stderr is not None
-        for line in process.stderr:
-            found = re.search(r"serving MCP at (\S+)", line)
-            if found:
-                return found.group(1)
-        raise AssertionError(f"serve exited: {process.wait()}")
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.communicate(timeout=20)
+def http_server(granted_home: Path, cli_env: dict[str, str]) -> Iterator[Callable[[str], str]]:
+    with mcp_http_servers(cli_env) as start:
+        yield start
 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
-async def test_streamable_http(http_server: object, era: str) -> None:
-    url = http_server("streamable-http")  # type: ignore[operator]
+async def test_streamable_http(http_server: Callable[[str], str], era: str) -> None:
+    url = http_server("streamable-http")
     assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
     async with Client(url, mode=era) as client:  # type: ignore[arg-type]
         await exercise(client)
 
 
-async def test_sse(http_server: object) -> None:
-    url = http_server("sse")  # type: ignore[operator]
+async def test_sse(http_server: Callable[[str], str]) -> None:
+    url = http_server("sse")
     assert url.endswith("/sse")
     async with Client(sse_client(url), mode="legacy") as client:
         await exercise(client)

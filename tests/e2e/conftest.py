@@ -8,7 +8,6 @@ command is all CI runs. They need `npm` on the machine and the npm registry.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from piper_mcp.local.vault import Vault
+from tests.processes import mcp_http_servers
 
 E2E = Path(__file__).parent
 ROOT = E2E.parents[1]
@@ -74,35 +74,5 @@ def piper_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def http_server(node_env: dict[str, str]) -> Iterator[Callable[[], str]]:
     """`piper-mcp serve --local --transport streamable-http` on a free port; its URL."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start() -> str:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "piper_mcp",
-                "serve",
-                "--local",
-                "--transport",
-                "streamable-http",
-                "--port",
-                "0",
-            ],
-            env=node_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        assert process.stderr is not None
-        for line in process.stderr:
-            found = re.search(r"serving MCP at (\S+)", line)
-            if found:
-                return found.group(1)
-        raise AssertionError(f"serve exited with {process.wait()}")
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.communicate(timeout=20)
+    with mcp_http_servers(node_env) as start:
+        yield lambda: start("streamable-http")
