@@ -14,6 +14,7 @@ from piper_mcp.local.server import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID
 
 DECLARED = ["OpenAI API Key", "database_url", "slack_token"]
@@ -31,9 +32,15 @@ def text_of(result: Any) -> str:
     return "\n".join(block.text for block in result.content if block.type == "text")
 
 
-def make_server(client: AsyncPiperClient) -> MCPServer:
+def make_server(
+    client: AsyncPiperClient, policy: RevealPolicy | None = None, revocation_window: float = 30.0
+) -> MCPServer:
     desk = CredentialDesk(
-        client, lambda: list(DECLARED), how_to_declare="Add it to PIPER_VARIABLES."
+        client,
+        lambda: list(DECLARED),
+        how_to_declare="Add it to PIPER_VARIABLES.",
+        policy=policy,
+        revocation_window=revocation_window,
     )
     return build_server(desk)
 

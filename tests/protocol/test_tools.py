@@ -38,6 +38,9 @@ async def test_get_secret_returns_an_sts_token_that_reads_the_secret(
         "credential_id": cred,
         "secret_version": f"projects/{piper.project_id}/secrets/{cred}/versions/latest",
         "secret_manager_endpoint": piper.base_url,
+        "value": None,
+        "env_var_name": None,
+        "consent": "not_needed",
     }
     expires = datetime.fromisoformat(data["expires_at"])
     assert 3500 < (expires - datetime.now(UTC)).total_seconds() <= 3600
@@ -64,10 +67,13 @@ async def test_a_missing_grant_is_a_tool_error_with_the_grant_page(mcp: Client) 
     )
 
 
-async def test_a_raw_value_is_refused_and_says_why(mcp: Client) -> None:
+async def test_a_raw_value_needs_consent_a_client_without_elicitation_cannot_give(
+    mcp: Client,
+) -> None:
     result = await mcp.call_tool("get_secret", {"variable": "OpenAI API Key", "mode": "value"})
     assert result.is_error is True
-    assert "raw secret values are refused" in text_of(result)
+    assert "cannot ask the user" in text_of(result)
+    assert "--reveal allow" in text_of(result)
     assert OPENAI_VALUE not in str(wire(result))
 
 
@@ -79,6 +85,7 @@ async def test_an_environment_fallback_value_is_named_but_never_returned(
     assert result.is_error is True
     text = text_of(result)
     assert "A raw value exists in the environment variable SLACK_TOKEN" in text
+    assert "mode='value' for the raw value (the user will be asked)" in text
     assert "xoxb-canary-env-value" not in str(wire(result))
 
 

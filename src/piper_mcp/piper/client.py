@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -159,6 +161,9 @@ class AsyncPiperClient:
 
     def _setup(self, settings: PiperSettings, http_client: httpx.AsyncClient | None) -> None:
         self.settings = settings
+        # Called with every secret value, token and client secret this client handles,
+        # so an embedding application can scrub them from its logs (piper-mcp does).
+        self.on_sensitive: Callable[[str], None] = lambda _: None
         self._owns_http = http_client is None
         self._ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
         self._http = http_client or backend.new_http_client(self._ca_bundle)
@@ -219,7 +224,7 @@ class AsyncPiperClient:
         """
         name = checked_variable_name(variable_name)
         try:
-            return await self._from_piper(name, fetch_raw_secret)
+            return self._reported(await self._from_piper(name, fetch_raw_secret))
         except PiperError as error:
             piper_error = error
         logger.info("Piper did not provide %r: %s", name, piper_error.message)
@@ -235,14 +240,19 @@ class AsyncPiperClient:
                 override_name=fallback_env_var_name,
             )
             if isinstance(found, SecretResult):
-                return found
+                return self._reported(found)
             piper_error.attempts.append(found)
         if self.settings.local_config_file:
             found = fallback.from_local_file(name, self.settings.local_config_file)
             if isinstance(found, SecretResult):
-                return found
+                return self._reported(found)
             piper_error.attempts.append(found)
         raise piper_error
+
+    def _reported(self, result: SecretResult) -> SecretResult:
+        value = result.value
+        self.on_sensitive(value if isinstance(value, str) else json.dumps(value))
+        return result
 
     async def locate(self, variable_name: str) -> VariableSource:
         """Where `variable_name` would come from now, without fetching a credential.
@@ -484,15 +494,17 @@ class AsyncPiperClient:
             piper_link_instance_id=instance_id,
         )
         try:
-            return await backend.call(
+            answer = await backend.call(
                 self._http,
                 protocol.TOKEN_FUNCTION,
                 self.settings.url_for(protocol.TOKEN_FUNCTION),
                 protocol.TokenResponse,
                 form_body=request,
             )
-        except BackendAnswerError as answer:
-            raise self._error_for(answer, None) from None
+        except BackendAnswerError as rejected:
+            raise self._error_for(rejected, None) from None
+        self.on_sensitive(answer.access_token)
+        return answer
 
     async def _agent_secret(self) -> str:
         """The agent's client secret: configured, or read once from Secret Manager by name."""
@@ -500,7 +512,9 @@ class AsyncPiperClient:
             async with self._client_secret_lock:
                 if self._client_secret is None:
                     self._client_secret = SecretStr(await self._read_agent_secret())
-        return self._client_secret.get_secret_value()
+        secret = self._client_secret.get_secret_value()
+        self.on_sensitive(secret)
+        return secret
 
     async def _read_agent_secret(self) -> str:
         secret_name = self.settings.client_secret_name

@@ -1,11 +1,11 @@
 """The MCP server definition: one `MCPServer` behind stdio, SSE and streamable HTTP."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.elicitation import ElicitationResult
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.resolve import Resolve
 from mcp.types import (
     Completion,
     CompletionArgument,
@@ -17,6 +17,7 @@ from mcp.types import (
 from pydantic import Field
 
 from piper_mcp import __version__
+from piper_mcp.server.consent import ConsentKeeper, RevealConsent
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
 
@@ -51,6 +52,7 @@ LIST_VARIABLES = (
 
 
 def build_server(desk: CredentialDesk) -> MCPServer:
+    keeper = ConsentKeeper(desk)
     server = MCPServer(
         name="piper",
         title="Piper credentials",
@@ -74,16 +76,21 @@ def build_server(desk: CredentialDesk) -> MCPServer:
         variable: Annotated[
             str, Field(description="One of the agent's declared variable names (list_variables).")
         ],
+        ctx: Context,
+        consent: Annotated[ElicitationResult[RevealConsent], Resolve(keeper.ask)],
         mode: Annotated[
             Mode,
             Field(
                 description="'token' (default): a short-lived STS token. 'value': the raw "
-                "secret, which is refused unless the operator allows it."
+                "secret, released only as the operator's reveal policy allows (by default "
+                "the user is asked)."
             ),
         ] = "token",
     ) -> SecretCredential:
         try:
-            return await desk.get_secret(variable, mode)
+            if mode == "token":
+                return await desk.get_secret(variable)
+            return await desk.reveal(variable, keeper.decision(consent, variable, ctx))
         except Refusal as refusal:
             raise ToolError(str(refusal)) from None
 

@@ -1,21 +1,27 @@
 """The operations behind the MCP tools, over the Piper client; no MCP in here.
 
 `CredentialDesk` decides what a model may have: a short-lived STS token for a
-declared variable, metadata about variables and Piper Link, and refusals that
-say what went wrong and what the user can do. It never returns a raw secret.
+declared variable; a raw value only as the reveal policy (and, for `ask`, the
+user) allows; metadata about variables and Piper Link; and refusals that say
+what went wrong and what the user can do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError
-from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, normalize_variable_name
+from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, env_var_name, normalize_variable_name
 from piper_mcp.piper.secret_manager import secret_version_name
+from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.results import (
+    Consent,
     LinkStatus,
     SecretCredential,
     VariablesReport,
@@ -24,10 +30,8 @@ from piper_mcp.server.results import (
 
 Mode = Literal["token", "value"]
 
-RAW_VALUES_REFUSED = (
-    "piper-mcp gives models short-lived Piper STS tokens only; raw secret values are "
-    "refused until the operator's reveal policy (a later release) allows them."
-)
+# A cached STS token is never handed out in its last minute.
+TOKEN_MARGIN_SECONDS = 60.0
 
 
 class Refusal(Exception):
@@ -39,6 +43,11 @@ def shown(text: str, limit: int = 64) -> str:
     return repr(text[:limit]) + ("…" if len(text) > limit else "")
 
 
+def is_own_setting(env_name: str) -> bool:
+    """`PIPER_*`: the server's own configuration, never served as a secret."""
+    return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
+
+
 class CredentialDesk:
     """Serves the declared variables of one agent."""
 
@@ -48,10 +57,15 @@ class CredentialDesk:
         declared: Callable[[], list[str]],
         *,
         how_to_declare: str,
+        policy: RevealPolicy | None = None,
+        revocation_window: float = 30.0,
     ) -> None:
         self.client = client
         self._declared = declared
         self.how_to_declare = how_to_declare
+        self.policy = policy or RevealPolicy()
+        self.revocation_window = revocation_window
+        self._tokens: dict[str, tuple[SecretCredential, float]] = {}
 
     @property
     def declared(self) -> list[str]:
@@ -76,50 +90,126 @@ class CredentialDesk:
             f"it: {self.how_to_declare}"
         )
 
-    async def get_secret(self, variable: str, mode: Mode = "token") -> SecretCredential:
+    # --- STS tokens ---
+
+    async def get_secret(self, variable: str) -> SecretCredential:
+        """An STS token for a declared variable; served from cache within the revocation window."""
         name = self.declared_name(variable)
-        if mode != "token":
-            raise Refusal(f"A raw value of {name!r} was asked for. {RAW_VALUES_REFUSED}")
+        cached = self._tokens.get(name)
+        if cached and self._still_servable(*cached):
+            return cached[0]
         try:
             result = await self.client.get_secret(name, enable_env_fallback_for_this_call=False)
         except PiperError as error:
+            self._tokens.pop(name, None)
             raise Refusal(await self._explain(name, error)) from None
         if result.source != "piper_sts":  # a local-file fallback answered
-            raise Refusal(f"Piper did not grant {name!r}. {RAW_VALUES_REFUSED}")
-        credential_id = result.piper_credential_id
-        expires_at = (
-            datetime.now(UTC) + timedelta(seconds=result.expires_in)
-            if result.expires_in is not None
-            else None
+            raise Refusal(f"Piper did not grant {name!r}. {self._raw_hint(name)}")
+        credential = self._credential(name, result.as_dict())
+        if self.revocation_window > 0:
+            self._tokens[name] = (credential, time.monotonic())
+        return credential
+
+    def _still_servable(self, credential: SecretCredential, cached_at: float) -> bool:
+        if time.monotonic() - cached_at >= self.revocation_window:
+            return False
+        expires_at = credential.expires_at
+        return expires_at is None or expires_at - datetime.now(UTC) > timedelta(
+            seconds=TOKEN_MARGIN_SECONDS
         )
+
+    def _credential(self, name: str, fields: dict[str, object]) -> SecretCredential:
+        expires_in = fields.get("expires_in")
+        credential_id = fields.get("piper_credential_id")
         return SecretCredential(
             variable=name,
             source="piper_sts",
-            token=str(result.value),
-            token_type=result.token_type or "Bearer",
-            expires_in=result.expires_in,
-            expires_at=expires_at,
-            credential_id=credential_id,
+            token=str(fields["value"]),
+            token_type=str(fields.get("token_type") or "Bearer"),
+            expires_in=expires_in if isinstance(expires_in, int) else None,
+            expires_at=(
+                datetime.now(UTC) + timedelta(seconds=expires_in)
+                if isinstance(expires_in, int)
+                else None
+            ),
+            credential_id=credential_id if isinstance(credential_id, str) else None,
             secret_version=(
                 secret_version_name(self.client.settings.project_id, credential_id)
-                if credential_id
+                if isinstance(credential_id, str)
                 else None
             ),
             secret_manager_endpoint=self.client.settings.secret_manager_endpoint,
         )
 
+    # --- raw values ---
+
+    async def reveal(self, variable: str, consent: Consent) -> SecretCredential:
+        """The raw value of a declared variable, when the policy (and consent) allow it."""
+        name = self.declared_name(variable)
+        rule = self.policy.for_variable(name)
+        if rule == "deny":
+            raise Refusal(
+                f"The raw value of {name!r} is denied by the operator's reveal policy; ask "
+                "for the STS token instead (get_secret without mode='value')."
+            )
+        if rule == "ask" and consent not in ("user_allowed", "remembered"):
+            raise Refusal(f"The user did not allow revealing the raw value of {name!r}.")
+        try:
+            result = await self.client.get_secret(
+                name,
+                fetch_raw_secret=True,
+                enable_env_fallback_for_this_call=self._env_fallback_allowed(name),
+            )
+        except PiperError as error:
+            raise Refusal(f"No value for {name!r}: {error}") from None
+        value = result.value if isinstance(result.value, str) else json.dumps(result.value)
+        return SecretCredential(
+            variable=name,
+            source=result.source,
+            value=value,
+            credential_id=result.piper_credential_id,
+            env_var_name=result.env_var_name,
+            consent="operator_allowed" if rule == "allow" else consent,
+        )
+
+    def _env_fallback_allowed(self, name: str) -> bool:
+        settings = self.client.settings
+        return settings.env_fallback and not is_own_setting(
+            env_var_name(name, settings.env_prefix, settings.env_map)
+        )
+
+    async def raw_source(self, variable: str) -> str | None:
+        """Where a raw value of `variable` would come from, said for a person; None: nowhere."""
+        located = await self.client.locate(variable)
+        if located.source == "piper":
+            return "Piper (raw secret exchange)"
+        if located.source == "environment" and self._env_fallback_allowed(variable):
+            return f"the environment variable {located.env_var_name}"
+        if located.source == "local_file":
+            return "the local config file"
+        return None
+
+    def _raw_hint(self, name: str) -> str:
+        rule = self.policy.for_variable(name)
+        if rule == "deny":
+            return "Its raw value is denied by the operator's reveal policy."
+        asks = " (the user will be asked)" if rule == "ask" else ""
+        return f"Call get_secret with mode='value' for the raw value{asks}."
+
     async def _explain(self, name: str, error: PiperError) -> str:
-        """Piper's error, plus whether a raw fallback value exists (which is refused)."""
+        """Piper's error, plus whether a raw fallback value exists and how to get it."""
         text = f"No credential for {name!r}: {error}"
         located = await self.client.locate(name)
-        if located.source == "environment":
+        if located.source == "environment" and self._env_fallback_allowed(name):
             text += (
-                f" A raw value exists in the environment variable {located.env_var_name}, "
-                f"but {RAW_VALUES_REFUSED}"
+                f" A raw value exists in the environment variable {located.env_var_name}. "
+                f"{self._raw_hint(name)}"
             )
         elif located.source == "local_file":
-            text += f" A raw value exists in the local config file, but {RAW_VALUES_REFUSED}"
+            text += f" A raw value exists in the local config file. {self._raw_hint(name)}"
         return text
+
+    # --- metadata ---
 
     async def check_link(self) -> LinkStatus:
         link = self.client.link
@@ -150,18 +240,22 @@ class CredentialDesk:
         name = self.declared_name(variable)
         located = await self.client.locate(name)
         problem = located.piper_problem
+        source = located.source
+        if source == "environment" and not self._env_fallback_allowed(name):
+            source = "missing"
         advice = None
-        if located.source != "piper":
+        if source != "piper":
             advice = problem.advice if problem else None
             if isinstance(problem, PiperGrantNeededError):
                 advice = f"Ask the user to grant {name!r} to this agent: {problem.grant_url}"
-            if located.source != "missing":
-                advice = f"{RAW_VALUES_REFUSED} {advice or ''}".strip()
+            if source != "missing":
+                advice = f"{self._raw_hint(name)} {advice or ''}".strip()
         return VariableStatus(
             variable=name,
-            source=located.source,
+            source=source,
+            reveal=self.policy.for_variable(name),
             credential_id=located.credential_id,
-            env_var_name=located.env_var_name,
+            env_var_name=located.env_var_name if source == "environment" else None,
             piper_problem=problem.message if problem else None,
             advice=advice,
         )

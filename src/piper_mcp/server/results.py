@@ -1,6 +1,7 @@
 """What the tools and resources return: typed, metadata-only shapes with output schemas.
 
-Only `SecretCredential.token` ever carries a credential, and only an STS token.
+Only `SecretCredential` ever carries a credential: an STS token, or a raw
+value the reveal policy let through.
 """
 
 from __future__ import annotations
@@ -10,28 +11,45 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+Consent = Literal["not_needed", "operator_allowed", "user_allowed", "remembered"]
+
 
 class SecretCredential(BaseModel):
-    """A short-lived credential for one declared variable."""
+    """A credential for one declared variable."""
 
     variable: str = Field(description="The declared variable this credential is for.")
-    source: Literal["piper_sts"] = Field(description="Where it came from: a Piper STS token.")
-    token: str = Field(
-        description="A Google OAuth access token (Piper STS) that can read the granted secret "
-        "from Google Secret Manager. Treat it as a secret; it expires."
+    source: Literal["piper_sts", "piper_raw_secret", "environment_variable", "local_config_file"]
+    token: str | None = Field(
+        default=None,
+        description="For piper_sts: a Google OAuth access token (Piper STS) that can read the "
+        "granted secret from Google Secret Manager. Treat it as a secret; it expires.",
     )
-    token_type: str = Field(description="How to present the token, e.g. 'Bearer'.")
-    expires_in: int | None = Field(description="Seconds until the token expires.")
-    expires_at: datetime | None = Field(description="When the token expires (UTC).")
+    value: str | None = Field(
+        default=None,
+        description="For the other sources: the raw secret value, only when the reveal "
+        "policy allowed it. Treat it as a secret.",
+    )
+    token_type: str | None = Field(default=None, description="How to present the token.")
+    expires_in: int | None = Field(default=None, description="Seconds until the token expires.")
+    expires_at: datetime | None = Field(default=None, description="When it expires (UTC).")
     credential_id: str | None = Field(
-        description="Piper's id of the granted secret: its Secret Manager secret name."
+        default=None, description="Piper's id of the granted secret: its Secret Manager name."
     )
     secret_version: str | None = Field(
-        description="The Secret Manager resource to read with the token."
+        default=None, description="The Secret Manager resource to read with the token."
     )
     secret_manager_endpoint: str | None = Field(
+        default=None,
         description="The Secret Manager API endpoint to read it from; null means Google's "
-        "own (secretmanager.googleapis.com). A local Piper serves its own."
+        "own (secretmanager.googleapis.com). A local Piper serves its own.",
+    )
+    env_var_name: str | None = Field(
+        default=None, description="For environment_variable: the variable it was read from."
+    )
+    consent: Consent = Field(
+        default="not_needed",
+        description="Why a raw value was released: the operator allowed it, the user "
+        "allowed it when asked, or earlier in this session.",
     )
 
 
@@ -58,6 +76,9 @@ class VariableStatus(BaseModel):
     source: Literal["piper", "environment", "local_file", "missing"] = Field(
         description="'piper': granted in Piper; 'environment' / 'local_file': only a raw "
         "fallback value exists; 'missing': nothing would answer."
+    )
+    reveal: Literal["ask", "allow", "deny"] = Field(
+        description="The reveal policy for this variable's raw value."
     )
     credential_id: str | None = None
     env_var_name: str | None = None

@@ -1,0 +1,119 @@
+"""Asking the user, through MCP elicitation, before a raw secret value leaves the server.
+
+The question names the variable, where the value comes from and which client
+asks; the answer is a yes/no (never a secret typed into a form) and can be
+remembered for the rest of the session, per variable. A client that cannot be
+asked gets a refusal that says how the operator can opt in.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from mcp.server.elicitation import (
+    AcceptedElicitation,
+    CancelledElicitation,
+    DeclinedElicitation,
+    ElicitationResult,
+)
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.resolve import Elicit
+from pydantic import BaseModel, Field
+
+from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
+from piper_mcp.server.results import Consent
+
+NO_ELICITATION = (
+    "This MCP client cannot ask the user (it does not support elicitation), and the reveal "
+    "policy for this variable is 'ask'. Use the STS token (mode='token'), or the operator can "
+    "start piper-mcp with --reveal allow (PIPER_MCP_REVEAL=allow) or allow this one variable "
+    "with PIPER_MCP_REVEAL_OVERRIDES."
+)
+
+
+class RevealConsent(BaseModel):
+    """What the user is asked: two yes/no answers, nothing to type."""
+
+    reveal: bool = Field(description="Reveal this secret's value to the model")
+    remember: bool = Field(
+        default=False, description="Don't ask again for this variable in this session"
+    )
+
+
+def client_name(ctx: Context) -> str:
+    params = getattr(ctx.session, "client_params", None)
+    info = getattr(params, "client_info", None)
+    if info is None:
+        return "An MCP client"
+    return f"{info.name} {info.version}".strip()
+
+
+class ConsentKeeper:
+    """The consent resolver for `get_secret`, and what users said for their session."""
+
+    def __init__(self, desk: CredentialDesk) -> None:
+        self.desk = desk
+        self._remembered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+    def remember(self, ctx: Context, name: str) -> None:
+        self._remembered.setdefault(ctx.session, set()).add(name)
+
+    def remembered(self, ctx: Context, name: str) -> bool:
+        try:
+            return name in self._remembered.get(ctx.session, set())
+        except TypeError:  # a session object that cannot be weakly referenced
+            return False
+
+    async def ask(
+        self, variable: str, mode: Mode, ctx: Context
+    ) -> Elicit[RevealConsent] | Consent | str:
+        """Run before the tool body: a question for the user, or why none is needed.
+
+        Returns `Elicit` (ask), a `Consent` value (no question needed), or the
+        refusal text when the user cannot be asked.
+        """
+        if mode != "value":
+            return "not_needed"
+        try:
+            name = self.desk.declared_name(variable)
+        except Refusal:
+            return "not_needed"  # the tool body refuses it, with the reason
+        if self.desk.policy.for_variable(name) != "ask":
+            return "not_needed"
+        if self.remembered(ctx, name):
+            return "remembered"
+        source = await self.desk.raw_source(name)
+        if source is None:
+            return "not_needed"  # nothing to reveal; the tool body says why
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return NO_ELICITATION
+        return Elicit(
+            f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
+            f"{source}. Reveal it to the model?",
+            RevealConsent,
+        )
+
+    def decision(
+        self, outcome: ElicitationResult[RevealConsent], variable: str, ctx: Context
+    ) -> Consent:
+        """The `Consent` to reveal with, from the resolver's outcome; a `Refusal` if none."""
+        if isinstance(outcome, DeclinedElicitation):
+            raise Refusal("The user declined to reveal this secret's value to the model.")
+        if isinstance(outcome, CancelledElicitation):
+            raise Refusal("The user dismissed the question; nothing was revealed.")
+        if not isinstance(outcome, AcceptedElicitation):
+            raise Refusal("Unexpected consent outcome; nothing was revealed.")
+        answer = outcome.data
+        if isinstance(answer, RevealConsent):
+            if not answer.reveal:
+                raise Refusal("The user chose not to reveal this secret's value to the model.")
+            if answer.remember:
+                self.remember(ctx, self.desk.declared_name(variable))
+            return "user_allowed"
+        if answer == NO_ELICITATION:
+            raise Refusal(NO_ELICITATION)
+        if answer in ("not_needed", "remembered"):
+            return answer
+        raise Refusal("Unexpected consent outcome; nothing was revealed.")
