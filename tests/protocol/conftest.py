@@ -33,11 +33,14 @@ def text_of(result: Any) -> str:
 
 
 def make_server(
-    client: AsyncPiperClient, policy: RevealPolicy | None = None, revocation_window: float = 30.0
+    client: AsyncPiperClient,
+    policy: RevealPolicy | None = None,
+    revocation_window: float = 30.0,
+    declared: list[str] = DECLARED,
 ) -> MCPServer:
     desk = CredentialDesk(
         client,
-        lambda: list(DECLARED),
+        lambda: list(declared),
         how_to_declare="Add it to PIPER_VARIABLES.",
         policy=policy,
         revocation_window=revocation_window,

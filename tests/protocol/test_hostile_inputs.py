@@ -8,14 +8,21 @@ import os
 import pytest
 from mcp import Client
 
-from tests.conftest import AGENT_SECRET, DB_VALUE, OPENAI_VALUE
-from tests.protocol.conftest import structured, text_of, wire
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.piper import AsyncPiperClient
+from piper_mcp.server.policy import RevealPolicy
+from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, OPENAI_VALUE
+from tests.protocol.conftest import make_server, structured, text_of, wire
 
 pytestmark = pytest.mark.anyio
 
 HOSTILE = [
     "PIPER_CLIENT_SECRET",
+    "piper_client_secret",
+    "Piper-Client-Secret",
+    "ＰＩＰＥＲ_ＣＬＩＥＮＴ_ＳＥＣＲＥＴ",  # full-width
     "PATH",
+    "path",
     "HOME",
     "AWS_SECRET_ACCESS_KEY",
     "../../etc/passwd",
@@ -47,6 +54,21 @@ async def test_undeclared_or_malformed_names_are_refused_without_a_value(
     assert len(text) < 600  # a 10 000-character name is not echoed back
     still = structured(await mcp.call_tool("get_secret", {"variable": "database_url"}))
     assert still["source"] == "piper_sts"
+
+
+@pytest.mark.parametrize("variable", HOSTILE, ids=lambda v: repr(v[:20]))
+async def test_raw_values_of_undeclared_names_are_refused_even_when_reveal_is_allowed(
+    piper: LocalBackend, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPER_CLIENT_SECRET", AGENT_SECRET)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-canary-secret")
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
+    async with Client(make_server(client, RevealPolicy("allow")), mode="legacy") as mcp:
+        result = await mcp.call_tool("get_secret", {"variable": variable, "mode": "value"})
+    assert result.is_error is True
+    seen = json.dumps(wire(result))
+    for canary in (AGENT_SECRET, "aws-canary-secret", os.environ["PATH"], os.environ["HOME"]):
+        assert canary not in seen
 
 
 @pytest.mark.parametrize(

@@ -56,14 +56,21 @@ class ConsentKeeper:
         self.desk = desk
         self._remembered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
+    @staticmethod
+    def _connection(ctx: Context) -> Any:
+        # A ServerSession is made per request; the connection behind it is what a
+        # handshake-era session is. The SDK has no public accessor for it. In the
+        # 2026-07-28 era each request is its own connection, so nothing is remembered.
+        return getattr(ctx.session, "_connection", None)
+
     def remember(self, ctx: Context, name: str) -> None:
-        self._remembered.setdefault(ctx.session, set()).add(name)
+        connection = self._connection(ctx)
+        if connection is not None:
+            self._remembered.setdefault(connection, set()).add(name)
 
     def remembered(self, ctx: Context, name: str) -> bool:
-        try:
-            return name in self._remembered.get(ctx.session, set())
-        except TypeError:  # a session object that cannot be weakly referenced
-            return False
+        connection = self._connection(ctx)
+        return connection is not None and name in self._remembered.get(connection, set())
 
     async def ask(
         self, variable: str, mode: Mode, ctx: Context

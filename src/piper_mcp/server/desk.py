@@ -153,6 +153,9 @@ class CredentialDesk:
                 "for the STS token instead (get_secret without mode='value')."
             )
         if rule == "ask" and consent not in ("user_allowed", "remembered"):
+            located = await self.client.locate(name)
+            if located.source == "missing" and located.piper_problem is not None:
+                raise Refusal(f"No value for {name!r}: {located.piper_problem}")
             raise Refusal(f"The user did not allow revealing the raw value of {name!r}.")
         try:
             result = await self.client.get_secret(
