@@ -40,6 +40,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
     )
+    serve.add_argument(
+        "--reveal",
+        choices=["ask", "allow", "deny"],
+        help="raw secret values: ask the user (default), allow, or deny (tokens only)",
+    )
+    serve.add_argument(
+        "--auth-token",
+        dest="http_token",
+        metavar="TOKEN",
+        help="bearer token HTTP clients must send (PIPER_MCP_HTTP_TOKEN is safer: no argv)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="HOST:PORT",
+        help="another Host header to accept over HTTP (repeat for more)",
+    )
     check = commands.add_parser(
         "check",
         help="check that everything a host needs works, with a fix for each problem",
@@ -48,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _server_options(check)
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
+    audit = commands.add_parser(
+        "audit",
+        help="the MCP server's audit trail: get_secret outcomes, never values",
+        description="Print the most recent get_secret outcomes (PIPER_MCP_AUDIT_FILE).",
+    )
+    audit.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
+    audit.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     from piper_mcp.local.commands import add_commands
 
@@ -68,7 +93,17 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 def _serve_settings(args: argparse.Namespace) -> ServeSettings:
     from piper_mcp.server.settings import ServeSettings
 
-    flags = ("transport", "host", "port", "log_level", "local", "agent")
+    flags = (
+        "transport",
+        "host",
+        "port",
+        "log_level",
+        "local",
+        "agent",
+        "reveal",
+        "http_token",
+        "allowed_hosts",
+    )
     given = {name: getattr(args, name, None) for name in flags}
     return ServeSettings(**{name: value for name, value in given.items() if value is not None})
 
@@ -80,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from piper_mcp import demo
 
         return demo.run(sys.stdout)
-    if args.command in ("serve", "check"):
+    if args.command in ("serve", "check", "audit"):
         return _run_server_command(args)
     if args.command == "local":
         from piper_mcp.local.commands import run
@@ -98,6 +133,8 @@ def _run_server_command(args: argparse.Namespace) -> int:
 
     try:
         options = _serve_settings(args)
+        if args.command == "audit":
+            return _print_audit(options, args)
         if args.command == "check":
             from piper_mcp.server.doctor import run_check
 
@@ -115,3 +152,26 @@ def _run_server_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 1
+
+
+def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
+    import json
+
+    from piper_mcp.server.audit import AuditTrail
+
+    if args.limit < 1:
+        print("piper-mcp: --limit must be at least 1", file=sys.stderr)
+        return 1
+    entries = AuditTrail(options.audit_path()).recent(args.limit)
+    if args.json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    for entry in entries:
+        consent = " (user asked)" if entry.get("consent_asked") else ""
+        print(
+            f"{entry['time']}  {entry.get('client') or '-'}  {entry.get('variable')!r}  "
+            f"{entry.get('mode')}  {entry.get('outcome')}  {entry.get('source') or '-'}{consent}"
+        )
+    if not entries:
+        print("Nothing recorded yet.")
+    return 0

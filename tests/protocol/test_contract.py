@@ -40,6 +40,7 @@ async def test_resources_are_listed_with_the_variable_template(mcp: Client) -> N
     assert [(r["uri"], r["mimeType"]) for r in resources] == [
         ("piper://link", "application/json"),
         ("piper://variables", "application/json"),
+        ("piper://audit", "application/json"),
     ]
     templates = wire(await mcp.list_resource_templates())["resourceTemplates"]
     assert [t["uriTemplate"] for t in templates] == ["piper://variables/{name}"]

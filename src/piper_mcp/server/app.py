@@ -1,5 +1,6 @@
 """The MCP server definition: one `MCPServer` behind stdio, SSE and streamable HTTP."""
 
+import json
 from typing import Annotated, Any
 
 from mcp.server.elicitation import ElicitationResult
@@ -17,7 +18,8 @@ from mcp.types import (
 from pydantic import Field
 
 from piper_mcp import __version__
-from piper_mcp.server.consent import ConsentKeeper, RevealConsent
+from piper_mcp.server.audit import AuditTrail
+from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
 
@@ -29,6 +31,7 @@ from Google Secret Manager (`secret_version`); it is not the secret itself. If a
 fails, its text says what the user must do (start Piper Link, grant the variable)."""
 
 VARIABLE_TEMPLATE = "piper://variables/{name}"
+AUDIT_RESOURCE_ENTRIES = 50
 
 # Tool descriptions are written for a model; they are part of the public contract
 # (tests/protocol/snapshots/list_tools.json).
@@ -51,7 +54,9 @@ LIST_VARIABLES = (
 )
 
 
-def build_server(desk: CredentialDesk) -> MCPServer:
+def build_server(
+    desk: CredentialDesk, *, audit: AuditTrail | None = None, transport: str = "stdio"
+) -> MCPServer:
     keeper = ConsentKeeper(desk)
     server = MCPServer(
         name="piper",
@@ -87,12 +92,39 @@ def build_server(desk: CredentialDesk) -> MCPServer:
             ),
         ] = "token",
     ) -> SecretCredential:
+        asked, given = consent_asked(consent)
         try:
             if mode == "token":
-                return await desk.get_secret(variable)
-            return await desk.reveal(variable, keeper.decision(consent, variable, ctx))
+                result = await desk.get_secret(variable)
+            else:
+                result = await desk.reveal(variable, keeper.decision(consent, variable, ctx))
         except Refusal as refusal:
+            if audit:
+                audit.record(
+                    client=client_name(ctx),
+                    transport=transport,
+                    variable=variable,
+                    mode=mode,
+                    source=None,
+                    outcome="refused",
+                    reason=str(refusal),
+                    consent_asked=asked,
+                    consent_given=given,
+                )
             raise ToolError(str(refusal)) from None
+        if audit:
+            audit.record(
+                client=client_name(ctx),
+                transport=transport,
+                variable=result.variable,
+                mode=mode,
+                source=result.source,
+                outcome="ok",
+                reason=result.consent,
+                consent_asked=asked,
+                consent_given=given,
+            )
+        return result
 
     @server.tool(
         title="Check Piper Link",
@@ -155,6 +187,18 @@ def build_server(desk: CredentialDesk) -> MCPServer:
         except Refusal as refusal:
             raise ResourceNotFoundError(str(refusal)) from None
         return status.model_dump_json(indent=2)
+
+    @server.resource(
+        "piper://audit",
+        name="audit",
+        title="Recent get_secret outcomes",
+        description="The most recent audit entries: who asked for which variable, when, and "
+        "the outcome (JSON; never a value or a token).",
+        mime_type="application/json",
+    )
+    async def audit_resource() -> str:
+        entries = audit.recent(AUDIT_RESOURCE_ENTRIES) if audit else []
+        return json.dumps({"entries": entries}, indent=2, ensure_ascii=False)
 
     @server.prompt(
         title="Fix a variable",

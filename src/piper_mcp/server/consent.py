@@ -124,3 +124,12 @@ class ConsentKeeper:
         if answer in ("not_needed", "remembered"):
             return answer
         raise Refusal("Unexpected consent outcome; nothing was revealed.")
+
+
+def consent_asked(outcome: ElicitationResult[RevealConsent]) -> tuple[bool, bool | None]:
+    """(was the user asked, did they allow it) for the audit trail."""
+    if isinstance(outcome, DeclinedElicitation | CancelledElicitation):
+        return True, False
+    if isinstance(outcome, AcceptedElicitation) and isinstance(outcome.data, RevealConsent):
+        return True, outcome.data.reveal
+    return False, None

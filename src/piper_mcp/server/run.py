@@ -11,9 +11,14 @@ from contextlib import ExitStack
 
 from mcp.server.mcpserver import MCPServer
 
-from piper_mcp.piper import AsyncPiperClient, load_settings
+from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
+from piper_mcp.piper.settings import is_loopback_host
 from piper_mcp.server.app import build_server
+from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.http_guard import BearerGuard, transport_security
+from piper_mcp.server.policy import RevealPolicy
+from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.settings import ServeSettings
 
 logger = logging.getLogger("piper_mcp")
@@ -31,29 +36,57 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def build_desk(options: ServeSettings, stack: ExitStack) -> CredentialDesk:
+def build_desk(
+    options: ServeSettings, stack: ExitStack, redactor: Redactor | None = None
+) -> CredentialDesk:
     if options.local:
         from piper_mcp.server.local_piper import start_local_piper
 
         local = start_local_piper(options.agent)
         stack.callback(local.stop)
-        client = AsyncPiperClient.from_settings(local.settings)
-        return CredentialDesk(client, local.declared, how_to_declare=local.how_to_declare)
-    declared = list(options.variables)
-    client = AsyncPiperClient.from_settings(load_settings())
+        settings = local.settings
+        declared, how_to_declare = local.declared, local.how_to_declare
+    else:
+        settings = load_settings()
+        fixed = list(options.variables)
+        declared = lambda: fixed  # noqa: E731
+        how_to_declare = (
+            "Add it to PIPER_VARIABLES (comma-separated) in the server's configuration and "
+            "restart it."
+        )
+    client = AsyncPiperClient.from_settings(settings)
+    if redactor is not None:
+        client.on_sensitive = redactor.remember
+        if settings.client_secret is not None:
+            redactor.remember(settings.client_secret.get_secret_value())
     return CredentialDesk(
         client,
-        lambda: declared,
-        how_to_declare="Add it to PIPER_VARIABLES (comma-separated) in the server's "
-        "configuration and restart it.",
+        declared,
+        how_to_declare=how_to_declare,
+        policy=RevealPolicy(options.reveal, options.reveal_overrides),
+        revocation_window=options.revocation_window,
     )
 
 
 def serve(options: ServeSettings) -> int:
     configure_logging(options.log_level)
+    redactor = Redactor()
+    redactor.install()
+    if options.http_token is not None:
+        redactor.remember(options.http_token.get_secret_value())
+    if options.transport != "stdio":
+        check_http_exposure(options)
+    if options.reveal == "allow" or "allow" in options.reveal_overrides.values():
+        logger.warning(
+            "Reveal policy allows raw secret values to reach the model without asking "
+            "(PIPER_MCP_REVEAL=%s, overrides: %s).",
+            options.reveal,
+            {name: rule for name, rule in options.reveal_overrides.items() if rule == "allow"},
+        )
     with ExitStack() as stack:
-        desk = build_desk(options, stack)
-        server = build_server(desk)
+        desk = build_desk(options, stack, redactor)
+        audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
+        server = build_server(desk, audit=audit, transport=options.transport)
         if not desk.declared:
             logger.warning("No variables are declared yet. %s", desk.how_to_declare)
         if options.transport == "stdio":
@@ -64,28 +97,44 @@ def serve(options: ServeSettings) -> int:
     return 0
 
 
+def check_http_exposure(options: ServeSettings) -> None:
+    """Beyond loopback, HTTP needs a bearer token: refuse to start without one."""
+    if not is_loopback_host(options.host) and options.http_token is None:
+        raise PiperConfigError(
+            f"Refusing to serve MCP on {options.host}, beyond this machine, without a bearer "
+            "token.",
+            advice="Set PIPER_MCP_HTTP_TOKEN (or --auth-token), or bind 127.0.0.1.",
+        )
+
+
 def serve_http(server: MCPServer, options: ServeSettings) -> None:
     import uvicorn
-    from mcp.server.transport_security import TransportSecuritySettings
 
     from piper_mcp.local.server import bind, url_of
 
     sock = bind(options.host, options.port)
     base = url_of(sock)
-    _, port = sock.getsockname()[:2]
-    allowed_hosts = [f"{options.host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=allowed_hosts,
-        allowed_origins=[f"http://{host}" for host in allowed_hosts],
-    )
+    port = sock.getsockname()[1]
+    security = transport_security(options.host, port, options.allowed_hosts)
     if options.transport == "sse":
-        app = server.sse_app(transport_security=security, host=options.host)
+        app = server.sse_app(
+            transport_security=security,
+            host=options.host,
+            max_request_body_size=options.max_request_bytes,
+        )
         path = "/sse"
     else:
-        app = server.streamable_http_app(transport_security=security, host=options.host)
+        app = server.streamable_http_app(
+            transport_security=security,
+            host=options.host,
+            max_request_body_size=options.max_request_bytes,
+            session_idle_timeout=options.session_idle_seconds,
+        )
         path = "/mcp"
+    token = options.http_token.get_secret_value() if options.http_token else None
+    guarded = BearerGuard(app, token)
     logger.info("Serving MCP over %s at %s%s", options.transport, base, path)
     print(f"piper-mcp: serving MCP at {base}{path}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=options.log_level.lower(), lifespan="on")
+    # log_config=None: uvicorn logs through the root handlers, and so through the redactor.
+    config = uvicorn.Config(guarded, log_level=options.log_level.lower(), log_config=None)
     uvicorn.Server(config).run(sockets=[sock])

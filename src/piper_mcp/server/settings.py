@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from piper_mcp.local.home import DEFAULT_AGENT
+from piper_mcp.local.home import DEFAULT_AGENT, default_home
+from piper_mcp.server.policy import Reveal
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -27,15 +29,29 @@ class ServeSettings(BaseSettings):
     variables: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("variables", "PIPER_VARIABLES")
     )
+    reveal: Reveal = "ask"
+    reveal_overrides: dict[str, Reveal] = Field(default_factory=dict)
+    revocation_window: float = Field(default=30.0, ge=0, le=3600)
+    audit_file: Path | None = None
+    audit_max_bytes: int = Field(default=1_048_576, ge=4096)
+    http_token: SecretStr | None = None
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_bytes: int = Field(default=65_536, ge=1024)
+    session_idle_seconds: float = Field(default=1800.0, gt=0)
 
-    @field_validator("variables", mode="before")
+    @field_validator("variables", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("reveal", "log_level", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+    def audit_path(self) -> Path:
+        return self.audit_file or default_home() / "audit.jsonl"

@@ -1,0 +1,66 @@
+"""The HTTP face's own checks, in front of the SDK's transport.
+
+Bearer authentication (compared in constant time, never accepted from the
+query string) and the Host/Origin allow-list derived from the bound address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import parse_qsl
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from piper_mcp.piper.settings import is_loopback_host
+
+CREDENTIAL_PARAMETERS = {"token", "access_token", "auth", "authorization", "api_key", "key"}
+
+
+def transport_security(host: str, port: int, extra_hosts: list[str]) -> TransportSecuritySettings:
+    """Host/Origin validation, always on: the bound address, its loopback names, and extras."""
+    names = {host, "127.0.0.1", "localhost", "[::1]"} if is_loopback_host(host) else {host}
+    hosts = sorted({f"{name}:{port}" for name in names} | set(extra_hosts))
+    origins = sorted({f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")})
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+class BearerGuard:
+    """ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+        if any(name.lower() in CREDENTIAL_PARAMETERS for name, _ in query):
+            await _refuse(
+                send,
+                400,
+                "Credentials are never accepted in the query string; "
+                "send them in the Authorization header.",
+            )
+            return
+        if self.token is not None:
+            headers = dict(scope.get("headers", []))
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                await _refuse(send, 401, "Missing or wrong bearer token (PIPER_MCP_HTTP_TOKEN).")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="piper-mcp"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
