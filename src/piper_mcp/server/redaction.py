@@ -16,7 +16,10 @@ from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
 MIN_LENGTH = 6  # shorter strings would scrub ordinary words
-_BEARER = re.compile(r"(?i)\b(bearer\s+|authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+_AUTHORIZATION = re.compile(
+    r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b|\[redacted\])[^\s\"',;]+"
+)
 
 
 def encodings(secret: str) -> set[str]:
@@ -53,7 +56,8 @@ class Redactor(logging.Filter):
         for form in self._forms:
             if form in text:
                 text = text.replace(form, REDACTED)
-        return _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
+        text = _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
+        return _AUTHORIZATION.sub(lambda match: match.group(1) + REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())

@@ -1,0 +1,99 @@
+"""The audit trail (rule 8) and the bounded revocation window (rule 9), through the protocol."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.piper import AsyncPiperClient
+from piper_mcp.server.app import build_server
+from piper_mcp.server.audit import AuditTrail
+from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.policy import RevealPolicy
+from tests.conftest import AGENT_ID, OPENAI_VALUE, USER_ID
+from tests.protocol.conftest import DECLARED, make_server, structured, text_of
+
+pytestmark = pytest.mark.anyio
+
+
+def audited_server(piper: LocalBackend, path: Path, max_bytes: int = 1_048_576) -> object:
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
+    desk = CredentialDesk(
+        client, lambda: list(DECLARED), how_to_declare="-", policy=RevealPolicy("deny")
+    )
+    return build_server(desk, audit=AuditTrail(path, max_bytes=max_bytes), transport="test")
+
+
+async def test_every_outcome_is_one_json_line_without_values(
+    piper: LocalBackend, tmp_path: Path, era: str
+) -> None:
+    path = tmp_path / "audit" / "audit.jsonl"
+    async with Client(audited_server(piper, path), mode=era) as mcp:  # type: ignore[arg-type]
+        token = structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
+        await mcp.call_tool("get_secret", {"variable": "slack_token"})
+        await mcp.call_tool("get_secret", {"variable": "OpenAI API Key", "mode": "value"})
+        await mcp.call_tool("get_secret", {"variable": "PATH"})
+        [content] = (await mcp.read_resource("piper://audit")).contents
+    lines = path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [(e["variable"], e["mode"], e["outcome"], e["source"]) for e in entries] == [
+        ("OpenAI API Key", "token", "ok", "piper_sts"),
+        ("slack_token", "token", "refused", None),
+        ("OpenAI API Key", "value", "refused", None),
+        ("PATH", "token", "refused", None),
+    ]
+    assert all(e["transport"] == "test" and e["client"] for e in entries)
+    assert entries[0]["consent_asked"] is False
+    assert "denied by the operator's reveal policy" in entries[2]["reason"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text() + content.text  # type: ignore[union-attr]
+    assert token["token"] not in text and OPENAI_VALUE not in text
+    assert json.loads(content.text)["entries"] == entries  # type: ignore[union-attr]
+
+
+def test_the_trail_rotates_by_size(tmp_path: Path) -> None:
+    folder = tmp_path / "audit"
+    trail = AuditTrail(folder / "audit.jsonl", max_bytes=4096)
+    for n in range(200):
+        trail.record(variable=f"v{n}", outcome="ok")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
+    assert all(p.stat().st_size <= 4096 for p in folder.iterdir())
+    assert trail.recent(1)[0]["variable"] == "v199"
+
+
+async def test_a_revoked_grant_stops_being_served_within_the_window(
+    piper: LocalBackend, era: str
+) -> None:
+    window = 1.5
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
+    async with Client(make_server(client, revocation_window=window), mode=era) as mcp:  # type: ignore[arg-type]
+        first = structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
+        piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
+        revoked_at = time.monotonic()
+        cached = structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
+        assert cached["token"] == first["token"]  # served from the cache, within the window
+        while True:
+            result = await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"})
+            if result.is_error:
+                break
+            assert time.monotonic() - revoked_at < window + 1, "still served past the window"
+            await anyio.sleep(0.1)
+    stopped_after = time.monotonic() - revoked_at
+    assert window - 0.2 <= stopped_after < window + 1
+    assert "has not granted" in text_of(result)
+
+
+async def test_a_zero_window_stops_at_once(piper: LocalBackend) -> None:
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
+    async with Client(make_server(client, revocation_window=0), mode="legacy") as mcp:
+        structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
+        piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
+        assert (await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"})).is_error
