@@ -5,47 +5,60 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
-def mcp_http_servers(env: dict[str, str]) -> Iterator[Callable[[str], str]]:
-    """`start(transport)` runs `piper-mcp serve --local` over HTTP on a free port: its URL.
+def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Callable[..., str]]:
+    """`start(transport, *flags)` runs `piper-mcp serve` over HTTP on a free port: its URL.
 
-    Every server started is terminated when the block ends.
+    stderr goes to a file (never a pipe nobody reads, which could block the server);
+    `start.logs[url]` is its path. Every server is terminated when the block ends.
     """
-    started: list[subprocess.Popen[str]] = []
+    started: list[subprocess.Popen[bytes]] = []
+    logs: dict[str, Path] = {}
+    folder = Path(tempfile.mkdtemp(prefix="piper-mcp-serve-"))
 
-    def start(transport: str) -> str:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "piper_mcp",
-                "serve",
-                "--local",
-                "--transport",
-                transport,
-                "--port",
-                "0",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def start(transport: str, *flags: str) -> str:
+        log = folder / f"stderr-{len(started)}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "piper_mcp",
+                    "serve",
+                    *(["--local"] if local else []),
+                    "--transport",
+                    transport,
+                    "--port",
+                    "0",
+                    *flags,
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         started.append(process)
-        assert process.stderr is not None
-        for line in process.stderr:
-            found = re.search(r"serving MCP at (\S+)", line)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.search(r"serving MCP at (\S+)", log.read_text(errors="replace"))
             if found:
+                logs[found.group(1)] = log
                 return found.group(1)
-        raise AssertionError(f"serve exited with {process.wait()}")
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"serve did not start:\n{log.read_text(errors='replace')}")
 
+    start.logs = logs  # type: ignore[attr-defined]
     try:
         yield start
     finally:
         for process in started:
             process.terminate()
-            process.communicate(timeout=20)
+            process.wait(timeout=20)

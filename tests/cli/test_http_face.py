@@ -1,0 +1,119 @@
+"""The HTTP transports' face (SECURITY.md rule 7): bearer auth, Host/Origin, limits, binding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from piper_mcp.local.vault import Vault
+from tests.processes import mcp_http_servers
+
+TOKEN = "http-token-canary-0b5e"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+HEADERS = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def guarded(piper_home: Path, cli_env: dict[str, str]) -> Iterator[Callable[..., str]]:
+    """Start `serve --local --transport streamable-http` with PIPER_MCP_HTTP_TOKEN set."""
+    Vault.init(piper_home)[0].close()
+    with mcp_http_servers({**cli_env, "PIPER_MCP_HTTP_TOKEN": TOKEN}) as start:
+        yield lambda *flags: start("streamable-http", *flags)
+
+
+def post(url: str, headers: dict[str, str], **kwargs: object) -> httpx.Response:
+    return httpx.post(url, json=INITIALIZE, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_without_the_bearer_token_nothing_answers(guarded: Callable[..., str]) -> None:
+    url = guarded()
+    assert post(url, {**HEADERS, "authorization": ""}).status_code == 401
+    wrong = post(url, {**HEADERS, "authorization": "Bearer not-it"})
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"].startswith("Bearer")
+    assert TOKEN not in wrong.text
+    assert post(url, HEADERS).status_code == 200
+
+
+def test_a_token_in_the_query_string_is_refused(guarded: Callable[..., str]) -> None:
+    url = guarded()
+    refused = post(f"{url}?access_token={TOKEN}", {**HEADERS, "authorization": ""})
+    assert refused.status_code == 400
+    assert "never accepted in the query string" in refused.json()["error"]
+
+
+def test_host_and_origin_are_checked_against_the_bound_address(
+    guarded: Callable[..., str],
+) -> None:
+    url = guarded()
+    port = urlsplit(url).port
+    assert post(url, {**HEADERS, "host": f"evil.example:{port}"}).status_code == 421
+    assert post(url, {**HEADERS, "origin": "http://evil.example"}).status_code == 403
+    assert post(url, {**HEADERS, "origin": f"http://localhost:{port}"}).status_code == 200
+
+
+def test_an_extra_host_can_be_allowed(guarded: Callable[..., str]) -> None:
+    url = guarded("--allow-host", "piper.test:*")
+    assert post(url, {**HEADERS, "host": "piper.test:8080"}).status_code == 200
+
+
+def test_oversized_requests_are_refused(guarded: Callable[..., str]) -> None:
+    url = guarded()
+    big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 70_000}}
+    response = httpx.post(url, json=big, headers=HEADERS, timeout=10)
+    assert response.status_code == 413
+
+
+@pytest.mark.anyio
+async def test_a_client_with_the_token_works(guarded: Callable[..., str]) -> None:
+    url = guarded()
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"})
+    async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+        tools = await client.list_tools()
+    assert len(tools.tools) == 3
+
+
+def test_binding_beyond_loopback_without_a_token_refuses_to_start(
+    piper_home: Path, cli_env: dict[str, str]
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "piper_mcp",
+            "serve",
+            "--local",
+            "--transport",
+            "streamable-http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Refusing to serve MCP on 0.0.0.0" in done.stderr
+    assert "PIPER_MCP_HTTP_TOKEN" in done.stderr
