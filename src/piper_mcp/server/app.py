@@ -49,8 +49,8 @@ CHECK_LINK = (
 LIST_VARIABLES = (
     "List the variables this agent may ask for and where each would come from now: "
     "'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw "
-    "fallback exists, which is refused), or 'missing', with advice for the user. Never "
-    "returns values or tokens."
+    "fallback exists: get_secret with mode='value', as the reveal policy allows), or "
+    "'missing', with advice for the user. Never returns values or tokens."
 )
 
 
