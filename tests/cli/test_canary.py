@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -140,3 +141,44 @@ async def test_http(server_env: dict[str, str], transport: str) -> None:
             results, tokens = await exercise(client)
         stderr = start.logs[url].read_text()  # type: ignore[attr-defined]
     check(results, stderr, Path(server_env["PIPER_MCP_AUDIT_FILE"]), tokens)
+
+
+def test_the_audit_command_prints_the_trail_without_values(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    trail = Path(server_env["PIPER_MCP_AUDIT_FILE"])
+    trail.write_text(
+        json.dumps(
+            {
+                "time": "2026-11-28T10:00:00.000+00:00",
+                "client": "host 1",
+                "variable": "database_url",
+                "mode": "token",
+                "outcome": "ok",
+                "source": "piper_sts",
+                "consent_asked": False,
+            }
+        )
+        + "\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "audit", "--limit", "5"],
+        env=server_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "2026-11-28T10:00:00.000+00:00  host 1  'database_url'  token  ok  piper_sts"
+    )
+    as_json = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "audit", "--json"],
+        env=server_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(as_json.stdout)[0]["variable"] == "database_url"
