@@ -140,3 +140,30 @@ def test_bad_settings_are_one_line(granted_home: Path, cli_env: dict[str, str]) 
     assert done.returncode == 1
     assert done.stderr.startswith("piper-mcp: PIPER_MCP_PORT:")
     assert os.linesep not in done.stderr.rstrip()
+
+
+def test_allowing_raw_values_is_announced_as_a_warning(
+    granted_home: Path, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "PIPER_MCP_REVEAL_OVERRIDES": '{"openai_api_key": "allow"}'}
+    done = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local", "--reveal", "deny"],
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "WARNING piper_mcp: Reveal policy allows raw secret values" in done.stderr
+    assert "'openai_api_key': 'allow'" in done.stderr
+    quiet = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=cli_env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Reveal policy allows" not in quiet.stderr
