@@ -6,6 +6,7 @@ an agent token that is always rejected, a slow or broken Piper Link).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -22,12 +23,14 @@ class Scripted:
     body: bytes = b"{}"
     content_type: str = "application/json"
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Recorded:
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -50,7 +53,10 @@ class ScriptedPiper:
             if scripted.delay:
                 await anyio.sleep(scripted.delay)
             return Response(
-                scripted.body, status_code=scripted.status, media_type=scripted.content_type
+                scripted.body,
+                status_code=scripted.status,
+                media_type=scripted.content_type,
+                headers=scripted.headers,
             )
 
         return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])

@@ -139,11 +139,23 @@ async def test_a_null_raw_secret_is_malformed_and_never_echoed(
 async def test_a_backend_slower_than_its_timeout_is_a_backend_error(
     scripted: tuple[ScriptedPiper, AsyncPiperClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from piper_mcp.piper import backend as backend_module
-
-    monkeypatch.setitem(backend_module.TIMEOUTS, "piper-resolve-variable-mapping", 0.2)
-    backend, client = scripted
+    monkeypatch.setenv("PIPER_RESOLVE_TIMEOUT", "0.2")
+    monkeypatch.setenv("PIPER_RETRY_ATTEMPTS", "2")
+    backend, configured = scripted
+    client = AsyncPiperClient(AGENT_ID, **_urls(configured))
     backend.script(RESOLVE, Scripted(200, b'{"credentialId": "c"}', delay=2))
     async with client:
-        with pytest.raises(PiperBackendError, match=r"did not answer within 0\.2 s"):
+        with pytest.raises(PiperBackendError, match=r"did not answer within 0\.2 s \(2 attempts\)"):
             await client.get_secret("My Key")
+    assert len(backend.requests[RESOLVE]) == 2
+
+
+def _urls(client: AsyncPiperClient) -> dict[str, object]:
+    settings = client.settings
+    return {
+        "piper_link_instance_id": settings.instance_id,
+        "resolve_mapping_url": settings.resolve_mapping_url,
+        "get_scoped_url": settings.get_scoped_url,
+        "exchange_secret_url": settings.exchange_secret_url,
+        "enable_env_fallback": False,
+    }

@@ -7,6 +7,8 @@ which Piper error that answer becomes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,16 +19,11 @@ from pydantic import BaseModel, ValidationError
 from piper_mcp import __version__
 from piper_mcp.piper import protocol
 from piper_mcp.piper.errors import PiperBackendError
+from piper_mcp.piper.retry import RETRYABLE_STATUS, RetryPolicy, time_left
 
 USER_AGENT = f"piper-mcp/{__version__}"
 
-# Per-function timeouts, in seconds, as the published SDK uses them.
-TIMEOUTS = {
-    protocol.TOKEN_FUNCTION: 15.0,
-    protocol.RESOLVE_MAPPING_FUNCTION: 12.0,
-    protocol.GET_SCOPED_FUNCTION: 15.0,
-    protocol.EXCHANGE_SECRET_FUNCTION: 10.0,
-}
+logger = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
@@ -70,28 +67,61 @@ async def call(
     url: str,
     answer_model: type[Answer],
     *,
+    attempt_timeout: float,
+    retry: RetryPolicy,
     json_body: BaseModel | None = None,
     form_body: BaseModel | None = None,
     bearer: str | None = None,
 ) -> Answer:
-    """POST to one function; the parsed answer, `BackendAnswerError` or `PiperBackendError`."""
+    """POST to one function, retrying what is worth retrying.
+
+    Returns the parsed answer; raises `BackendAnswerError` (a 4xx/5xx answer) or
+    `PiperBackendError` (unreachable, too slow, malformed).
+    """
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-    try:
-        response = await http.post(
-            url,
-            headers=headers,
-            json=json_body.model_dump(exclude_none=True) if json_body else None,
-            data=form_body.model_dump(exclude_none=True) if form_body else None,
-            timeout=TIMEOUTS[function],
-        )
-    except httpx.TimeoutException as error:
-        raise PiperBackendError(
-            f"Piper's {function} at {url} did not answer within {TIMEOUTS[function]:g} s."
-        ) from error
-    except httpx.HTTPError as error:
-        raise PiperBackendError(
-            f"Could not reach Piper's {function} at {url} ({type(error).__name__})."
-        ) from error
+    json_data = json_body.model_dump(exclude_none=True) if json_body else None
+    form_data = form_body.model_dump(exclude_none=True) if form_body else None
+    attempt = 0
+    while True:
+        attempt += 1
+        left = time_left()
+        wait_at_most = attempt_timeout if left is None else min(attempt_timeout, left)
+        if wait_at_most <= 0:
+            raise PiperBackendError(
+                f"Piper's {function} at {url} did not answer before the deadline "
+                f"({attempt - 1} attempts)."
+            )
+        try:
+            response = await http.post(
+                url, headers=headers, json=json_data, data=form_data, timeout=wait_at_most
+            )
+        except httpx.TimeoutException as error:
+            failure: Exception = PiperBackendError(
+                f"Piper's {function} at {url} did not answer within {wait_at_most:g} s"
+                f"{_tries(attempt)}."
+            )
+            failure.__cause__ = error
+            retry_after = None
+        except httpx.HTTPError as error:
+            failure = PiperBackendError(
+                f"Could not reach Piper's {function} at {url} ({type(error).__name__})"
+                f"{_tries(attempt)}."
+            )
+            failure.__cause__ = error
+            retry_after = None
+        else:
+            if response.status_code not in RETRYABLE_STATUS or attempt >= retry.attempts:
+                break
+            failure = BackendAnswerError.from_response(function, response)
+            retry_after = response.headers.get("retry-after")
+        if attempt >= retry.attempts:
+            raise failure
+        pause = retry.delay(attempt, retry_after)
+        left = time_left()
+        if left is not None and pause >= left:
+            raise failure
+        logger.info("Piper's %s: %s; retrying in %.2f s.", function, _why(failure), pause)
+        await asyncio.sleep(pause)
     if response.is_error:
         raise BackendAnswerError.from_response(function, response)
     try:
@@ -103,6 +133,16 @@ async def call(
             status_code=response.status_code,
             error_code="malformed_response",
         ) from None
+
+
+def _tries(attempt: int) -> str:
+    return f" ({attempt} attempts)" if attempt > 1 else ""
+
+
+def _why(failure: Exception) -> str:
+    if isinstance(failure, BackendAnswerError):
+        return f"answered {failure.status_code}"
+    return type(failure.__cause__).__name__
 
 
 def _first_problem(error: ValidationError) -> str:

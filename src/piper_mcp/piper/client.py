@@ -38,6 +38,7 @@ from piper_mcp.piper.errors import (
 from piper_mcp.piper.link import PiperLink
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.piper.result import SecretResult
+from piper_mcp.piper.retry import RetryPolicy, deadline
 from piper_mcp.piper.settings import PiperSettings
 from piper_mcp.piper.tokens import AgentTokenCache
 
@@ -167,7 +168,11 @@ class AsyncPiperClient:
         self._owns_http = http_client is None
         self._ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
         self._http = http_client or backend.new_http_client(self._ca_bundle)
-        self.link = PiperLink(settings.link_url, self._http, settings.instance_id)
+        self.link = PiperLink(
+            settings.link_url, self._http, settings.instance_id, timeout=settings.link_timeout
+        )
+        self._retry = RetryPolicy(attempts=settings.retry_attempts)
+        self._in_flight: dict[tuple[str, bool], asyncio.Task[SecretResult]] = {}
         self.tokens = AgentTokenCache(self._fetch_agent_token)
         self._client_secret: SecretStr | None = settings.client_secret
         self._client_secret_lock = asyncio.Lock()
@@ -224,7 +229,7 @@ class AsyncPiperClient:
         """
         name = checked_variable_name(variable_name)
         try:
-            return self._reported(await self._from_piper(name, fetch_raw_secret))
+            return self._reported(await self._shared_from_piper(name, fetch_raw_secret))
         except PiperError as error:
             piper_error = error
         logger.info("Piper did not provide %r: %s", name, piper_error.message)
@@ -248,6 +253,29 @@ class AsyncPiperClient:
                 return self._reported(found)
             piper_error.attempts.append(found)
         raise piper_error
+
+    async def _shared_from_piper(self, name: str, fetch_raw_secret: bool) -> SecretResult:
+        """One Piper round trip for concurrent callers asking for the same thing (single-flight)."""
+        key = (normalize_variable_name(name), fetch_raw_secret)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._from_piper_in_time(name, fetch_raw_secret))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # shield: one caller giving up must not cancel the others' answer.
+        return await asyncio.shield(task)
+
+    async def _from_piper_in_time(self, name: str, fetch_raw_secret: bool) -> SecretResult:
+        with deadline(self.settings.retry_deadline):
+            try:
+                return await self._from_piper(name, fetch_raw_secret)
+            except PiperAuthError as error:
+                # A discovered instanceId the backend no longer knows: ask Link again, once.
+                if error.error_code != protocol.INVALID_REQUEST or not self.link.forget():
+                    raise
+                logger.info("Piper rejected the user context; asking Piper Link again.")
+                self.tokens.clear()
+                return await self._from_piper(name, fetch_raw_secret)
 
     def _reported(self, result: SecretResult) -> SecretResult:
         value = result.value
@@ -428,26 +456,33 @@ class AsyncPiperClient:
         v2: BaseModel,
     ) -> Answer:
         """Call one function; in v1 with an agent token, retried once if it is rejected."""
-        url = self.settings.url_for(function)
         try:
             if self.protocol_version == 2:
-                return await backend.call(self._http, function, url, answer_model, json_body=v2)
+                return await self._post(function, answer_model, json_body=v2)
+            url = self.settings.url_for(function)
             token = await self.tokens.get(url, instance_id)
             try:
-                return await backend.call(
-                    self._http, function, url, answer_model, json_body=v1, bearer=token
-                )
+                return await self._post(function, answer_model, json_body=v1, bearer=token)
             except BackendAnswerError as answer:
                 if not answer.is_invalid_token:
                     raise
                 logger.info("Piper's %s rejected the agent token; fetching a new one.", function)
                 self.tokens.drop(url, instance_id, token)
             token = await self.tokens.get(url, instance_id)
-            return await backend.call(
-                self._http, function, url, answer_model, json_body=v1, bearer=token
-            )
+            return await self._post(function, answer_model, json_body=v1, bearer=token)
         except BackendAnswerError as answer:
             raise self._error_for(answer, variable) from None
+
+    async def _post(self, function: str, answer_model: type[BaseModel], **body: Any) -> Answer:
+        return await backend.call(
+            self._http,
+            function,
+            self.settings.url_for(function),
+            answer_model,
+            attempt_timeout=self.settings.timeout_for(function),
+            retry=self._retry,
+            **body,
+        )
 
     def _error_for(self, answer: BackendAnswerError, variable: str | None) -> PiperError:
         """The Piper error a backend's 4xx/5xx answer means."""
@@ -494,15 +529,12 @@ class AsyncPiperClient:
             piper_link_instance_id=instance_id,
         )
         try:
-            answer = await backend.call(
-                self._http,
-                protocol.TOKEN_FUNCTION,
-                self.settings.url_for(protocol.TOKEN_FUNCTION),
-                protocol.TokenResponse,
-                form_body=request,
+            answer = await self._post(
+                protocol.TOKEN_FUNCTION, protocol.TokenResponse, form_body=request
             )
         except BackendAnswerError as rejected:
             raise self._error_for(rejected, None) from None
+        assert isinstance(answer, protocol.TokenResponse)
         self.on_sensitive(answer.access_token)
         return answer
 

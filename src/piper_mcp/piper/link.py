@@ -15,7 +15,7 @@ from piper_mcp.piper.protocol import LinkContext
 logger = logging.getLogger(__name__)
 
 # The published SDK waits one second; Link is a local app, it answers at once or not at all.
-LINK_TIMEOUT_SECONDS = 1.0
+DEFAULT_LINK_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,15 @@ class PiperLink:
     """
 
     def __init__(
-        self, url: str, http: httpx.AsyncClient, configured_instance_id: str | None = None
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        configured_instance_id: str | None = None,
+        *,
+        timeout: float = DEFAULT_LINK_TIMEOUT,
     ) -> None:
         self.url = url
+        self.timeout = timeout
         self._http = http
         self._configured = configured_instance_id
         self._discovered: str | None = None
@@ -57,9 +63,14 @@ class PiperLink:
                 self._discovered = (await self.probe()).instance_id
             return self._discovered
 
-    def forget(self) -> None:
-        """Drop a discovered id (e.g. the user signed in again and Link has a new one)."""
+    def forget(self) -> bool:
+        """Drop a discovered id (the backend rejected it: the user signed in again?).
+
+        True when there was one to drop; a configured id is never dropped.
+        """
+        had = self._discovered is not None and not self._configured
         self._discovered = None
+        return had
 
     async def probe(self) -> LinkProbe:
         """Ask Link now, whatever is cached; never raises."""
@@ -72,9 +83,9 @@ class PiperLink:
             return LinkProbe(self.url, instance_id, round(latency, 1), problem)
 
         try:
-            response = await self._http.get(self.url, timeout=LINK_TIMEOUT_SECONDS)
+            response = await self._http.get(self.url, timeout=self.timeout)
         except httpx.TimeoutException:
-            return probe_result(None, f"no answer within {LINK_TIMEOUT_SECONDS:g} s")
+            return probe_result(None, f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as error:
             return probe_result(None, f"not reachable ({type(error).__name__})")
         if response.is_error:

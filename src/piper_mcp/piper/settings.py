@@ -74,6 +74,14 @@ class PiperSettings(BaseSettings):
     local_config_file: Path | None = None
     ca_bundle: Path | None = None
     grant_page_url: str = "https://agentpiper.com/secrets"
+    # Per-function timeouts (seconds), the published SDK's by default.
+    token_timeout: float = Field(default=15.0, gt=0)
+    resolve_timeout: float = Field(default=12.0, gt=0)
+    scoped_timeout: float = Field(default=15.0, gt=0)
+    exchange_timeout: float = Field(default=10.0, gt=0)
+    link_timeout: float = Field(default=1.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1, le=10)
+    retry_deadline: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults_from_project(self) -> PiperSettings:
@@ -97,6 +105,15 @@ class PiperSettings(BaseSettings):
     def protocol_version(self) -> Literal[1, 2]:
         """v1 (client credentials) when the agent has a secret, v2 (secretless) otherwise."""
         return 1 if self.client_secret is not None or self.client_secret_name else 2
+
+    def timeout_for(self, function: str) -> float:
+        timeouts = {
+            protocol.TOKEN_FUNCTION: self.token_timeout,
+            protocol.RESOLVE_MAPPING_FUNCTION: self.resolve_timeout,
+            protocol.GET_SCOPED_FUNCTION: self.scoped_timeout,
+            protocol.EXCHANGE_SECRET_FUNCTION: self.exchange_timeout,
+        }
+        return timeouts[function]
 
     def url_for(self, function: str) -> str:
         urls = {

@@ -1,0 +1,164 @@
+"""Retries, backoff, deadlines, single-flight and Link re-discovery, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.piper import (
+    AsyncPiperClient,
+    PiperAuthError,
+    PiperBackendError,
+    PiperGrantNeededError,
+)
+from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID
+from tests.scripted import Scripted, ScriptedPiper, json_answer
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "/piper-token-endpoint"
+RESOLVE = "/piper-resolve-variable-mapping"
+SCOPED = "/getscopedgcpcredentials"
+RESOLVED = json_answer(200, '{"credentialId": "cred-1"}')
+SCOPED_OK = json_answer(
+    200, '{"access_token": "sts-1", "expires_in": 3600, "granted_credential_ids": ["cred-1"]}'
+)
+
+
+@pytest.fixture
+def scripted(serve: Callable[[object], str]) -> tuple[ScriptedPiper, str]:
+    backend = ScriptedPiper()
+    backend.script(SCOPED, SCOPED_OK)
+    return backend, serve(backend.asgi)
+
+
+def client_for(url: str, **settings: object) -> AsyncPiperClient:
+    return AsyncPiperClient(
+        AGENT_ID,
+        piper_link_instance_id=INSTANCE_ID,
+        token_url=url + TOKEN,
+        resolve_mapping_url=url + RESOLVE,
+        get_scoped_url=url + SCOPED,
+        enable_env_fallback=False,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_passing_server_error_is_retried_and_recovers(
+    scripted: tuple[ScriptedPiper, str], status: int
+) -> None:
+    backend, url = scripted
+    backend.script(RESOLVE, json_answer(status, '{"error": "busy"}'), RESOLVED)
+    async with client_for(url) as client:
+        result = await client.get_secret("My Key")
+    assert result["source"] == "piper_sts"
+    assert len(backend.requests[RESOLVE]) == 2
+
+
+async def test_429_honours_retry_after(scripted: tuple[ScriptedPiper, str]) -> None:
+    backend, url = scripted
+    limited = Scripted(429, b'{"error": "slow_down"}', headers={"retry-after": "0.6"})
+    backend.script(RESOLVE, limited, RESOLVED)
+    async with client_for(url) as client:
+        await client.get_secret("My Key")
+    first, second = backend.requests[RESOLVE]
+    assert second.at - first.at >= 0.55  # waited as asked, not the 0.2 s backoff
+
+
+async def test_retry_after_longer_than_the_deadline_gives_up_at_once(
+    scripted: tuple[ScriptedPiper, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, url = scripted
+    backend.script(RESOLVE, json_answer(503, '{"error": "down"}'))
+    monkeypatch.setenv("PIPER_RETRY_DEADLINE", "1")
+    started = time.monotonic()
+    async with client_for(url) as client:
+        with pytest.raises(PiperBackendError, match="503"):
+            await client.get_secret("My Key")
+    assert time.monotonic() - started < 1.5
+    assert 1 <= len(backend.requests[RESOLVE]) <= 3
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "error"),
+    [
+        (RESOLVE, json_answer(404, '{"error": "mapping_not_found"}'), PiperGrantNeededError),
+        (RESOLVE, json_answer(403, '{"error": "permission_denied"}'), PiperAuthError),
+        (RESOLVE, json_answer(400, '{"error": "invalid_request"}'), PiperAuthError),
+        (RESOLVE, json_answer(500, '{"error": "bug"}'), PiperBackendError),
+    ],
+)
+async def test_an_answer_that_means_no_is_never_retried(
+    scripted: tuple[ScriptedPiper, str], path: str, answer: Scripted, error: type[Exception]
+) -> None:
+    backend, url = scripted
+    backend.script(path, answer)
+    async with client_for(url) as client:
+        with pytest.raises(error):
+            await client.get_secret("My Key")
+    assert len(backend.requests[path]) == 1
+
+
+async def test_bad_client_credentials_are_not_retried(scripted: tuple[ScriptedPiper, str]) -> None:
+    backend, url = scripted
+    backend.script(TOKEN, json_answer(401, '{"error": "invalid_client"}'))
+    async with client_for(url, client_secret=AGENT_SECRET) as client:
+        with pytest.raises(PiperAuthError, match="invalid_client"):
+            await client.get_secret("My Key")
+    assert len(backend.requests[TOKEN]) == 1
+
+
+async def test_an_unreachable_backend_is_tried_a_bounded_number_of_times(
+    unused_link_url: str,
+) -> None:
+    url = unused_link_url.removesuffix("/piper-link-context")
+    async with client_for(url) as client:
+        with pytest.raises(PiperBackendError, match=r"Could not reach .* \(3 attempts\)"):
+            await client.get_secret("My Key")
+
+
+async def test_concurrent_calls_share_one_round_trip_per_variable(piper: LocalBackend) -> None:
+    variables = [
+        "OpenAI API Key",
+        "database_url",
+        "OpenAI API Key",
+        "database_url",
+        "openai-api-key",
+    ]
+    async with AsyncPiperClient(AGENT_ID, **piper.client_settings()) as client:
+        tokens: list[str] = []
+
+        async def ask(name: str) -> None:
+            tokens.append(str((await client.get_secret(name))["value"]))
+
+        async with anyio.create_task_group() as group:
+            for n in range(100):
+                group.start_soon(ask, variables[n % len(variables)])
+    assert len(tokens) == 100
+    assert len(set(tokens)) == 2  # one STS token per variable
+    assert piper.app.calls["piper-resolve-variable-mapping"] == 2
+    assert piper.app.calls["getscopedgcpcredentials"] == 2
+
+
+async def test_a_rejected_user_context_is_rediscovered_from_link(
+    serve: Callable[[object], str], piper: LocalBackend
+) -> None:
+    link = ScriptedPiper()
+    link.script(
+        "/piper-link-context",
+        json_answer(200, '{"instanceId": "instance-signed-out"}'),
+        json_answer(200, f'{{"instanceId": "{INSTANCE_ID}"}}'),
+    )
+    settings = {
+        **piper.client_settings(),
+        "piper_link_service_url": serve(link.asgi) + "/piper-link-context",
+    }
+    async with AsyncPiperClient(AGENT_ID, enable_env_fallback=False, **settings) as client:
+        result = await client.get_secret("database_url")
+    assert result["piper_instance_id"] == INSTANCE_ID
+    assert len(link.requests["/piper-link-context"]) == 2
