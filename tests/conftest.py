@@ -33,6 +33,9 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Pat
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(home / "gcloud"))
     monkeypatch.setenv("NO_GCE_CHECK", "true")
+    # Every call reaches Piper, so tests can count round trips; the STS cache has its own
+    # tests, which turn it back on.
+    monkeypatch.setenv("PIPER_REVOCATION_WINDOW", "0")
     return home
 
 

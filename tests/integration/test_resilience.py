@@ -162,3 +162,18 @@ async def test_a_rejected_user_context_is_rediscovered_from_link(
         result = await client.get_secret("database_url")
     assert result["piper_instance_id"] == INSTANCE_ID
     assert len(link.requests["/piper-link-context"]) == 2
+
+
+async def test_an_sts_token_is_reused_within_the_window_and_raw_values_never_are(
+    piper: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPER_REVOCATION_WINDOW", "30")
+    async with AsyncPiperClient(AGENT_ID, **piper.client_settings()) as client:
+        first = await client.get_secret("database_url")
+        again = [await client.get_secret("database_url") for _ in range(10)]
+        await client.get_secret("database_url", fetch_raw_secret=True)
+        await client.get_secret("database_url", fetch_raw_secret=True)
+    assert {result["value"] for result in again} == {first["value"]}
+    assert all(0 < result["expires_in"] <= first["expires_in"] for result in again)
+    assert piper.app.calls["getscopedgcpcredentials"] == 3  # 1 token, then 2 raw exchanges
+    assert piper.app.calls["piper-exchange-sts-for-secret"] == 2

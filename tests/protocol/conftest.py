@@ -35,7 +35,6 @@ def text_of(result: Any) -> str:
 def make_server(
     client: AsyncPiperClient,
     policy: RevealPolicy | None = None,
-    revocation_window: float = 30.0,
     declared: list[str] = DECLARED,
 ) -> MCPServer:
     desk = CredentialDesk(
@@ -43,7 +42,6 @@ def make_server(
         lambda: list(declared),
         how_to_declare="Add it to PIPER_VARIABLES.",
         policy=policy,
-        revocation_window=revocation_window,
     )
     return build_server(desk)
 

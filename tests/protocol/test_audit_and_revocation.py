@@ -70,11 +70,12 @@ def test_the_trail_rotates_by_size(tmp_path: Path) -> None:
 
 
 async def test_a_revoked_grant_stops_being_served_within_the_window(
-    piper: LocalBackend, era: str
+    piper: LocalBackend, era: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     window = 1.5
+    monkeypatch.setenv("PIPER_REVOCATION_WINDOW", str(window))
     client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-    async with Client(make_server(client, revocation_window=window), mode=era) as mcp:  # type: ignore[arg-type]
+    async with Client(make_server(client), mode=era) as mcp:  # type: ignore[arg-type]
         first = structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
         piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
         revoked_at = time.monotonic()
@@ -92,8 +93,8 @@ async def test_a_revoked_grant_stops_being_served_within_the_window(
 
 
 async def test_a_zero_window_stops_at_once(piper: LocalBackend) -> None:
-    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-    async with Client(make_server(client, revocation_window=0), mode="legacy") as mcp:
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())  # PIPER_REVOCATION_WINDOW=0
+    async with Client(make_server(client), mode="legacy") as mcp:
         structured(await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"}))
         piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
         assert (await mcp.call_tool("get_secret", {"variable": "OpenAI API Key"})).is_error

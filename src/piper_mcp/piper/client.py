@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.piper.result import SecretResult
 from piper_mcp.piper.retry import RetryPolicy, deadline
 from piper_mcp.piper.settings import PiperSettings
-from piper_mcp.piper.tokens import AgentTokenCache
+from piper_mcp.piper.tokens import EXPIRY_MARGIN_SECONDS, AgentTokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class AsyncPiperClient:
         )
         self._retry = RetryPolicy(attempts=settings.retry_attempts)
         self._in_flight: dict[tuple[str, bool], asyncio.Task[SecretResult]] = {}
+        self._sts_cache: dict[str, tuple[SecretResult, float]] = {}
         self.tokens = AgentTokenCache(self._fetch_agent_token)
         self._client_secret: SecretStr | None = settings.client_secret
         self._client_secret_lock = asyncio.Lock()
@@ -255,7 +257,12 @@ class AsyncPiperClient:
         raise piper_error
 
     async def _shared_from_piper(self, name: str, fetch_raw_secret: bool) -> SecretResult:
-        """One Piper round trip for concurrent callers asking for the same thing (single-flight)."""
+        """One Piper round trip for concurrent callers asking for the same thing (single-flight),
+        and an STS token reused within the revocation window."""
+        if not fetch_raw_secret:
+            cached = self._cached_sts(name)
+            if cached is not None:
+                return cached
         key = (normalize_variable_name(name), fetch_raw_secret)
         task = self._in_flight.get(key)
         if task is None:
@@ -265,17 +272,37 @@ class AsyncPiperClient:
         # shield: one caller giving up must not cancel the others' answer.
         return await asyncio.shield(task)
 
+    def _cached_sts(self, name: str) -> SecretResult | None:
+        entry = self._sts_cache.get(normalize_variable_name(name))
+        if entry is None:
+            return None
+        result, fetched_at = entry
+        age = time.monotonic() - fetched_at
+        left = None if result.expires_in is None else result.expires_in - age
+        if age >= self.settings.revocation_window or (
+            left is not None and left < EXPIRY_MARGIN_SECONDS
+        ):
+            return None
+        return result.model_copy(
+            update={"expires_in": None if left is None else int(left), "variable_name": name}
+        )
+
     async def _from_piper_in_time(self, name: str, fetch_raw_secret: bool) -> SecretResult:
+        key = normalize_variable_name(name)
+        self._sts_cache.pop(key, None)
         with deadline(self.settings.retry_deadline):
             try:
-                return await self._from_piper(name, fetch_raw_secret)
+                result = await self._from_piper(name, fetch_raw_secret)
             except PiperAuthError as error:
                 # A discovered instanceId the backend no longer knows: ask Link again, once.
                 if error.error_code != protocol.INVALID_REQUEST or not self.link.forget():
                     raise
                 logger.info("Piper rejected the user context; asking Piper Link again.")
                 self.tokens.clear()
-                return await self._from_piper(name, fetch_raw_secret)
+                result = await self._from_piper(name, fetch_raw_secret)
+        if result.source == "piper_sts" and self.settings.revocation_window > 0:
+            self._sts_cache[key] = (result, time.monotonic())
+        return result
 
     def _reported(self, result: SecretResult) -> SecretResult:
         value = result.value

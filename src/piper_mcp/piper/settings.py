@@ -80,6 +80,9 @@ class PiperSettings(BaseSettings):
     scoped_timeout: float = Field(default=15.0, gt=0)
     exchange_timeout: float = Field(default=10.0, gt=0)
     link_timeout: float = Field(default=1.0, gt=0)
+    # How long an STS token may be reused for a variable: this bounds how long a revoked
+    # grant can still be served from the cache. 0 turns the cache off.
+    revocation_window: float = Field(default=30.0, ge=0, le=3600)
     retry_attempts: int = Field(default=3, ge=1, le=10)
     retry_deadline: float = Field(default=30.0, gt=0)
 

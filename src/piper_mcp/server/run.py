@@ -64,7 +64,6 @@ def build_desk(
         declared,
         how_to_declare=how_to_declare,
         policy=RevealPolicy(options.reveal, options.reveal_overrides),
-        revocation_window=options.revocation_window,
     )
 
 

@@ -31,7 +31,6 @@ class ServeSettings(BaseSettings):
     )
     reveal: Reveal = "ask"
     reveal_overrides: dict[str, Reveal] = Field(default_factory=dict)
-    revocation_window: float = Field(default=30.0, ge=0, le=3600)
     audit_file: Path | None = None
     audit_max_bytes: int = Field(default=1_048_576, ge=4096)
     http_token: SecretStr | None = None
