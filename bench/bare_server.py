@@ -1,4 +1,4 @@
-"""The floor: a bare MCPServer with one trivial tool, over stdio (what piper-mcp is measured against)."""
+"""The floor piper-mcp is measured against: a bare MCPServer with one trivial tool, on stdio."""
 
 from mcp.server.mcpserver import MCPServer
 

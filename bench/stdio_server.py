@@ -43,8 +43,13 @@ class StdioPeer:
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            command,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
         )
         self.next_id = 1
 
@@ -69,13 +74,19 @@ class StdioPeer:
     def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         self.next_id += 1
         return self.request(
-            {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
-             "params": {"name": tool, "arguments": arguments}}
+            {
+                "jsonrpc": "2.0",
+                "id": self.next_id,
+                "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments},
+            }
         )
 
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+        return int(
+            next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
+        )
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -90,15 +101,22 @@ def run(rounds: int, calls: int) -> dict[str, Any]:
         vault.put_secret("bench secret", "x" * 40, owner_user_id=me)
         vault.grant(me, "local-agent", "bench_key", "bench secret")
         with LocalBackend(vault, instance_id=vault.local_instance_id) as piper:
-            env = {**os.environ, **piper.environment(), "PIPER_CLIENT_ID": "local-agent",
-                   "PIPER_VARIABLES": "bench_key", "PIPER_MCP_LOG_LEVEL": "WARNING",
-                   "PIPER_MCP_AUDIT_FILE": str(Path(folder) / "audit.jsonl")}
+            env = {
+                **os.environ,
+                **piper.environment(),
+                "PIPER_CLIENT_ID": "local-agent",
+                "PIPER_VARIABLES": "bench_key",
+                "PIPER_MCP_LOG_LEVEL": "WARNING",
+                "PIPER_MCP_AUDIT_FILE": str(Path(folder) / "audit.jsonl"),
+            }
             commands = {
                 "piper-mcp": [sys.executable, "-m", "piper_mcp", "serve"],
                 "bare MCPServer": [sys.executable, str(HERE / "bare_server.py")],
             }
-            calls_for = {"piper-mcp": ("get_secret", {"variable": "bench_key"}),
-                         "bare MCPServer": ("echo", {"text": "hi"})}
+            calls_for = {
+                "piper-mcp": ("get_secret", {"variable": "bench_key"}),
+                "bare MCPServer": ("echo", {"text": "hi"}),
+            }
             samples: dict[str, dict[str, list[float]]] = {
                 name: {"cold_start_ms": [], "rss_mib": [], "call_ms": []} for name in commands
             }
