@@ -93,37 +93,30 @@ def build_server(
         ] = "token",
     ) -> SecretCredential:
         asked, given = consent_asked(consent)
-        try:
-            if mode == "token":
-                result = await desk.get_secret(variable)
-            else:
-                result = await desk.reveal(variable, keeper.decision(consent, variable, ctx))
-        except Refusal as refusal:
+
+        def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
             if audit:
                 audit.record(
                     client=client_name(ctx),
                     transport=transport,
                     variable=variable,
                     mode=mode,
-                    source=None,
-                    outcome="refused",
-                    reason=str(refusal),
+                    source=source,
+                    outcome=outcome,
+                    reason=reason,
                     consent_asked=asked,
                     consent_given=given,
                 )
+
+        try:
+            if mode == "token":
+                result = await desk.get_secret(variable)
+            else:
+                result = await desk.reveal(variable, keeper.decision(consent, variable, ctx))
+        except Refusal as refusal:
+            record("refused", variable, None, str(refusal))
             raise ToolError(str(refusal)) from None
-        if audit:
-            audit.record(
-                client=client_name(ctx),
-                transport=transport,
-                variable=result.variable,
-                mode=mode,
-                source=result.source,
-                outcome="ok",
-                reason=result.consent,
-                consent_asked=asked,
-                consent_given=given,
-            )
+        record("ok", result.variable, result.source, result.consent)
         return result
 
     @server.tool(
