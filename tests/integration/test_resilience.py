@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -177,3 +178,42 @@ async def test_an_sts_token_is_reused_within_the_window_and_raw_values_never_are
     assert all(0 < result["expires_in"] <= first["expires_in"] for result in again)
     assert piper.app.calls["getscopedgcpcredentials"] == 3  # 1 token, then 2 raw exchanges
     assert piper.app.calls["piper-exchange-sts-for-secret"] == 2
+
+
+async def test_a_connection_reset_mid_body_is_retried_and_recovers(
+    serve: Callable[[object], str],
+) -> None:
+    """The first answer promises 100 bytes and hangs up after 16; the second is whole."""
+    answers = [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"credentialId":',
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 26\r\n"
+        b'Connection: close\r\n\r\n{"credentialId": "cred-1"}',
+    ]
+    seen: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        seen.append(len(seen))
+        writer.write(answers[min(len(seen) - 1, 1)])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    scoped = ScriptedPiper()
+    scoped.script(SCOPED, SCOPED_OK)
+    async with server:
+        url = f"http://127.0.0.1:{port}"
+        client = AsyncPiperClient(
+            AGENT_ID,
+            piper_link_instance_id=INSTANCE_ID,
+            resolve_mapping_url=url + RESOLVE,
+            get_scoped_url=serve(scoped.asgi) + SCOPED,
+            enable_env_fallback=False,
+        )
+        async with client:
+            result = await client.get_secret("My Key")
+    assert result["piper_credential_id"] == "cred-1"
+    assert len(seen) == 2
