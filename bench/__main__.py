@@ -10,7 +10,7 @@ import json
 import platform
 import time
 
-from bench import local_backend, sdk_compare, stdio_server
+from bench import http_load, local_backend, round_trips, sdk_compare, stdio_server
 
 RESULTS = local_backend.RESULTS
 
@@ -21,6 +21,8 @@ def main() -> None:
         "stdio_server": stdio_server.run(rounds=7, calls=300),
         "sdk_compare": sdk_compare.run(rounds=5),
         "local_backend": local_backend.run(pair_count=1000, rounds=3),
+        "round_trips": round_trips.run(),
+        "http_load": http_load.run(clients=50, calls=2000),
     }
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
@@ -34,6 +36,10 @@ def main() -> None:
             sdk_compare.table(sections["sdk_compare"]),
             "## The local backend: resolve + scoped pairs",
             local_backend.table(sections["local_backend"]),
+            "## Piper round trips per get_secret (single-flight, no token reuse)",
+            round_trips.table(sections["round_trips"]),
+            "## Load: 2 000 tool calls over streamable HTTP from 50 MCP clients",
+            http_load.table(sections["http_load"]),
         ]
     )
     RESULTS.mkdir(exist_ok=True)

@@ -1,0 +1,79 @@
+"""How many Piper round trips `get_secret` costs: cold, and 100 concurrent calls for 5 variables.
+
+Counted at the local backend, through the MCP server (in-process client),
+protocol v1 with the agent token already cached, STS reuse off
+(`PIPER_REVOCATION_WINDOW=0`) so that only coalescing can save a call.
+
+    python -m bench.round_trips
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client
+
+from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.vault import Vault
+from piper_mcp.piper import AsyncPiperClient
+from piper_mcp.server.app import build_server
+from piper_mcp.server.desk import CredentialDesk
+
+VARIABLES = [f"variable_{n}" for n in range(5)]
+FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
+
+
+async def count(piper: LocalBackend) -> dict[str, Any]:
+    client = AsyncPiperClient("bench-agent", "bench-secret", **piper.client_settings())
+    server = build_server(CredentialDesk(client, lambda: VARIABLES, how_to_declare="-"))
+    async with Client(server, mode="legacy") as mcp:
+        await mcp.call_tool("get_secret", {"variable": VARIABLES[0]})  # agent tokens cached
+        before = {name: piper.app.calls[name] for name in FUNCTIONS}
+        await mcp.call_tool("get_secret", {"variable": VARIABLES[1]})
+        cold = {name: piper.app.calls[name] - before[name] for name in FUNCTIONS}
+        before = {name: piper.app.calls[name] for name in FUNCTIONS}
+        async with anyio.create_task_group() as group:
+            for n in range(100):
+                group.start_soon(mcp.call_tool, "get_secret", {"variable": VARIABLES[n % 5]})
+        burst = {name: piper.app.calls[name] - before[name] for name in FUNCTIONS}
+    await client.aclose()
+    return {
+        "cold_round_trips": sum(cold.values()),
+        "burst_resolve_calls": burst[FUNCTIONS[0]],
+        "burst_scoped_calls": burst[FUNCTIONS[1]],
+    }
+
+
+def run() -> dict[str, Any]:
+    os.environ["PIPER_REVOCATION_WINDOW"] = "0"
+    with tempfile.TemporaryDirectory(prefix="piper-bench-") as folder:
+        vault, _ = Vault.init(Path(folder) / "vault")
+        me = vault.local_user_id
+        vault.add_agent("bench-agent", "bench-secret", owner_user_id=me, variables=VARIABLES)
+        for name in VARIABLES:
+            vault.put_secret(f"secret {name}", "x" * 40, owner_user_id=me)
+            vault.grant(me, "bench-agent", name, f"secret {name}")
+        with LocalBackend(vault, instance_id=vault.local_instance_id) as piper:
+            return anyio.run(count, piper)
+
+
+def table(results: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "| measure | counted | target |",
+            "|---|---|---|",
+            f"| Piper round trips for a cold get_secret (agent token cached) | "
+            f"{results['cold_round_trips']} | exactly 2 |",
+            f"| resolve calls for 100 concurrent get_secret over 5 variables | "
+            f"{results['burst_resolve_calls']} | ≤ 5 |",
+            f"| scoped calls for the same burst | {results['burst_scoped_calls']} | ≤ 5 |",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(table(run()))
