@@ -10,7 +10,7 @@ import json
 import platform
 import time
 
-from bench import http_load, local_backend, round_trips, sdk_compare, stdio_server
+from bench import faults, http_load, local_backend, round_trips, sdk_compare, stdio_server
 
 RESULTS = local_backend.RESULTS
 
@@ -23,6 +23,7 @@ def main() -> None:
         "local_backend": local_backend.run(pair_count=1000, rounds=3),
         "round_trips": round_trips.run(),
         "http_load": http_load.run(clients=50, calls=2000),
+        "faults": faults.run(),
     }
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
@@ -40,6 +41,8 @@ def main() -> None:
             round_trips.table(sections["round_trips"]),
             "## Load: 2 000 tool calls over streamable HTTP from 50 MCP clients",
             http_load.table(sections["http_load"]),
+            "## Faults injected between piper-mcp and Piper",
+            faults.table(sections["faults"]),
         ]
     )
     RESULTS.mkdir(exist_ok=True)
