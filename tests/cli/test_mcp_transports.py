@@ -31,6 +31,19 @@ def granted_home(piper_home: Path) -> Path:
     return piper_home
 
 
+def serve_once(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`piper-mcp serve ARGS` with stdin already closed: it starts, then ends."""
+    return subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "serve", *args],
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def exercise(client: Client) -> None:
     tools = await client.list_tools()
     assert [tool.name for tool in tools.tools] == ["get_secret", "check_link", "list_variables"]
@@ -56,15 +69,7 @@ async def test_stdio(granted_home: Path, cli_env: dict[str, str], era: str) -> N
 def test_stdio_writes_nothing_but_protocol_to_stdout(
     granted_home: Path, cli_env: dict[str, str]
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local", "--log-level", "DEBUG"],
-        env=cli_env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(cli_env, "--local", "--log-level", "DEBUG")
     assert done.stdout == ""
     assert "Serving MCP over stdio" in done.stderr
 
@@ -72,15 +77,7 @@ def test_stdio_writes_nothing_but_protocol_to_stdout(
 def test_a_fresh_home_gets_a_vault_and_instructions_on_stderr(
     piper_home: Path, cli_env: dict[str, str]
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=cli_env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(cli_env, "--local")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert (
@@ -112,15 +109,7 @@ async def test_sse(http_server: Callable[[str], str]) -> None:
 
 
 def test_an_unknown_agent_is_a_clear_error(granted_home: Path, cli_env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local", "--agent", "nobody"],
-        env=cli_env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(cli_env, "--local", "--agent", "nobody")
     assert done.returncode == 1
     assert "there is no agent 'nobody'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -128,15 +117,7 @@ def test_an_unknown_agent_is_a_clear_error(granted_home: Path, cli_env: dict[str
 
 def test_bad_settings_are_one_line(granted_home: Path, cli_env: dict[str, str]) -> None:
     env = {**cli_env, "PIPER_MCP_PORT": "not-a-port"}
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--transport", "sse"],
-        env=env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(env, "--transport", "sse")
     assert done.returncode == 1
     assert done.stderr.startswith("piper-mcp: PIPER_MCP_PORT:")
     assert os.linesep not in done.stderr.rstrip()
@@ -146,24 +127,8 @@ def test_allowing_raw_values_is_announced_as_a_warning(
     granted_home: Path, cli_env: dict[str, str]
 ) -> None:
     env = {**cli_env, "PIPER_MCP_REVEAL_OVERRIDES": '{"openai_api_key": "allow"}'}
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local", "--reveal", "deny"],
-        env=env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(env, "--local", "--reveal", "deny")
     assert "WARNING piper_mcp: Reveal policy allows raw secret values" in done.stderr
     assert "'openai_api_key': 'allow'" in done.stderr
-    quiet = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=cli_env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    quiet = serve_once(cli_env, "--local")
     assert "Reveal policy allows" not in quiet.stderr
