@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_server_command(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from piper_mcp.local.vault import VaultError
+    from piper_mcp.local.errors import VaultError
     from piper_mcp.piper import PiperError
 
     try:

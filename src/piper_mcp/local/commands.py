@@ -17,12 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from piper_mcp.local.errors import VaultError
 from piper_mcp.local.home import DEFAULT_AGENT, default_home
-from piper_mcp.local.vault import Vault, VaultError, checked_secret_name
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.piper.settings import is_loopback_host
+
+if TYPE_CHECKING:
+    from piper_mcp.local.vault import Vault
 
 DEFAULT_PORT = 31478
 
@@ -128,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vault() -> Vault:
+    # Imported here: `piper-mcp serve` builds this parser too, and must start fast.
+    from piper_mcp.local.vault import Vault
+
     return Vault.open(default_home())
 
 
@@ -145,6 +151,8 @@ def _when(timestamp: float) -> str:
 
 def init(args: argparse.Namespace) -> int:
     home = default_home()
+    from piper_mcp.local.vault import Vault
+
     vault, created = Vault.init(home)
     data = {
         "home": str(home),
@@ -195,6 +203,8 @@ def agent_remove(args: argparse.Namespace) -> int:
 
 
 def secret_set(args: argparse.Namespace) -> int:
+    from piper_mcp.local.vault import checked_secret_name
+
     vault = _vault()
     checked_secret_name(args.name)  # before asking for the value
     value = _read_stdin("secret value") if not sys.stdin.isatty() else _prompt(args.name)

@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
+from piper_mcp.local.errors import VaultError
 from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, KEY_FILE, make_private_dir
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
+
+__all__ = ["Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
 SCHEMA_VERSION = "1"
@@ -82,10 +85,6 @@ CREATE TABLE audit (
     reason TEXT
 );
 """
-
-
-class VaultError(Exception):
-    """A vault operation that cannot be done; the message says why in one line."""
 
 
 @dataclass(frozen=True)

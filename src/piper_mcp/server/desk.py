@@ -94,26 +94,22 @@ class CredentialDesk:
             raise Refusal(await self._explain(name, error)) from None
         if result.source != "piper_sts":  # a local-file fallback answered
             raise Refusal(f"Piper did not grant {name!r}. {self._raw_hint(name)}")
-        return self._credential(name, result.as_dict())
-
-    def _credential(self, name: str, fields: dict[str, object]) -> SecretCredential:
-        expires_in = fields.get("expires_in")
-        credential_id = fields.get("piper_credential_id")
+        expires_in, credential_id = result.expires_in, result.piper_credential_id
         return SecretCredential(
             variable=name,
             source="piper_sts",
-            token=str(fields["value"]),
-            token_type=str(fields.get("token_type") or "Bearer"),
-            expires_in=expires_in if isinstance(expires_in, int) else None,
+            token=str(result.value),
+            token_type=result.token_type or "Bearer",
+            expires_in=expires_in,
             expires_at=(
                 datetime.now(UTC) + timedelta(seconds=expires_in)
-                if isinstance(expires_in, int)
+                if expires_in is not None
                 else None
             ),
-            credential_id=credential_id if isinstance(credential_id, str) else None,
+            credential_id=credential_id,
             secret_version=(
                 secret_version_name(self.client.settings.project_id, credential_id)
-                if isinstance(credential_id, str)
+                if credential_id
                 else None
             ),
             secret_manager_endpoint=self.client.settings.secret_manager_endpoint,
