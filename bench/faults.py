@@ -23,6 +23,7 @@ import anyio
 from mcp import Client
 from starlette.types import Receive, Scope, Send
 
+from bench import BENCH_SECRET
 from piper_mcp.local.server import LocalBackend, ServerThread, Site, bind, url_of
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient
@@ -138,7 +139,7 @@ async def run_all(
         settings = {**piper.client_settings(), "piper_link_service_url": link_url}
         for key in ("token_url", "resolve_mapping_url", "get_scoped_url", "exchange_secret_url"):
             settings[key] = settings[key].replace(piper.base_url, base)
-        client = AsyncPiperClient("bench-agent", "bench-secret", **settings)  # protocol v1
+        client = AsyncPiperClient("bench-agent", BENCH_SECRET, **settings)  # protocol v1
         return CredentialDesk(client, lambda: ["openai_api_key"], how_to_declare="-")
 
     def fault(target: FaultLayer, injected: Fault) -> Callable[[], None]:
@@ -187,7 +188,7 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="piper-bench-") as folder:
         vault, _ = Vault.init(Path(folder) / "vault")
         me = vault.local_user_id
-        vault.add_agent("bench-agent", "bench-secret", owner_user_id=me, variables=[])
+        vault.add_agent("bench-agent", BENCH_SECRET, owner_user_id=me, variables=[])
         vault.put_secret("canary", CANARY, owner_user_id=me)
         vault.grant(me, "bench-agent", "openai_api_key", "canary")
         piper = LocalBackend(vault, instance_id=vault.local_instance_id).start()

@@ -32,7 +32,7 @@ VARIABLES = [f"variable_{n}" for n in range(5)]
 def make_vault(home: Path) -> str:
     vault, _ = Vault.init(home)
     me = vault.local_user_id
-    vault.add_agent("bench-agent", "unused-secret", owner_user_id=me, variables=VARIABLES)
+    vault.add_agent("bench-agent", None, owner_user_id=me, variables=VARIABLES, secretless=True)
     for variable in VARIABLES:
         vault.put_secret(f"secret {variable}", "x" * 40, owner_user_id=me)
         vault.grant(me, "bench-agent", variable, f"secret {variable}")

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
+from bench import BENCH_SECRET
 from piper_mcp.local.server import LocalBackend
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient
@@ -28,7 +29,7 @@ FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
 
 
 async def count(piper: LocalBackend) -> dict[str, Any]:
-    client = AsyncPiperClient("bench-agent", "bench-secret", **piper.client_settings())
+    client = AsyncPiperClient("bench-agent", BENCH_SECRET, **piper.client_settings())
     server = build_server(CredentialDesk(client, lambda: VARIABLES, how_to_declare="-"))
     async with Client(server, mode="legacy") as mcp:
         await mcp.call_tool("get_secret", {"variable": VARIABLES[0]})  # agent tokens cached
@@ -53,7 +54,7 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="piper-bench-") as folder:
         vault, _ = Vault.init(Path(folder) / "vault")
         me = vault.local_user_id
-        vault.add_agent("bench-agent", "bench-secret", owner_user_id=me, variables=VARIABLES)
+        vault.add_agent("bench-agent", BENCH_SECRET, owner_user_id=me, variables=VARIABLES)
         for name in VARIABLES:
             vault.put_secret(f"secret {name}", "x" * 40, owner_user_id=me)
             vault.grant(me, "bench-agent", name, f"secret {name}")

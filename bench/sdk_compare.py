@@ -22,6 +22,7 @@ from typing import Any
 
 import trustme
 
+from bench import BENCH_SECRET
 from piper_mcp.local.vault import Vault
 
 CACHE = Path(__file__).parent / ".cache"
@@ -97,7 +98,7 @@ def run(rounds: int) -> dict[str, Any]:
         home = Path(folder) / "vault"
         vault, _ = Vault.init(home)
         me = vault.local_user_id
-        vault.add_agent("bench-agent", "bench-secret", owner_user_id=me, variables=VARIABLES)
+        vault.add_agent("bench-agent", BENCH_SECRET, owner_user_id=me, variables=VARIABLES)
         for name in VARIABLES:
             vault.put_secret(f"secret {name}", "x" * 40, owner_user_id=me)
             vault.grant(me, "bench-agent", name, f"secret {name}")
@@ -136,7 +137,7 @@ def run(rounds: int) -> dict[str, Any]:
                 **os.environ,
                 **json.loads(serve.stdout.readline())["env"],
                 "PIPER_CLIENT_ID": "bench-agent",
-                "PIPER_CLIENT_SECRET": "bench-secret",
+                "PIPER_CLIENT_SECRET": BENCH_SECRET,
                 "PIPER_CA_BUNDLE": str(ca),
                 "REQUESTS_CA_BUNDLE": str(ca),
                 "PIPER_ENV_FALLBACK": "false",

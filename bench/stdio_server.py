@@ -100,6 +100,7 @@ def run(rounds: int, calls: int) -> dict[str, Any]:
         me = vault.local_user_id
         vault.put_secret("bench secret", "x" * 40, owner_user_id=me)
         vault.grant(me, "local-agent", "bench_key", "bench secret")
+        vault.set_secretless("local-agent", True)  # served over loopback here, so v2
         with LocalBackend(vault, instance_id=vault.local_instance_id) as piper:
             env = {
                 **os.environ,

@@ -12,7 +12,7 @@ from piper_mcp.local.server import LocalBackend, ServerThread, Site, bind, url_o
 from piper_mcp.local.vault import Vault
 
 AGENT_ID = "agent-research"
-AGENT_SECRET = "agent-client-secret-canary-7f3a"
+AGENT_SECRET = "agent-client-secret-canary-7f3a-5d1c9e"
 USER_ID = "user-ada"
 INSTANCE_ID = "instance-ada-laptop"
 OWNER_ID = "user-agent-owner"
@@ -45,7 +45,10 @@ def anyio_backend() -> str:
 
 
 def seeded_vault(home: Path) -> Vault:
-    """Ada has Piper Link signed in; she granted the research agent her OpenAI key and DB URL."""
+    """Ada has Piper Link signed in; she granted the research agent her OpenAI key and DB URL.
+
+    The research agent has a client secret (v1) and its operator allowed v2 for it too.
+    """
     vault, _ = Vault.init(home)
     vault.add_instance(INSTANCE_ID, USER_ID)
     vault.add_agent(
@@ -54,6 +57,9 @@ def seeded_vault(home: Path) -> Vault:
         owner_user_id=OWNER_ID,
         variables=["OpenAI API Key", "database_url", "slack_token"],
     )
+    # The operator allows protocol v2 for it, so the tests can speak both generations;
+    # tests/attacks/test_agent_impersonation.py covers agents without this.
+    vault.set_secretless(AGENT_ID, True)
     vault.put_secret(OPENAI_SECRET, OPENAI_VALUE, owner_user_id=USER_ID)
     vault.put_secret(DB_SECRET, DB_VALUE, owner_user_id=USER_ID)
     vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)

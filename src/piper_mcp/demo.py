@@ -43,7 +43,7 @@ def demo_vault(home: Path, agent_secret: str) -> Vault:
 
 def run(out: TextIO) -> int:
     """Run the demo; 0 when every step behaved as Piper promises."""
-    agent_secret = secrets.token_urlsafe(24)
+    agent_secret = secrets.token_urlsafe(32)
     for name in [name for name in os.environ if name.startswith("PIPER_")]:
         del os.environ[name]  # the demo is self-contained: no cloud settings apply
     with (

@@ -40,9 +40,7 @@ def test_a_working_local_setup_passes(cli: Cli, piper_home: Path) -> None:
 
 def test_a_missing_grant_fails_with_the_grant_page(cli: Cli, piper_home: Path) -> None:
     vault, _ = Vault.init(piper_home)
-    vault.add_agent(
-        "helper", "unused", owner_user_id=vault.local_user_id, variables=["slack_token"]
-    )
+    vault.add_agent("helper", None, owner_user_id=vault.local_user_id, variables=["slack_token"])
     vault.close()
     done = cli("check", "--local", "--agent", "helper")
     assert done.code == 1

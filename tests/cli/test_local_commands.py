@@ -20,7 +20,7 @@ def vault(cli: Cli, piper_home: Path) -> Cli:
     """A vault with one agent, one secret and one grant (made directly, to keep tests fast)."""
     made, _ = Vault.init(piper_home)
     me = made.local_user_id
-    made.add_agent("research", "s", owner_user_id=me, variables=["openai_api_key", "Database URL"])
+    made.add_agent("research", None, owner_user_id=me, variables=["openai_api_key", "Database URL"])
     made.put_secret("My OpenAI", SECRET_VALUE, owner_user_id=me)
     made.grant(me, "research", "openai_api_key", "My OpenAI")
     made.close()
@@ -122,7 +122,7 @@ def test_agent_add_takes_a_secret_from_stdin(cli: Cli) -> None:
         "k",
         "--secret-stdin",
         "--json",
-        stdin="chosen-secret\n",
+        stdin="chosen-secret-of-at-least-32-characters\n",
     )
     assert added.code == 0
     assert "client_secret" not in added.json()

@@ -47,6 +47,8 @@ def client_for(serving: Serving, secret: str | None) -> AsyncPiperClient:
 async def test_serve_answers_from_the_vault_and_revocation_applies_to_the_next_call(
     cli: Cli, filled: str, serve_local: Callable[..., Serving], protocol_secret: bool
 ) -> None:
+    if not protocol_secret:  # v2 proves nothing: only for an agent the operator opened to it
+        assert cli("local", "agent", "secretless", "research", "on").code == 0
     serving = serve_local()
     async with client_for(serving, filled if protocol_secret else None) as client:
         result = await client.get_secret("openai_api_key")
@@ -66,6 +68,7 @@ async def test_serve_answers_from_the_vault_and_revocation_applies_to_the_next_c
 async def test_the_audit_trail_says_who_asked_for_what_and_never_a_value(
     cli: Cli, filled: str, serve_local: Callable[..., Serving]
 ) -> None:
+    assert cli("local", "agent", "secretless", "research", "on").code == 0
     serving = serve_local()
     async with client_for(serving, None) as client:
         await client.get_secret("openai_api_key", fetch_raw_secret=True)

@@ -83,6 +83,9 @@ def test_the_published_sdk_runs_its_documented_flow_against_local_serve(
         "OpenAI API Key",
         "--variable",
         "slack_token",
+        # 0.4.4 proves the agent with its client secret (v1); 0.7.1 speaks v2, which the
+        # operator must allow for the agent.
+        *(["--secretless"] if version >= "0.6" else []),
         "--json",
     ).json()
     cli("local", "secret", "set", "Ada's OpenAI key", stdin=VALUE)
@@ -97,7 +100,7 @@ def test_the_published_sdk_runs_its_documented_flow_against_local_serve(
         "PYTHONPATH": str(sdk_release(version)),
         "REQUESTS_CA_BUNDLE": str(ca),
         "PIPER_CLIENT_ID": "research",
-        "PIPER_CLIENT_SECRET": agent["client_secret"],
+        "PIPER_CLIENT_SECRET": agent.get("client_secret", ""),
         "GRANTED": "OpenAI API Key",
         "UNGRANTED": "slack token",
         "SLACK_TOKEN": FALLBACK_VALUE,

@@ -1,13 +1,18 @@
 """The Piper wire protocol, answered: token, resolve, scoped credentials, raw exchange.
 
 Every function sits at `/<function name>` on one port. A request with a
-bearer token speaks v1; one whose body names `agentClientId` speaks v2. Each
-call is written to the vault's audit trail (who, what, outcome; never a value).
+bearer token speaks v1; one whose body names `agentClientId` speaks v2. v2
+proves nothing about the caller, so it is served only for agents the operator
+made secretless, and for the agent whose `serve --local` holds this app
+in-process. Each call is written to the vault's audit trail (who, what,
+outcome; never a value); requests that prove no agent are recorded at a
+bounded rate, so a flood cannot grow the vault.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +63,40 @@ class Caller:
     client_id: str | None = None
     user_id: str | None = None
     subject: str | None = None
+    proven: bool = False  # the request proved which agent (or token holder) it is
+
+
+class UnprovenRequests:
+    """Audits requests that prove no agent at a bounded rate; counts the rest.
+
+    Anyone who can reach the port can send them, so recording each one would
+    let a flood grow the vault without limit.
+    """
+
+    def __init__(self, per_minute: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._window_start = clock()
+        self._recorded = 0
+        self.suppressed = 0
+
+    def admit(self) -> tuple[bool, int]:
+        """(record this one?, how many went unrecorded in the window that just closed)."""
+        now = self._clock()
+        closed = 0
+        if now - self._window_start >= 60:
+            closed, self.suppressed = self.suppressed, 0
+            self._window_start, self._recorded = now, 0
+        if self._recorded < self.per_minute:
+            self._recorded += 1
+            return True, closed
+        if not self.suppressed:
+            logger.warning(
+                "More than %d requests a minute prove no agent; recording a count instead.",
+                self.per_minute,
+            )
+        self.suppressed += 1
+        return False, closed
 
 
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -66,10 +105,20 @@ Handler = Callable[[Request, Caller], Awaitable[Response]]
 class PiperBackendApp:
     """The HTTP face of a vault. `calls` counts requests per function (for tests and bench)."""
 
-    def __init__(self, vault: Vault, tokens: TokenIssuer, *, project_id: str) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        tokens: TokenIssuer,
+        *,
+        project_id: str,
+        in_process_agent: str | None = None,
+    ) -> None:
         self.vault = vault
         self.tokens = tokens
         self.project_id = project_id
+        # Only `serve --local` sets this, for an app no port exposes: it alone can call it.
+        self.in_process_agent = in_process_agent
+        self.unproven = UnprovenRequests()
         self.calls: Counter[str] = Counter()
         handlers: dict[str, Handler] = {
             protocol.TOKEN_FUNCTION: self.token,
@@ -81,17 +130,15 @@ class PiperBackendApp:
             Route(f"/{name}", self._audited(name, handler), methods=["POST"])
             for name, handler in handlers.items()
         ]
-        routes.append(
-            Route(
-                secret_manager.ACCESS_ROUTE,
-                self._audited("secretmanager.access", self.access_secret),
-                methods=["GET"],
-            )
+        access = Route(
+            secret_manager.ACCESS_ROUTE,
+            self._audited("secretmanager.access", self.access_secret),
+            methods=["GET"],
         )
-        self.asgi = Starlette(
-            routes=routes,
-            exception_handlers={HTTPException: _http_error, Exception: _server_error},
-        )
+        errors = {HTTPException: _http_error, Exception: _server_error}
+        self.asgi = Starlette(routes=[*routes, access], exception_handlers=errors)
+        # What a handed-out STS token needs, and nothing else: the port `serve --local` opens.
+        self.secret_manager_asgi = Starlette(routes=[access], exception_handlers=errors)
 
     def _audited(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -105,6 +152,14 @@ class PiperBackendApp:
                 outcome, reason = rejection.code, rejection.description
             if response.status_code >= 400 and outcome == "ok":
                 outcome = f"http_{response.status_code}"
+            if not caller.proven:
+                record, unrecorded = self.unproven.admit()
+                if unrecorded:
+                    self.vault.record(
+                        "unproven", "suppressed", reason=f"{unrecorded} requests not recorded"
+                    )
+                if not record:
+                    return response
             self.vault.record(
                 action,
                 outcome,
@@ -123,19 +178,37 @@ class PiperBackendApp:
         """Fill `caller` from a valid agent token minted for this function."""
         token = bearer_token(request)
         found = self.tokens.agent_token(token) if token else None
-        if found is None or found.audience != f"/{function}":
+        agent = self.vault.agent(found.client_id) if found else None
+        if (
+            found is None
+            or found.audience != f"/{function}"
+            or agent is None
+            or agent.created_at != found.agent_registered_at  # removed, then added again
+        ):
             raise rejected(
                 401, INVALID_TOKEN, "The agent token is missing, expired or not for this function."
             )
         caller.client_id, caller.user_id = found.client_id, found.user_id
+        caller.proven = True
 
     def _v2_caller(self, client_id: str, instance_id: str, caller: Caller) -> None:
+        """A v2 body names its agent and user; believe it only where the operator said so."""
         caller.client_id = client_id
-        if self.vault.agent(client_id) is None:
-            raise rejected(401, INVALID_CLIENT, "Unknown agentClientId.")
+        agent = self.vault.agent(client_id)
+        if agent is None or not (agent.secretless or client_id == self.in_process_agent):
+            # One answer for unknown and not-secretless agents: ids are not probed this way.
+            raise rejected(
+                401,
+                INVALID_CLIENT,
+                "Unknown agentClientId, or an agent that must prove itself with its client "
+                "secret (protocol v1). The vault's operator can allow protocol v2 for it with "
+                "`piper-mcp local agent secretless AGENT on`.",
+            )
+        # The instance id selects the user; it authenticates no one.
         caller.user_id = self.vault.user_for_instance(instance_id)
         if caller.user_id is None:
             raise rejected(400, INVALID_REQUEST, "Unknown instanceId: sign in to Piper Link again.")
+        caller.proven = True
 
     @staticmethod
     def _known(caller: Caller) -> tuple[str, str]:
@@ -161,12 +234,15 @@ class PiperBackendApp:
         caller.subject = audience
         if audience.lstrip("/") not in FUNCTIONS_WITH_AGENT_TOKENS:
             raise rejected(400, INVALID_REQUEST, "audience is not the URL of a Piper function.")
+        caller.proven = True
         caller.user_id = agent.owner_user_id
         if ask.piper_link_instance_id is not None:
             caller.user_id = self.vault.user_for_instance(ask.piper_link_instance_id)
             if caller.user_id is None:
                 raise rejected(400, INVALID_REQUEST, "Unknown piper_link_instance_id.")
-        token = self.tokens.issue_agent_token(agent.client_id, caller.user_id, audience)
+        token = self.tokens.issue_agent_token(
+            agent.client_id, caller.user_id, audience, agent_registered_at=agent.created_at
+        )
         answer = protocol.TokenResponse(access_token=token, expires_in=self.tokens.agent_ttl)
         return JSONResponse(answer.model_dump())
 
@@ -202,7 +278,7 @@ class PiperBackendApp:
             raise rejected(
                 403, PERMISSION_DENIED, "A grant of a requested credential is not active."
             )
-        granted = [cid for cid in dict.fromkeys(requested) if cid in grants]
+        granted = {cid: grants[cid].grant_id for cid in dict.fromkeys(requested) if cid in grants}
         if not granted:
             raise rejected(
                 403,
@@ -212,7 +288,7 @@ class PiperBackendApp:
         answer = protocol.ScopedResponse(
             access_token=self.tokens.issue_sts_token(client_id, user_id, granted),
             expires_in=self.tokens.sts_ttl,
-            granted_credential_ids=granted,
+            granted_credential_ids=list(granted),
         )
         return JSONResponse(answer.model_dump())
 

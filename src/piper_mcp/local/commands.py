@@ -25,7 +25,7 @@ from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.piper.settings import is_loopback_host
 
 if TYPE_CHECKING:
-    from piper_mcp.local.vault import Vault
+    from piper_mcp.local.vault import Agent, Vault
 
 DEFAULT_PORT = 31478
 
@@ -68,12 +68,28 @@ def add_commands(commands: Any) -> None:
         metavar="NAME",
         help="a variable the agent asks for (repeat for more)",
     )
-    add.add_argument(
+    proof = add.add_mutually_exclusive_group()
+    proof.add_argument(
         "--secret-stdin",
         action="store_true",
-        help="read the client secret from stdin instead of generating one",
+        help="read the client secret (32 characters or more) from stdin instead of generating one",
+    )
+    proof.add_argument(
+        "--secretless",
+        action="store_true",
+        help="no client secret: serve it over protocol v2, which trusts any process that can "
+        "reach the ports as you",
     )
     with_json(add).set_defaults(handler=agent_add)
+    secretless = agents.add_parser(
+        "secretless",
+        help="allow or stop protocol v2 (no client secret) for an agent",
+        description="Protocol v2 requests carry no proof: with it on, any process that can "
+        "reach `local serve`'s ports as you can act as the agent.",
+    )
+    secretless.add_argument("client_id", metavar="ID")
+    secretless.add_argument("state", choices=["on", "off"])
+    secretless.set_defaults(handler=agent_secretless)
     with_json(agents.add_parser("list", help="list agents")).set_defaults(handler=agent_list)
     remove = agents.add_parser("remove", help="remove an agent and its grants")
     remove.add_argument("client_id", metavar="ID")
@@ -171,29 +187,74 @@ def init(args: argparse.Namespace) -> int:
     return _emit(args, data, text)
 
 
+SECRETLESS_WARNING = (
+    "protocol v2 carries no proof: any process that can reach `piper-mcp local serve` "
+    "as you can act as this agent"
+)
+
+
 def agent_add(args: argparse.Namespace) -> int:
-    generated = not args.secret_stdin
-    client_secret = secrets.token_urlsafe(32) if generated else _read_stdin("client secret")
+    generated = not (args.secret_stdin or args.secretless)
+    client_secret: str | None = None
+    if generated:
+        client_secret = secrets.token_urlsafe(32)
+    elif args.secret_stdin:
+        client_secret = _read_stdin("client secret")
     vault = _vault()
     agent = vault.add_agent(
-        args.client_id, client_secret, owner_user_id=vault.local_user_id, variables=args.variable
+        args.client_id,
+        client_secret,
+        owner_user_id=vault.local_user_id,
+        variables=args.variable,
+        secretless=args.secretless,
     )
-    data: dict[str, Any] = {"client_id": agent.client_id, "variables": list(agent.variables)}
+    data: dict[str, Any] = {
+        "client_id": agent.client_id,
+        "variables": list(agent.variables),
+        "secretless": agent.secretless,
+    }
     text = f"Registered agent {agent.client_id!r} asking for: {', '.join(agent.variables)}."
     if generated:
         data["client_secret"] = client_secret
         text += f"\nIts client secret, shown this once (only a hash is kept):\n{client_secret}"
+    if agent.secretless:
+        text += f"\nSecretless: {SECRETLESS_WARNING}."
     return _emit(args, data, text)
+
+
+def agent_secretless(args: argparse.Namespace) -> int:
+    on = args.state == "on"
+    _vault().set_secretless(args.client_id, on)
+    if on:
+        print(f"Agent {args.client_id!r} is served over protocol v2: {SECRETLESS_WARNING}.")
+    else:
+        print(f"Agent {args.client_id!r} must prove itself with its client secret (protocol v1).")
+    return 0
 
 
 def agent_list(args: argparse.Namespace) -> int:
     agents = _vault().agents()
     data = [
-        {"client_id": a.client_id, "variables": list(a.variables), "created": _when(a.created_at)}
+        {
+            "client_id": a.client_id,
+            "variables": list(a.variables),
+            "proof": _proof(a),
+            "created": _when(a.created_at),
+        }
         for a in agents
     ]
-    lines = [f"{a['client_id']}  variables: {', '.join(a['variables'])}" for a in data]
+    lines = [
+        f"{a['client_id']}  ({a['proof']})  variables: {', '.join(a['variables'])}" for a in data
+    ]
     return _emit(args, data, "\n".join(lines) or "No agents yet.")
+
+
+def _proof(agent: Agent) -> str:
+    if agent.secretless:
+        return "secretless: protocol v2"
+    if agent.has_client_secret:
+        return "client secret: protocol v1"
+    return "serve --local only"
 
 
 def agent_remove(args: argparse.Namespace) -> int:

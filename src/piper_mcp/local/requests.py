@@ -66,6 +66,8 @@ async def json_body(request: Request, model: type[Model]) -> Model:
         data = json.loads(raw)
     except ValueError:
         raise rejected(400, INVALID_REQUEST, "The body is not valid JSON.") from None
+    except RecursionError:  # 64 KiB of `[` nests deeper than the parser recurses
+        raise rejected(400, INVALID_REQUEST, "The body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise rejected(400, INVALID_REQUEST, "The body must be a JSON object.")
     return _validated(model, data)

@@ -68,14 +68,15 @@ def _may_read(
 ) -> bool:
     sts = tokens.sts_token(token)
     if sts is not None:
-        caller.client_id, caller.user_id = sts.client_id, sts.user_id
-        return secret.secret_id in sts.credential_ids and any(
-            grant.active and grant.credential_id == secret.secret_id
+        caller.client_id, caller.user_id, caller.proven = sts.client_id, sts.user_id, True
+        minted_under = sts.grant_ids.get(secret.secret_id)
+        return minted_under is not None and any(
+            grant.active and grant.grant_id == minted_under
             for grant in vault.grants(sts.user_id, sts.client_id)
         )
     email = _service_account_email(token, vault)
     identity = vault.google_identity(email) if email else None
-    caller.client_id = email
+    caller.client_id, caller.proven = email, identity is not None
     return identity is not None and bool(
         {secret.name, secret.secret_id} & identity.readable_secrets
     )

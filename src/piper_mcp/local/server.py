@@ -94,6 +94,9 @@ class ServerThread:
             config = uvicorn.Config(
                 site.app,
                 log_level="warning",
+                # No handlers of its own: records reach the root handlers (and their
+                # redactor) and never stdout, which is the protocol's in stdio mode.
+                log_config=None,
                 lifespan="off",
                 timeout_graceful_shutdown=1,
                 ssl_certfile=str(site.tls.certfile) if site.tls else None,

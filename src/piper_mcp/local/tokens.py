@@ -1,5 +1,9 @@
 """Tokens the local backend issues: random, expiring, bound to what they allow.
 
+An agent token is bound to the agent's registration (a removed and re-added
+agent does not inherit it); an STS token to the grants it was minted under (a
+revoked grant's tokens stay dead, even when the variable is granted again).
+
 Only a SHA-256 digest of each token is kept, so a memory dump or a stored
 copy does not hand out working tokens.
 """
@@ -22,6 +26,7 @@ class AgentToken:
     client_id: str
     user_id: str
     audience: str  # the path of the one function it may call
+    agent_registered_at: float
     expires_at: float
 
 
@@ -29,7 +34,7 @@ class AgentToken:
 class StsToken:
     client_id: str
     user_id: str
-    credential_ids: frozenset[str]
+    grant_ids: dict[str, str]  # credential id → the id of the grant that allowed it
     expires_at: float
 
 
@@ -52,21 +57,24 @@ class TokenIssuer:
         self._agent_tokens: dict[str, AgentToken] = {}
         self._sts_tokens: dict[str, StsToken] = {}
 
-    def issue_agent_token(self, client_id: str, user_id: str, audience: str) -> str:
+    def issue_agent_token(
+        self, client_id: str, user_id: str, audience: str, *, agent_registered_at: float
+    ) -> str:
         token = "piper-agent-" + secrets.token_urlsafe(32)
         with self._lock:
             self._prune()
             self._agent_tokens[_digest(token)] = AgentToken(
-                client_id, user_id, audience, self._clock() + self.agent_ttl
+                client_id, user_id, audience, agent_registered_at, self._clock() + self.agent_ttl
             )
         return token
 
-    def issue_sts_token(self, client_id: str, user_id: str, credential_ids: list[str]) -> str:
+    def issue_sts_token(self, client_id: str, user_id: str, grant_ids: dict[str, str]) -> str:
+        """A token that reads each credential in `grant_ids` while that very grant lasts."""
         token = "piper-sts-" + secrets.token_urlsafe(32)
         with self._lock:
             self._prune()
             self._sts_tokens[_digest(token)] = StsToken(
-                client_id, user_id, frozenset(credential_ids), self._clock() + self.sts_ttl
+                client_id, user_id, dict(grant_ids), self._clock() + self.sts_ttl
             )
         return token
 

@@ -29,11 +29,15 @@ from piper_mcp.local.errors import VaultError
 from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, KEY_FILE, make_private_dir
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
+from piper_mcp.secret_strength import WeakSecretError, checked_secret
 
 __all__ = ["Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Rows the audit table keeps; older ones are dropped (checked every PRUNE_EVERY writes).
+MAX_AUDIT_ROWS = 100_000
+PRUNE_EVERY = 1000
 MAX_SECRET_NAME_LENGTH = 200
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -45,7 +49,8 @@ CREATE TABLE agents (
     owner_user_id TEXT NOT NULL,
     secret_salt BLOB NOT NULL,
     secret_hash BLOB NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    secretless INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE agent_variables (
     client_id TEXT NOT NULL REFERENCES agents ON DELETE CASCADE,
@@ -67,6 +72,7 @@ CREATE TABLE grants (
     secret_id TEXT NOT NULL REFERENCES secrets ON DELETE CASCADE,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
+    grant_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (user_id, client_id, variable)
 );
 CREATE TABLE google_identities (
@@ -86,6 +92,19 @@ CREATE TABLE audit (
 );
 """
 
+_SELECT_AGENTS = (
+    "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash, secretless FROM agents"
+)
+
+# Schema 1 → 2: agents may be secretless (protocol v2, opted in by the operator); each grant
+# has its own id, so tokens minted under a revoked grant stay dead when it is granted again.
+MIGRATE_1_TO_2 = """
+ALTER TABLE agents ADD COLUMN secretless INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';
+UPDATE grants SET grant_id = 'grant-' || lower(hex(randomblob(10)));
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
 
 @dataclass(frozen=True)
 class Agent:
@@ -95,6 +114,13 @@ class Agent:
     created_at: float
     secret_salt: bytes = field(repr=False)
     secret_hash: bytes = field(repr=False)
+    # Served over protocol v2, which proves nothing: anyone who can reach the ports as
+    # this user can act as the agent. Only the operator turns it on.
+    secretless: bool = False
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.secret_hash)
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,7 @@ class Grant:
     secret_name: str
     status: str
     created_at: float
+    grant_id: str
 
     @property
     def active(self) -> bool:
@@ -195,6 +222,7 @@ class Vault:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self.max_audit_rows = MAX_AUDIT_ROWS
 
     # --- creating and opening ---
 
@@ -227,10 +255,8 @@ class Vault:
                 db.execute("INSERT INTO meta VALUES (?, ?)", (name, value))
             db.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
             db.execute("INSERT INTO instances VALUES (?, ?)", (instance_id, user_id))
-        # Its client secret is never shown: the local MCP server speaks protocol v2.
-        vault.add_agent(
-            DEFAULT_AGENT, secrets.token_urlsafe(32), owner_user_id=user_id, variables=[]
-        )
+        # No client secret and no v2: only `serve --local` (in-process) can act as it.
+        vault.add_agent(DEFAULT_AGENT, None, owner_user_id=user_id, variables=[])
         return vault, True
 
     @classmethod
@@ -242,11 +268,31 @@ class Vault:
             key = VaultKey.load(home / KEY_FILE)
             vault = cls(home, key)
             key.verify(vault._meta("key_check"))
+            vault._migrate()
         except VaultKeyError as error:
             raise VaultError(f"cannot open the vault in {home}: {error}") from None
         except sqlite3.DatabaseError as error:
             raise VaultError(f"{database} is not a readable vault ({error})") from None
         return vault
+
+    def _migrate(self) -> None:
+        version = str(self._meta("schema_version"))
+        if version not in ("1", SCHEMA_VERSION):
+            raise VaultError(
+                f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
+                "understands; upgrade piper-mcp"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as db:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            (current,) = db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if str(current) == "1":
+                for statement in MIGRATE_1_TO_2.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
 
     def close(self) -> None:
         with self._connections_lock:
@@ -315,55 +361,69 @@ class Vault:
     # --- agents ---
 
     def add_agent(
-        self, client_id: str, client_secret: str, *, owner_user_id: str, variables: list[str]
+        self,
+        client_id: str,
+        client_secret: str | None,
+        *,
+        owner_user_id: str,
+        variables: list[str],
+        secretless: bool = False,
     ) -> Agent:
+        """Register an agent that proves itself with `client_secret` (protocol v1).
+
+        Without a client secret, only a secretless agent (protocol v2) or the
+        in-process `serve --local` can act as it.
+        """
         checked_agent_id(client_id)
         declared = [checked_declared_variable(variable) for variable in variables]
-        if not client_secret:
-            raise VaultError("the client secret is empty")
-        salt = secrets.token_bytes(16)
-        hashed = hash_client_secret(client_secret, salt)
+        salt, hashed = b"", b""
+        if client_secret is not None:
+            try:
+                checked_secret(client_secret, "the client secret")
+            except WeakSecretError as error:
+                raise VaultError(str(error)) from None
+            salt = secrets.token_bytes(16)
+            hashed = hash_client_secret(client_secret, salt)
         now = time.time()
         with self._write() as db:
             if db.execute("SELECT 1 FROM agents WHERE client_id = ?", (client_id,)).fetchone():
                 raise VaultError(f"agent {client_id!r} already exists; remove it first")
             db.execute(
-                "INSERT INTO agents VALUES (?, ?, ?, ?, ?)",
-                (client_id, owner_user_id, salt, hashed, now),
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?)",
+                (client_id, owner_user_id, salt, hashed, now, int(secretless)),
             )
             db.executemany(
                 "INSERT OR IGNORE INTO agent_variables VALUES (?, ?)",
                 [(client_id, variable) for variable in declared],
             )
-        return Agent(client_id, owner_user_id, tuple(dict.fromkeys(declared)), now, salt, hashed)
+        variables_ = tuple(dict.fromkeys(declared))
+        return Agent(client_id, owner_user_id, variables_, now, salt, hashed, secretless)
+
+    def set_secretless(self, client_id: str, secretless: bool) -> None:
+        """Let anyone who can reach the ports act as `client_id` over protocol v2, or stop it."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE agents SET secretless = ? WHERE client_id = ?",
+                (int(secretless), client_id),
+            ).rowcount
+        if not changed:
+            raise VaultError(f"there is no agent {client_id!r}")
 
     def agents(self) -> list[Agent]:
-        rows = self._db().execute(
-            "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash FROM agents"
-            " ORDER BY client_id"
-        )
+        rows = self._db().execute(f"{_SELECT_AGENTS} ORDER BY client_id")
         return [self._agent_from(row) for row in rows.fetchall()]
 
     def agent(self, client_id: str) -> Agent | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash FROM agents"
-                " WHERE client_id = ?",
-                (client_id,),
-            )
-            .fetchone()
-        )
+        row = self._db().execute(f"{_SELECT_AGENTS} WHERE client_id = ?", (client_id,)).fetchone()
         return None if row is None else self._agent_from(row)
 
-    def _agent_from(self, row: tuple[str, str, float, bytes, bytes]) -> Agent:
-        client_id, owner, created, salt, hashed = row
+    def _agent_from(self, row: tuple[str, str, float, bytes, bytes, int]) -> Agent:
+        client_id, owner, created, salt, hashed, secretless = row
         variables = self._db().execute(
             "SELECT variable FROM agent_variables WHERE client_id = ? ORDER BY rowid", (client_id,)
         )
-        return Agent(
-            client_id, owner, tuple(v for (v,) in variables.fetchall()), created, salt, hashed
-        )
+        names = tuple(v for (v,) in variables.fetchall())
+        return Agent(client_id, owner, names, created, salt, hashed, bool(secretless))
 
     def remove_agent(self, client_id: str) -> None:
         with self._write() as db:
@@ -372,7 +432,7 @@ class Vault:
 
     def verify_client_secret(self, client_id: str, client_secret: str) -> Agent | None:
         agent = self.agent(client_id)
-        if agent is None:
+        if agent is None or not agent.has_client_secret:
             # Spend the time a real check takes, so timing does not tell which ids exist.
             hash_client_secret(client_secret, b"\0" * 16)
             return None
@@ -464,14 +524,18 @@ class Vault:
                 f"there is no secret {_shown(secret_name)}; store it with `local secret set`"
             )
         now = time.time()
+        # A fresh id on every grant: tokens minted under an earlier one never come back.
+        grant_id = "grant-" + secrets.token_hex(10)
         with self._write() as db:
             if newly_declared:
                 db.execute("INSERT INTO agent_variables VALUES (?, ?)", (client_id, declared))
             db.execute(
-                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?)",
-                (user_id, client_id, wanted, secret.secret_id, status, now),
+                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, client_id, wanted, secret.secret_id, status, now, grant_id),
             )
-        grant = Grant(user_id, client_id, wanted, secret.secret_id, secret.name, status, now)
+        grant = Grant(
+            user_id, client_id, wanted, secret.secret_id, secret.name, status, now, grant_id
+        )
         return grant, newly_declared
 
     def revoke(self, user_id: str, client_id: str, variable: str) -> None:
@@ -485,8 +549,8 @@ class Vault:
 
     def grants(self, user_id: str | None = None, client_id: str | None = None) -> list[Grant]:
         rows = self._db().execute(
-            "SELECT g.user_id, g.client_id, g.variable, g.secret_id, s.name, g.status, g.created_at"
-            " FROM grants g JOIN secrets s USING (secret_id)"
+            "SELECT g.user_id, g.client_id, g.variable, g.secret_id, s.name, g.status,"
+            " g.created_at, g.grant_id FROM grants g JOIN secrets s USING (secret_id)"
             " WHERE (?1 IS NULL OR g.user_id = ?1) AND (?2 IS NULL OR g.client_id = ?2)"
             " ORDER BY g.client_id, g.variable",
             (user_id, client_id),
@@ -535,11 +599,13 @@ class Vault:
         reason: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(
+            row_id = db.execute(
                 "INSERT INTO audit (at, client_id, user_id, action, subject, outcome, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), client_id, user_id, action, subject, outcome, reason),
-            )
+            ).lastrowid
+            if row_id is not None and row_id % PRUNE_EVERY == 0:
+                db.execute("DELETE FROM audit WHERE id <= ?", (row_id - self.max_audit_rows,))
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         rows = self._db().execute(

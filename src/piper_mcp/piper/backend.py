@@ -49,7 +49,7 @@ class BackendAnswerError(Exception):
         details: Any
         try:
             details = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             details = response.text[:500]
             description = details or description
         else:
@@ -151,9 +151,12 @@ def _first_problem(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def new_http_client(ca_bundle: str | None = None) -> httpx.AsyncClient:
-    """The pooled client every Piper call goes through."""
+def new_http_client(
+    ca_bundle: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The pooled client every Piper call goes through (`transport`: an in-process app)."""
     return httpx.AsyncClient(
+        transport=transport,
         headers={"User-Agent": USER_AGENT},
         verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
         follow_redirects=False,

@@ -46,7 +46,7 @@ def from_local_file(variable_name: str, path: Path) -> SecretResult | str:
         return f"local config file {path}: not found"
     except OSError as error:
         return f"local config file {path}: unreadable ({error.strerror})"
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return f"local config file {path}: not valid JSON"
     if not isinstance(data, dict):
         return f"local config file {path}: not a JSON object of name → value"

@@ -8,9 +8,10 @@ must reject); responses are lenient (a newer backend may add fields).
 
 from __future__ import annotations
 
-from typing import Any
+import unicodedata
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 # Cloud Run function names; the cloud puts each on its own host, the local
 # backend serves each at `/<function name>` on one port.
@@ -34,6 +35,20 @@ PERMISSION_DENIED_FOR_ALL_IDS = "permission_denied_for_all_ids"
 NOT_FOUND = "not_found"
 
 
+MAX_FIELD_LENGTH = 1024
+
+
+def _printable(value: str) -> str:
+    # A newline or an escape sequence in a name would forge audit lines and drive terminals.
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# An identifier or name in a request: non-empty, bounded, printable.
+Name = Annotated[str, Field(min_length=1, max_length=MAX_FIELD_LENGTH), AfterValidator(_printable)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,10 +62,10 @@ class _Response(BaseModel):
 
 class TokenRequest(_Request):
     grant_type: str
-    client_id: str = Field(min_length=1)
-    client_secret: str = Field(min_length=1, repr=False)
-    audience: str = Field(min_length=1)
-    piper_link_instance_id: str | None = None
+    client_id: Name
+    client_secret: str = Field(min_length=1, max_length=MAX_FIELD_LENGTH, repr=False)
+    audience: Name
+    piper_link_instance_id: Name | None = None
 
 
 class TokenResponse(_Response):
@@ -63,28 +78,28 @@ class TokenResponse(_Response):
 
 
 class ResolveRequestV1(_Request):
-    variableName: str = Field(min_length=1)
+    variableName: Name
 
 
 class ResolveRequestV2(ResolveRequestV1):
-    agentClientId: str = Field(min_length=1)
-    instanceId: str = Field(min_length=1)
+    agentClientId: Name
+    instanceId: Name
 
 
 class ResolveResponse(_Response):
-    credentialId: str = Field(min_length=1)
+    credentialId: Name
 
 
 # --- get scoped credentials ---
 
 
 class ScopedRequestV1(_Request):
-    credentialIds: list[str] = Field(min_length=1)
+    credentialIds: list[Name] = Field(min_length=1, max_length=100)
 
 
 class ScopedRequestV2(ScopedRequestV1):
-    agentClientId: str = Field(min_length=1)
-    instanceId: str = Field(min_length=1)
+    agentClientId: Name
+    instanceId: Name
 
 
 class ScopedResponse(_Response):
@@ -97,13 +112,13 @@ class ScopedResponse(_Response):
 
 
 class ExchangeRequestV1(_Request):
-    piper_credential_id: str = Field(min_length=1)
+    piper_credential_id: Name
 
 
 class ExchangeRequestV2(_Request):
-    agentClientId: str = Field(min_length=1)
-    instanceId: str = Field(min_length=1)
-    piperCredentialId: str = Field(min_length=1)
+    agentClientId: Name
+    instanceId: Name
+    piperCredentialId: Name
 
 
 class ExchangeResponse(_Response):
@@ -122,7 +137,7 @@ class ExchangeResponse(_Response):
 
 
 class LinkContext(_Response):
-    instanceId: str = Field(min_length=1)
+    instanceId: Name
 
 
 # --- errors ---

@@ -1,9 +1,10 @@
 """`serve --local`: the MCP server backed by a local Piper in this process.
 
-Opens (or creates) the vault in PIPER_HOME, runs the local backend and its
-Piper Link on free loopback ports, and configures the Piper client to act as
-one of the vault's agents over protocol v2. Grants made with
-`piper-mcp local ...` in another terminal apply on the next call.
+Opens (or creates) the vault in PIPER_HOME and configures the Piper client to
+act as one of the vault's agents over protocol v2, answered in-process: the
+Piper functions and Link have no port another process could use. Only the
+Secret Manager read route (for the STS tokens handed out) listens on loopback.
+Grants made with `piper-mcp local ...` in another terminal apply on the next call.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
+
+from piper_mcp.local.embedded import EmbeddedPiper
 from piper_mcp.local.home import DEFAULT_AGENT, default_home
-from piper_mcp.local.server import LocalBackend
 from piper_mcp.local.vault import Vault, VaultError
 from piper_mcp.piper import PiperSettings, load_settings
 
@@ -23,8 +26,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LocalPiper:
-    backend: LocalBackend
+    backend: EmbeddedPiper
     settings: PiperSettings
+    http_client: httpx.AsyncClient
     declared: Callable[[], list[str]]
     how_to_declare: str
 
@@ -49,22 +53,19 @@ def start_local_piper(agent_id: str) -> LocalPiper:
             f"there is no agent {agent_id!r} in {home}; add it with "
             f"`piper-mcp local agent add {agent_id} --variable NAME`"
         )
-    backend = LocalBackend(vault, instance_id=vault.local_instance_id).start()
-    urls = backend.client_settings()
+    backend = EmbeddedPiper(vault, agent_id).start()
     settings = load_settings(
         client_id=agent_id,
-        client_secret=None,  # protocol v2: the local backend knows its agents
+        client_secret=None,  # protocol v2, in-process: no other process can send it
         client_secret_name=None,
         instance_id=None,
-        token_url=urls["token_url"],
-        resolve_mapping_url=urls["resolve_mapping_url"],
-        get_scoped_url=urls["get_scoped_url"],
-        exchange_secret_url=urls["exchange_secret_url"],
-        secret_manager_endpoint=urls["secret_manager_endpoint"],
-        project_id=urls["project_id"],
-        link_url=backend.link_url,
+        **backend.client_settings(),
     )
-    logger.info("Local Piper for agent %r at %s", agent_id, backend.base_url)
+    logger.info(
+        "Local Piper for agent %r in-process; Secret Manager reads at %s",
+        agent_id,
+        backend.secret_manager_url,
+    )
 
     def declared() -> list[str]:
         agent = vault.agent(agent_id)
@@ -73,6 +74,7 @@ def start_local_piper(agent_id: str) -> LocalPiper:
     return LocalPiper(
         backend,
         settings,
+        backend.http_client(),
         declared,
         how_to_declare=f"Grant it in the local vault: `piper-mcp local grant {agent_id} "
         "VARIABLE SECRET` (see `piper-mcp local --help`).",

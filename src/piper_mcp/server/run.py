@@ -44,17 +44,17 @@ def build_desk(
 
         local = start_local_piper(options.agent)
         stack.callback(local.stop)
-        settings = local.settings
+        settings, http_client = local.settings, local.http_client
         declared, how_to_declare = local.declared, local.how_to_declare
     else:
-        settings = load_settings()
+        settings, http_client = load_settings(), None
         fixed = list(options.variables)
         declared = lambda: fixed  # noqa: E731
         how_to_declare = (
             "Add it to PIPER_VARIABLES (comma-separated) in the server's configuration and "
             "restart it."
         )
-    client = AsyncPiperClient.from_settings(settings)
+    client = AsyncPiperClient.from_settings(settings, http_client=http_client)
     if redactor is not None:
         client.on_sensitive = redactor.remember
         if settings.client_secret is not None:

@@ -1,0 +1,79 @@
+"""The local Piper inside `piper-mcp serve --local`, reached in-process, never over a port.
+
+The Piper functions and Link answer only through an `httpx.ASGITransport`, so
+no other process on the machine can act as the served agent or learn the
+user's instance id from it. Only the Secret Manager read route listens on
+loopback: an STS token handed to the model needs it, and the token is its
+authorisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from piper_mcp.local.app import PiperBackendApp
+from piper_mcp.local.link import link_app
+from piper_mcp.local.server import ServerThread, Site, bind, url_of
+from piper_mcp.local.tokens import TokenIssuer
+from piper_mcp.local.vault import Vault
+from piper_mcp.piper import protocol
+from piper_mcp.piper.backend import new_http_client
+from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
+
+# A name no request leaves the process for: the transport below answers it in-process.
+IN_PROCESS_URL = "http://piper.localhost"
+LINK_MOUNT = "/link"
+
+
+class EmbeddedPiper:
+    """A vault's backend for one agent: `client_settings()` and `http_client()` reach it."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        agent_id: str,
+        *,
+        tokens: TokenIssuer | None = None,
+        project_id: str = DEFAULT_PROJECT_ID,
+    ) -> None:
+        self.vault = vault
+        self.project_id = project_id
+        self.app = PiperBackendApp(
+            vault, tokens or TokenIssuer(), project_id=project_id, in_process_agent=agent_id
+        )
+        self._in_process = Starlette(
+            routes=[
+                Mount(LINK_MOUNT, link_app(vault.local_instance_id)),
+                Mount("/", self.app.asgi),
+            ]
+        )
+        site = Site(self.app.secret_manager_asgi, bind("127.0.0.1", 0))
+        self.secret_manager_url = url_of(site.sock)
+        self._server = ServerThread([site])
+
+    def http_client(self) -> httpx.AsyncClient:
+        """A Piper client's HTTP client whose every request is answered in-process."""
+        return new_http_client(transport=httpx.ASGITransport(app=self._in_process))
+
+    def client_settings(self) -> dict[str, Any]:
+        """`load_settings` keywords that point a Piper client at this backend (protocol v2)."""
+        return {
+            "token_url": f"{IN_PROCESS_URL}/{protocol.TOKEN_FUNCTION}",
+            "resolve_mapping_url": f"{IN_PROCESS_URL}/{protocol.RESOLVE_MAPPING_FUNCTION}",
+            "get_scoped_url": f"{IN_PROCESS_URL}/{protocol.GET_SCOPED_FUNCTION}",
+            "exchange_secret_url": f"{IN_PROCESS_URL}/{protocol.EXCHANGE_SECRET_FUNCTION}",
+            "link_url": f"{IN_PROCESS_URL}{LINK_MOUNT}{protocol.LINK_CONTEXT_PATH}",
+            "secret_manager_endpoint": self.secret_manager_url,
+            "project_id": self.project_id,
+        }
+
+    def start(self) -> EmbeddedPiper:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
