@@ -23,6 +23,7 @@ from piper_mcp.local.errors import VaultError
 from piper_mcp.local.home import DEFAULT_AGENT, default_home
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.piper.settings import is_loopback_host
+from piper_mcp.printable import printable
 
 if TYPE_CHECKING:
     from piper_mcp.local.vault import Agent, Vault
@@ -343,7 +344,10 @@ def audit(args: argparse.Namespace) -> int:
         for e in entries
     ]
     lines = [
-        f"{e['at']}  {e['agent'] or '-'}  {e['action']}  {e['subject'] or '-'}  {e['outcome']}"
+        "  ".join(
+            printable(str(e[name] or "-"))
+            for name in ("at", "agent", "action", "subject", "outcome")
+        )
         for e in data
     ]
     return _emit(args, data, "\n".join(lines) or "Nothing recorded yet.")

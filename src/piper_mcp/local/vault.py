@@ -17,7 +17,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from piper_mcp.local.errors import VaultError
 from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, KEY_FILE, make_private_dir
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
+from piper_mcp.printable import has_control_characters
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 
 __all__ = ["Vault", "VaultError"]
@@ -188,13 +188,13 @@ def checked_secret_name(name: str) -> str:
         raise VaultError(
             f"secret name is {len(name)} characters long; the limit is {MAX_SECRET_NAME_LENGTH}"
         )
-    if _has_control_characters(name):
+    if has_control_characters(name):
         raise VaultError(f"secret name {_shown(name)} contains control characters")
     return name
 
 
 def checked_declared_variable(variable: str) -> str:
-    if _has_control_characters(variable):
+    if has_control_characters(variable):
         raise VaultError(f"variable name {_shown(variable)} contains control characters")
     try:
         return checked_variable_name(variable)
@@ -202,10 +202,6 @@ def checked_declared_variable(variable: str) -> str:
         raise VaultError(
             error.message.rstrip(".").replace("variable_name", "variable name")
         ) from None
-
-
-def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
 
 
 def _shown(text: str) -> str:

@@ -8,10 +8,11 @@ must reject); responses are lenient (a newer backend may add fields).
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from piper_mcp.printable import has_control_characters
 
 # Cloud Run function names; the cloud puts each on its own host, the local
 # backend serves each at `/<function name>` on one port.
@@ -40,7 +41,7 @@ MAX_FIELD_LENGTH = 1024
 
 def _printable(value: str) -> str:
     # A newline or an escape sequence in a name would forge audit lines and drive terminals.
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
+    if has_control_characters(value):
         raise ValueError("must not contain control characters")
     return value
 
