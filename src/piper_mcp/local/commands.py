@@ -180,7 +180,7 @@ def init(args: argparse.Namespace) -> int:
     text = (
         f"Created a vault in {home}, with the agent {DEFAULT_AGENT!r} for "
         "`piper-mcp serve --local`.\nNext: store a secret and grant it:\n"
-        "  printf %s 'the-value' | piper-mcp local secret set 'My OpenAI key'\n"
+        "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
         f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'"
         if created
         else f"A vault already exists in {home}; nothing changed."

@@ -44,7 +44,7 @@ def start_local_piper(agent_id: str) -> LocalPiper:
         print(
             f"piper-mcp: created a local Piper vault in {home} with the agent "
             f"{DEFAULT_AGENT!r}. Give it a secret:\n"
-            "  printf %s 'the-value' | piper-mcp local secret set 'My OpenAI key'\n"
+            "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
             f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'",
             file=sys.stderr,
         )
