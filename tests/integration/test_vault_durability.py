@@ -107,3 +107,33 @@ def test_init_refuses_a_stray_key_without_a_database(tmp_path: Path) -> None:
     with pytest.raises(VaultError, match="exists without a vault database"):
         Vault.init(home)
     assert (home / "vault.key").read_text() == "old key"
+
+
+def test_a_schema_1_vault_is_migrated_on_open_and_keeps_its_grants(tmp_path: Path) -> None:
+    home = tmp_path / "vault"
+    vault, _ = Vault.init(home)
+    me = vault.local_user_id
+    vault.put_secret("kept", "kept-value", owner_user_id=me)
+    vault.grant(me, "local-agent", "kept_variable", "kept")
+    vault.close()
+    with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp 0.1 wrote
+        db.execute("ALTER TABLE agents DROP COLUMN secretless")
+        db.execute("ALTER TABLE grants DROP COLUMN grant_id")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+    migrated = Vault.open(home)
+    [grant] = migrated.grants(me)
+    assert grant.variable == "kept_variable" and grant.grant_id.startswith("grant-")
+    agent = migrated.agent("local-agent")
+    assert agent is not None and not agent.secretless
+    assert migrated.secret_value(grant.credential_id) == "kept-value"
+    Vault.open(home).close()  # opening again changes nothing
+
+
+def test_a_vault_from_a_newer_piper_mcp_is_refused_with_advice(tmp_path: Path) -> None:
+    home = tmp_path / "vault"
+    Vault.init(home)[0].close()
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(VaultError, match="schema 99, newer than this piper-mcp"):
+        Vault.open(home)
