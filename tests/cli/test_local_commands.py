@@ -128,6 +128,19 @@ def test_agent_add_takes_a_secret_from_stdin(cli: Cli) -> None:
     assert "client_secret" not in added.json()
 
 
+@pytest.mark.parametrize("weak", ["", "   ", "short-secret", "x" * 31])
+def test_agent_add_refuses_an_empty_blank_or_short_secret_and_writes_nothing(
+    cli: Cli, weak: str
+) -> None:
+    """Issue 9.7: a guessable client secret is a configuration error (32 characters or more)."""
+    cli("local", "init")
+    added = cli("local", "agent", "add", "ci-bot", "--variable", "k", "--secret-stdin", stdin=weak)
+    assert added.code == 1
+    assert added.err.count("\n") == 1 and "Traceback" not in added.err
+    assert "32" in added.err or "empty" in added.err
+    assert "ci-bot" not in cli("local", "agent", "list").out
+
+
 def test_secret_list_shows_names_and_ids_never_values(vault: Cli) -> None:
     listed = vault("local", "secret", "list", "--json")
     [entry] = listed.json()
