@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +32,7 @@ from piper_mcp.local.requests import (
     json_body,
     rejected,
 )
+from piper_mcp.local.throttle import SecretCheckGate
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import protocol
@@ -139,6 +139,7 @@ class PiperBackendApp:
         self.asgi = Starlette(routes=[*routes, access], exception_handlers=errors)
         # What a handed-out STS token needs, and nothing else: the port `serve --local` opens.
         self.secret_manager_asgi = Starlette(routes=[access], exception_handlers=errors)
+        self.secret_checks = SecretCheckGate()
 
     def _audited(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -224,9 +225,9 @@ class PiperBackendApp:
             raise rejected(
                 400, UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
             )
-        # scrypt takes tens of milliseconds: keep it off the event loop.
-        agent = await run_in_threadpool(
-            self.vault.verify_client_secret, ask.client_id, ask.client_secret
+        # scrypt is costly on purpose: the gate bounds how many run, and for whom.
+        agent = await self.secret_checks.check(
+            ask.client_id, lambda: self.vault.verify_client_secret(ask.client_id, ask.client_secret)
         )
         if agent is None:
             raise rejected(401, INVALID_CLIENT, "Unknown client_id or wrong client_secret.")

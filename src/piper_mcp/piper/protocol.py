@@ -34,6 +34,7 @@ MAPPING_NOT_FOUND = "mapping_not_found"
 PERMISSION_DENIED = "permission_denied"
 PERMISSION_DENIED_FOR_ALL_IDS = "permission_denied_for_all_ids"
 NOT_FOUND = "not_found"
+TOO_MANY_REQUESTS = "too_many_requests"
 
 
 MAX_FIELD_LENGTH = 1024
