@@ -2,8 +2,10 @@
 
 The question names the variable, where the value comes from and which client
 asks; the answer is a yes/no (never a secret typed into a form) and can be
-remembered for the rest of the session, per variable. A client that cannot be
-asked gets a refusal that says how the operator can opt in.
+remembered for the rest of the session, per variable. One answer releases one
+value: in the 2026-07-28 era, where the answer rides the retried call, the
+`ConsentLedger` refuses it a second time. A client that cannot be asked gets a
+refusal that says how the operator can opt in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
 from pydantic import BaseModel, Field
 
+from piper_mcp.server.consent_ledger import ConsentLedger
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
 from piper_mcp.server.results import Consent
 
@@ -29,6 +32,10 @@ NO_ELICITATION = (
     "policy for this variable is 'ask'. Use the STS token (mode='token'), or the operator can "
     "start piper-mcp with --reveal allow (PIPER_MCP_REVEAL=allow) or allow this one variable "
     "with PIPER_MCP_REVEAL_OVERRIDES."
+)
+CONSENT_SPENT = (
+    "This consent was already used: one answer from the user releases one value. Call "
+    "get_secret again so the user is asked again."
 )
 
 
@@ -54,6 +61,7 @@ class ConsentKeeper:
 
     def __init__(self, desk: CredentialDesk) -> None:
         self.desk = desk
+        self.ledger = ConsentLedger()
         self._remembered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
     @staticmethod
@@ -96,9 +104,13 @@ class ConsentKeeper:
         capabilities = ctx.client_capabilities
         if capabilities is None or capabilities.elicitation is None:
             return NO_ELICITATION
+        # After the last await: checking and spending a returned state is one step.
+        code = self.ledger.question_code(name, ctx.request_state)
+        if code is None:
+            return CONSENT_SPENT
         return Elicit(
             f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
-            f"{source}. Reveal it to the model?",
+            f"{source}. Reveal it to the model? (Question {code}.)",
             RevealConsent,
         )
 
@@ -119,8 +131,8 @@ class ConsentKeeper:
             if answer.remember:
                 self.remember(ctx, self.desk.declared_name(variable))
             return "user_allowed"
-        if answer == NO_ELICITATION:
-            raise Refusal(NO_ELICITATION)
+        if answer in (NO_ELICITATION, CONSENT_SPENT):
+            raise Refusal(str(answer))
         if answer in ("not_needed", "remembered"):
             return answer
         raise Refusal("Unexpected consent outcome; nothing was revealed.")
