@@ -49,7 +49,14 @@ def _parser() -> argparse.ArgumentParser:
         "--auth-token",
         dest="http_token",
         metavar="TOKEN",
-        help="bearer token HTTP clients must send (PIPER_MCP_HTTP_TOKEN is safer: no argv)",
+        help="bearer token HTTP clients must send, 32 characters or more (visible in the "
+        "process list: prefer --auth-token-file)",
+    )
+    serve.add_argument(
+        "--auth-token-file",
+        dest="http_token_file",
+        metavar="FILE",
+        help="read the bearer token from FILE (owner-only, e.g. chmod 600)",
     )
     serve.add_argument(
         "--allow-host",
@@ -102,6 +109,7 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
         "agent",
         "reveal",
         "http_token",
+        "http_token_file",
         "allowed_hosts",
     )
     given = {name: getattr(args, name, None) for name in flags}
@@ -144,9 +152,9 @@ def _run_server_command(args: argparse.Namespace) -> int:
         return serve(options)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)[0]
-        print(
-            f"piper-mcp: PIPER_MCP_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr
-        )
+        message = first["msg"].removeprefix("Value error, ")
+        where = f"PIPER_MCP_{str(first['loc'][0]).upper()}: " if first["loc"] else ""
+        print(f"piper-mcp: {where}{message}", file=sys.stderr)
     except (PiperError, VaultError) as error:
         print(f"piper-mcp: {error}", file=sys.stderr)
     except KeyboardInterrupt:

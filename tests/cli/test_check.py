@@ -59,7 +59,7 @@ def cloud_env(cli_env: dict[str, str], piper: LocalBackend) -> dict[str, str]:
 def test_wrong_agent_credentials_fail_with_the_settings_to_check(
     cli: Cli, cloud_env: dict[str, str]
 ) -> None:
-    cloud_env["PIPER_CLIENT_SECRET"] = "wrong"
+    cloud_env["PIPER_CLIENT_SECRET"] = "a-wrong-client-secret-0123456789abc"
     report = cli("check", "--json").json()
     assert report["ok"] is False
     [agent] = [c for c in report["checks"] if c["check"] == "backend and agent credentials"]

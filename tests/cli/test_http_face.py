@@ -18,7 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from piper_mcp.local.vault import Vault
 from tests.processes import mcp_http_servers
 
-TOKEN = "http-token-canary-0b5e"
+TOKEN = "http-token-canary-0b5e-2f9c41d87a6e3b50"
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,

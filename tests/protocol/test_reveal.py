@@ -177,12 +177,12 @@ async def test_a_declared_name_that_maps_to_a_piper_setting_is_never_read_from_t
     piper: LocalBackend, monkeypatch: pytest.MonkeyPatch, era: str
 ) -> None:
     """Even if the operator declares it, PIPER_* is the server's own configuration."""
-    monkeypatch.setenv("PIPER_CLIENT_SECRET", "canary-own-setting")
+    monkeypatch.setenv("PIPER_CLIENT_SECRET", "canary-own-setting-0123456789abcdef")
     client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
     server = make_server(client, RevealPolicy("allow"), declared=["Piper Client Secret"])
     async with Client(server, mode=era) as mcp:  # type: ignore[arg-type]
         result = await reveal(mcp, "Piper Client Secret")
         listed = structured(await mcp.call_tool("list_variables", {}))
     assert result.is_error is True
-    assert "canary-own-setting" not in str(wire(result)) + str(listed)
+    assert "canary-own-setting-0123456789abcdef" not in str(wire(result)) + str(listed)
     assert listed["variables"][0]["source"] == "missing"

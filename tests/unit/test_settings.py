@@ -36,7 +36,7 @@ def test_every_documented_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_
     bundle.write_text("not checked here")
     values = {
         "PIPER_CLIENT_ID": "agent",
-        "PIPER_CLIENT_SECRET": "s",
+        "PIPER_CLIENT_SECRET": "s" * 32,
         "PIPER_TOKEN_URL": "https://token.example",
         "PIPER_RESOLVE_MAPPING_URL": "https://resolve.example",
         "PIPER_GET_SCOPED_URL": "https://scoped.example",
@@ -56,7 +56,7 @@ def test_every_documented_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_
     settings = load_settings()
     assert settings.client_id == "agent"
     assert settings.client_secret is not None
-    assert settings.client_secret.get_secret_value() == "s"
+    assert settings.client_secret.get_secret_value() == "s" * 32
     assert settings.protocol_version == 1
     assert settings.token_url == "https://token.example"
     assert settings.link_url == "http://127.0.0.1:9999/piper-link-context"
@@ -74,7 +74,7 @@ def test_a_secret_name_alone_selects_v1(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_the_client_secret_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPER_CLIENT_SECRET", "do-not-print-me")
+    monkeypatch.setenv("PIPER_CLIENT_SECRET", "do-not-print-me-0123456789abcdef")
     assert "do-not-print-me" not in repr(load_settings())
 
 
@@ -106,7 +106,7 @@ def test_loopback_http_and_any_https_are_accepted(
 
 
 def test_secret_and_secret_name_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPER_CLIENT_SECRET", "s")
+    monkeypatch.setenv("PIPER_CLIENT_SECRET", "s" * 32)
     monkeypatch.setenv("PIPER_CLIENT_SECRET_NAME", "agent-secret-x")
     with pytest.raises(PiperConfigError, match="PIPER_CLIENT_SECRET or PIPER_CLIENT_SECRET_NAME"):
         load_settings()

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from piper_mcp.piper import protocol
+from piper_mcp.secret_strength import checked_secret
 
 DEFAULT_PROJECT_ID = "444535882337"
 DEFAULT_REGION = "us-central1"
@@ -100,6 +101,9 @@ class PiperSettings(BaseSettings):
                 )
         if self.client_secret is not None and self.client_secret_name:
             raise ValueError("set PIPER_CLIENT_SECRET or PIPER_CLIENT_SECRET_NAME, not both")
+        if self.client_secret is not None:
+            # An empty PIPER_CLIENT_SECRET= must not quietly switch the agent to protocol v2.
+            checked_secret(self.client_secret.get_secret_value(), "PIPER_CLIENT_SECRET")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ValueError(f"PIPER_CA_BUNDLE {str(self.ca_bundle)!r} is not a file")
         return self

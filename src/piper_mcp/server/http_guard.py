@@ -14,6 +14,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piper_mcp.piper.settings import is_loopback_host
+from piper_mcp.secret_strength import checked_secret
 
 CREDENTIAL_PARAMETERS = {"token", "access_token", "auth", "authorization", "api_key", "key"}
 
@@ -33,7 +34,10 @@ class BearerGuard:
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
-        self.token = token.encode() if token else None
+        # None means no authentication; an empty or weak token never does.
+        self.token = (
+            None if token is None else checked_secret(token, "the HTTP bearer token").encode()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -102,7 +102,8 @@ def check_http_exposure(options: ServeSettings) -> None:
         raise PiperConfigError(
             f"Refusing to serve MCP on {options.host}, beyond this machine, without a bearer "
             "token.",
-            advice="Set PIPER_MCP_HTTP_TOKEN (or --auth-token), or bind 127.0.0.1.",
+            advice="Give a token of 32 characters or more with --auth-token-file "
+            "(PIPER_MCP_HTTP_TOKEN_FILE) or PIPER_MCP_HTTP_TOKEN, or bind 127.0.0.1.",
         )
 
 

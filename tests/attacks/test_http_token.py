@@ -1,0 +1,141 @@
+"""Issue 9.2: an empty, blank or short HTTP token never turns authentication off.
+
+An unset variable in a compose or unit file (`PIPER_MCP_HTTP_TOKEN=`) used to
+start the server with no authentication at all, even on 0.0.0.0, where a
+remote client could then answer its own consent prompt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from piper_mcp.local.vault import Vault
+from tests.cli.conftest import cli_env, piper_home  # noqa: F401
+from tests.processes import mcp_http_servers
+
+pytestmark = pytest.mark.anyio
+
+GOOD_TOKEN = "a-good-http-token-3c9e1f7a0b5d2e8f4a6c"
+WEAK = {"empty": "", "blank": "   ", "short": "x" * 31}
+
+
+def start_refused(env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
+    """Start `serve` over HTTP; it must refuse (a server that starts would time out)."""
+    command = [sys.executable, "-m", "piper_mcp", "serve", "--local"]
+    command += ["--transport", "streamable-http", "--port", "0", *flags]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=20, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"served with {flags}: authentication was off")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.fixture
+def vault_env(piper_home: Path, cli_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    Vault.init(piper_home)[0].close()
+    return cli_env
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+@pytest.mark.parametrize("weak", WEAK.values(), ids=WEAK.keys())
+def test_a_weak_token_from_the_flag_or_the_environment_refuses_to_start(
+    vault_env: dict[str, str], host: str, weak: str
+) -> None:
+    by_flag = start_refused(vault_env, "--host", host, "--auth-token", weak)
+    by_env = start_refused({**vault_env, "PIPER_MCP_HTTP_TOKEN": weak}, "--host", host)
+    for done in (by_flag, by_env):
+        assert "HTTP bearer token" in done.stderr
+        assert ("32" in done.stderr) or ("empty" in done.stderr)
+
+
+def test_a_weak_token_in_a_file_refuses_to_start(vault_env: dict[str, str], tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    token_file.chmod(0o600)
+    assert "empty" in start_refused(vault_env, "--auth-token-file", str(token_file)).stderr
+
+
+def test_a_token_file_others_can_read_is_refused_with_the_fix(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(GOOD_TOKEN)
+    token_file.chmod(0o644)
+    done = start_refused(vault_env, "--auth-token-file", str(token_file))
+    assert f"chmod 600 {token_file}" in done.stderr and GOOD_TOKEN not in done.stderr
+    missing = start_refused(vault_env, "--auth-token-file", str(tmp_path / "nope"))
+    assert "cannot read the HTTP token file" in missing.stderr
+
+
+def test_a_token_and_a_token_file_together_are_refused(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(GOOD_TOKEN)
+    token_file.chmod(0o600)
+    env = {**vault_env, "PIPER_MCP_HTTP_TOKEN": GOOD_TOKEN}
+    done = start_refused(env, "--auth-token-file", str(token_file))
+    assert "not both" in done.stderr and GOOD_TOKEN not in done.stderr
+
+
+@pytest.fixture
+def served_with_token_file(vault_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    token_file = tmp_path / "token"
+    token_file.write_text(GOOD_TOKEN + "\n")  # as `echo` or an editor writes it
+    token_file.chmod(0o600)
+    with mcp_http_servers(vault_env) as start:
+        url = start("streamable-http", "--auth-token-file", str(token_file))
+        yield url, start.logs[url]  # type: ignore[attr-defined]
+
+
+def test_the_token_file_keeps_the_token_out_of_argv_and_guards_the_server(
+    served_with_token_file: tuple[str, Path],
+) -> None:
+    url, log = served_with_token_file
+    assert httpx.post(url, json={}).status_code == 401
+    wrong = httpx.post(url, json={}, headers={"authorization": "Bearer " + "y" * 40})
+    assert wrong.status_code == 401
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert GOOD_TOKEN not in ps.stdout
+    assert GOOD_TOKEN not in log.read_text()
+
+
+async def test_a_client_with_the_token_from_the_file_is_served(
+    served_with_token_file: tuple[str, Path],
+) -> None:
+    url, _ = served_with_token_file
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {GOOD_TOKEN}"})
+    async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+        tools = await client.list_tools()
+    assert "get_secret" in {tool.name for tool in tools.tools}
+
+
+@pytest.mark.parametrize("weak", WEAK.values(), ids=WEAK.keys())
+def test_a_weak_client_secret_is_a_configuration_error_not_protocol_v2(
+    cli_env: dict[str, str],  # noqa: F811
+    weak: str,
+) -> None:
+    env = {**cli_env, "PIPER_CLIENT_ID": "research", "PIPER_CLIENT_SECRET": weak}
+    done = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    assert "PIPER_CLIENT_SECRET" in done.stderr + done.stdout
