@@ -16,7 +16,7 @@ from piper_mcp.piper.settings import is_loopback_host
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.desk import CredentialDesk
-from piper_mcp.server.http_guard import BearerGuard, transport_security
+from piper_mcp.server.http_guard import BearerGuard, SessionLimit, transport_security
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.settings import ServeSettings
@@ -129,10 +129,12 @@ def serve_http(server: MCPServer, options: ServeSettings) -> None:
             host=options.host,
             max_request_body_size=options.max_request_bytes,
             session_idle_timeout=options.session_idle_seconds,
+            max_sessions=options.max_sessions,
         )
         path = "/mcp"
+    limited = SessionLimit(app, options.max_sessions, stream_path="/sse")
     token = options.http_token.get_secret_value() if options.http_token else None
-    guarded = BearerGuard(app, token)
+    guarded = BearerGuard(limited, token)
     logger.info("Serving MCP over %s at %s%s", options.transport, base, path)
     print(f"piper-mcp: serving MCP at {base}{path}", file=sys.stderr, flush=True)
     # log_config=None: uvicorn logs through the root handlers, and so through the redactor.

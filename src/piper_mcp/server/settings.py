@@ -47,6 +47,7 @@ class ServeSettings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_bytes: int = Field(default=65_536, ge=1024)
     session_idle_seconds: float = Field(default=1800.0, gt=0)
+    max_sessions: int = Field(default=100, ge=1)
 
     @field_validator("variables", "allowed_hosts", mode="before")
     @classmethod
