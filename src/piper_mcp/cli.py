@@ -165,6 +165,7 @@ def _run_server_command(args: argparse.Namespace) -> int:
 def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
     import json
 
+    from piper_mcp.printable import printable
     from piper_mcp.server.audit import AuditTrail
 
     if args.limit < 1:
@@ -176,10 +177,11 @@ def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
         return 0
     for entry in entries:
         consent = " (user asked)" if entry.get("consent_asked") else ""
-        print(
-            f"{entry['time']}  {entry.get('client') or '-'}  {entry.get('variable')!r}  "
-            f"{entry.get('mode')}  {entry.get('outcome')}  {entry.get('source') or '-'}{consent}"
-        )
+        variable = repr(entry.get("variable"))  # repr escapes control characters too
+        shown = [str(entry.get(name) or "-") for name in ("time", "client", "mode", "outcome")]
+        time, client, mode, outcome = (printable(text) for text in shown)
+        source = printable(str(entry.get("source") or "-"))
+        print(f"{time}  {client}  {variable}  {mode}  {outcome}  {source}{consent}")
     if not entries:
         print("Nothing recorded yet.")
     return 0

@@ -161,7 +161,11 @@ async def test_an_unknown_agent_is_invalid_client(client_kwargs: dict[str, objec
 async def test_a_wrong_client_secret_keeps_the_token_endpoints_status_and_code(
     piper: LocalBackend,
 ) -> None:
-    kwargs = {"client_id": AGENT_ID, "client_secret": "wrong", **piper.client_settings()}
+    kwargs = {
+        "client_id": AGENT_ID,
+        "client_secret": "a-wrong-client-secret-0123456789abcdef",
+        **piper.client_settings(),
+    }
     async with AsyncPiperClient(**kwargs, enable_env_fallback=False) as client:
         with pytest.raises(PiperAuthError) as caught:
             await client.get_secret("OpenAI API Key")

@@ -51,7 +51,7 @@ async def test_every_outcome_is_one_json_line_without_values(
     ]
     assert all(e["transport"] == "test" and e["client"] for e in entries)
     assert entries[0]["consent_asked"] is False
-    assert "denied by the operator's reveal policy" in entries[2]["reason"]
+    assert entries[2]["reason"] == "reveal_denied"  # a code: backend text never stored
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     text = path.read_text() + content.text  # type: ignore[union-attr]
     assert token["token"] not in text and OPENAI_VALUE not in text

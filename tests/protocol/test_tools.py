@@ -116,13 +116,15 @@ async def test_link_not_running_names_the_cause_and_the_fix(
 async def test_wrong_agent_credentials_name_the_settings_to_check(
     piper: LocalBackend, era: str
 ) -> None:
-    client = AsyncPiperClient(AGENT_ID, "wrong-secret", **piper.client_settings())
+    client = AsyncPiperClient(
+        AGENT_ID, "a-wrong-client-secret-0123456789abcdef", **piper.client_settings()
+    )
     async with Client(make_server(client), mode=era) as mcp:  # type: ignore[arg-type]
         result = await mcp.call_tool("get_secret", {"variable": "database_url"})
     assert result.is_error is True
     assert "401 invalid_client" in text_of(result)
     assert "Check PIPER_CLIENT_ID and PIPER_CLIENT_SECRET" in text_of(result)
-    assert "wrong-secret" not in text_of(result)
+    assert "a-wrong-client-secret-0123456789abcdef" not in text_of(result)
 
 
 async def test_an_unreachable_backend_is_a_tool_error_and_the_server_keeps_serving(

@@ -1,7 +1,8 @@
 """The MCP server definition: one `MCPServer` behind stdio, SSE and streamable HTTP."""
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
@@ -15,12 +16,14 @@ from mcp.types import (
     ResourceTemplateReference,
     ToolAnnotations,
 )
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from piper_mcp import __version__
+from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
+from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
 
 INSTRUCTIONS = """\
@@ -55,9 +58,17 @@ LIST_VARIABLES = (
 
 
 def build_server(
-    desk: CredentialDesk, *, audit: AuditTrail | None = None, transport: str = "stdio"
+    desk: CredentialDesk,
+    *,
+    audit: AuditTrail | None = None,
+    transport: str = "stdio",
+    redactor: Redactor | None = None,
 ) -> MCPServer:
+    """The MCP server over `desk`; everything it says passes `redactor` (the log's, if given)."""
     keeper = ConsentKeeper(desk)
+    redactor = redactor or Redactor()
+    watch(desk.client, redactor)
+    scrub = redactor.scrub
     server = MCPServer(
         name="piper",
         title="Piper credentials",
@@ -97,9 +108,9 @@ def build_server(
         def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
             if audit:
                 audit.record(
-                    client=client_name(ctx),
+                    client=scrub(client_name(ctx)),
                     transport=transport,
-                    variable=variable,
+                    variable=scrub(variable),
                     mode=mode,
                     source=source,
                     outcome=outcome,
@@ -114,10 +125,10 @@ def build_server(
             else:
                 result = await desk.reveal(variable, keeper.decision(consent, variable, ctx))
         except Refusal as refusal:
-            record("refused", variable, None, str(refusal))
-            raise ToolError(str(refusal)) from None
+            record("refused", variable, None, refusal.reason)
+            raise ToolError(scrub(str(refusal))) from None
         record("ok", result.variable, result.source, result.consent)
-        return result
+        return scrubbed(result, scrub, keep=frozenset({"token", "value"}))
 
     @server.tool(
         title="Check Piper Link",
@@ -131,7 +142,7 @@ def build_server(
         ),
     )
     async def check_link() -> LinkStatus:
-        return await desk.check_link()
+        return scrubbed(await desk.check_link(), scrub)
 
     @server.tool(
         title="List variables",
@@ -145,7 +156,7 @@ def build_server(
         ),
     )
     async def list_variables() -> VariablesReport:
-        return await desk.list_variables()
+        return scrubbed(await desk.list_variables(), scrub)
 
     @server.resource(
         "piper://link",
@@ -155,7 +166,7 @@ def build_server(
         mime_type="application/json",
     )
     async def link_resource() -> str:
-        return (await desk.check_link()).model_dump_json(indent=2)
+        return scrub((await desk.check_link()).model_dump_json(indent=2))
 
     @server.resource(
         "piper://variables",
@@ -165,7 +176,7 @@ def build_server(
         mime_type="application/json",
     )
     async def variables_resource() -> str:
-        return (await desk.list_variables()).model_dump_json(indent=2)
+        return scrub((await desk.list_variables()).model_dump_json(indent=2))
 
     @server.resource(
         VARIABLE_TEMPLATE,
@@ -178,8 +189,8 @@ def build_server(
         try:
             status = await desk.variable_status(name)
         except Refusal as refusal:
-            raise ResourceNotFoundError(str(refusal)) from None
-        return status.model_dump_json(indent=2)
+            raise ResourceNotFoundError(scrub(str(refusal))) from None
+        return scrub(status.model_dump_json(indent=2))
 
     @server.resource(
         "piper://audit",
@@ -191,7 +202,7 @@ def build_server(
     )
     async def audit_resource() -> str:
         entries = audit.recent(AUDIT_RESOURCE_ENTRIES) if audit else []
-        return json.dumps({"entries": entries}, indent=2, ensure_ascii=False)
+        return scrub(json.dumps({"entries": entries}, indent=2, ensure_ascii=False))
 
     @server.prompt(
         title="Fix a variable",
@@ -202,9 +213,9 @@ def build_server(
         try:
             status = await desk.variable_status(variable)
         except Refusal as refusal:
-            return f"I cannot help with that variable: {refusal}"
+            return scrub(f"I cannot help with that variable: {refusal}")
         link = await desk.check_link()
-        return fix_steps(status.model_dump(), link.model_dump())
+        return scrub(fix_steps(status.model_dump(), link.model_dump()))
 
     @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # SDK: no hints
     async def complete(
@@ -222,6 +233,33 @@ def build_server(
         return Completion(values=values, total=len(values), has_more=False)
 
     return server
+
+
+def watch(client: AsyncPiperClient, redactor: Redactor) -> None:
+    """Have `redactor` learn every value, token and client secret `client` handles."""
+    client.on_sensitive = redactor.remember
+    if client.settings.client_secret is not None:
+        redactor.remember(client.settings.client_secret.get_secret_value())
+
+
+Result = TypeVar("Result", bound=BaseModel)
+
+
+def scrubbed(
+    result: Result, scrub: Callable[[str], str], keep: frozenset[str] = frozenset()
+) -> Result:
+    """`result` with every string scrubbed, but the fields in `keep` (the credential itself)."""
+
+    def clean(data: Any, key: str | None = None) -> Any:
+        if isinstance(data, str):
+            return data if key in keep else scrub(data)
+        if isinstance(data, dict):
+            return {name: clean(value, name) for name, value in data.items()}
+        if isinstance(data, list):
+            return [clean(value) for value in data]
+        return data
+
+    return type(result).model_validate(clean(result.model_dump()))
 
 
 def fix_steps(status: dict[str, Any], link: dict[str, Any]) -> str:

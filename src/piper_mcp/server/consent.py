@@ -119,20 +119,29 @@ class ConsentKeeper:
     ) -> Consent:
         """The `Consent` to reveal with, from the resolver's outcome; a `Refusal` if none."""
         if isinstance(outcome, DeclinedElicitation):
-            raise Refusal("The user declined to reveal this secret's value to the model.")
+            raise Refusal(
+                "The user declined to reveal this secret's value to the model.",
+                reason="user_declined",
+            )
         if isinstance(outcome, CancelledElicitation):
-            raise Refusal("The user dismissed the question; nothing was revealed.")
+            raise Refusal(
+                "The user dismissed the question; nothing was revealed.", reason="user_cancelled"
+            )
         if not isinstance(outcome, AcceptedElicitation):
             raise Refusal("Unexpected consent outcome; nothing was revealed.")
         answer = outcome.data
         if isinstance(answer, RevealConsent):
             if not answer.reveal:
-                raise Refusal("The user chose not to reveal this secret's value to the model.")
+                raise Refusal(
+                    "The user chose not to reveal this secret's value to the model.",
+                    reason="user_declined",
+                )
             if answer.remember:
                 self.remember(ctx, self.desk.declared_name(variable))
             return "user_allowed"
         if answer in (NO_ELICITATION, CONSENT_SPENT):
-            raise Refusal(str(answer))
+            reason = "consent_spent" if answer == CONSENT_SPENT else "no_elicitation"
+            raise Refusal(str(answer), reason=reason)
         if answer in ("not_needed", "remembered"):
             return answer
         raise Refusal("Unexpected consent outcome; nothing was revealed.")

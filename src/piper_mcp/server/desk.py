@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,27 @@ Mode = Literal["token", "value"]
 
 
 class Refusal(Exception):
-    """A request the desk will not or cannot serve; the text is for the model and the user."""
+    """A request the desk will not or cannot serve; the text is for the model and the user.
+
+    `reason` is a short code for the audit trail, which never stores free text: a
+    backend's words could echo a client secret or a token.
+    """
+
+    def __init__(self, text: str, *, reason: str = "refused") -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+_CODE = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def reason_code(error: PiperError) -> str:
+    """A Piper error as a code: the protocol's, when it looks like one, else the error's kind."""
+    code = getattr(error, "error_code", None)
+    if isinstance(code, str) and _CODE.fullmatch(code):
+        return code
+    kind = type(error).__name__.removeprefix("Piper").removesuffix("Error") or "Piper"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
 def shown(text: str, limit: int = 64) -> str:
@@ -68,7 +89,7 @@ class CredentialDesk:
     def declared_name(self, requested: object) -> str:
         """The declared variable `requested` names (exactly or normalized), or a `Refusal`."""
         if not isinstance(requested, str):
-            raise Refusal("The variable name must be a string.")
+            raise Refusal("The variable name must be a string.", reason="bad_name")
         declared = self.declared
         if len(requested) <= MAX_VARIABLE_NAME_LENGTH:
             wanted = normalize_variable_name(requested)
@@ -76,11 +97,14 @@ class CredentialDesk:
                 if requested == name or (wanted and normalize_variable_name(name) == wanted):
                     return name
         if not declared:
-            raise Refusal(f"This agent declares no variables yet. {self.how_to_declare}")
+            raise Refusal(
+                f"This agent declares no variables yet. {self.how_to_declare}", reason="undeclared"
+            )
         raise Refusal(
             f"{shown(requested)} is not a variable this agent declares "
             f"({', '.join(declared)}). Ask for one of those, or ask the user to declare "
-            f"it: {self.how_to_declare}"
+            f"it: {self.how_to_declare}",
+            reason="undeclared",
         )
 
     # --- STS tokens ---
@@ -91,9 +115,11 @@ class CredentialDesk:
         try:
             result = await self.client.get_secret(name, enable_env_fallback_for_this_call=False)
         except PiperError as error:
-            raise Refusal(await self._explain(name, error)) from None
+            raise Refusal(await self._explain(name, error), reason=reason_code(error)) from None
         if result.source != "piper_sts":  # a local-file fallback answered
-            raise Refusal(f"Piper did not grant {name!r}. {self._raw_hint(name)}")
+            raise Refusal(
+                f"Piper did not grant {name!r}. {self._raw_hint(name)}", reason="not_granted"
+            )
         expires_in, credential_id = result.expires_in, result.piper_credential_id
         return SecretCredential(
             variable=name,
@@ -124,13 +150,20 @@ class CredentialDesk:
         if rule == "deny":
             raise Refusal(
                 f"The raw value of {name!r} is denied by the operator's reveal policy; ask "
-                "for the STS token instead (get_secret without mode='value')."
+                "for the STS token instead (get_secret without mode='value').",
+                reason="reveal_denied",
             )
         if rule == "ask" and consent not in ("user_allowed", "remembered"):
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
-                raise Refusal(f"No value for {name!r}: {located.piper_problem}")
-            raise Refusal(f"The user did not allow revealing the raw value of {name!r}.")
+                raise Refusal(
+                    f"No value for {name!r}: {located.piper_problem}",
+                    reason=reason_code(located.piper_problem),
+                )
+            raise Refusal(
+                f"The user did not allow revealing the raw value of {name!r}.",
+                reason="no_consent",
+            )
         try:
             result = await self.client.get_secret(
                 name,
@@ -138,7 +171,7 @@ class CredentialDesk:
                 enable_env_fallback_for_this_call=self._env_fallback_allowed(name),
             )
         except PiperError as error:
-            raise Refusal(f"No value for {name!r}: {error}") from None
+            raise Refusal(f"No value for {name!r}: {error}", reason=reason_code(error)) from None
         value = result.value if isinstance(result.value, str) else json.dumps(result.value)
         return SecretCredential(
             variable=name,

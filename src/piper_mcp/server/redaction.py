@@ -2,13 +2,16 @@
 
 Redaction is not the design (nothing should log a secret in the first place);
 it keeps a mistake elsewhere from leaking. Each remembered secret is also
-scrubbed in its base64 and URL-encoded forms, and bearer material always is,
-in messages, arguments, exception texts and stack traces.
+scrubbed in its base64, URL-encoded, JSON-escaped (once and twice) and Python
+repr forms, since a value with a quote, a backslash, a newline or non-ASCII
+reaches a log line escaped; bearer material and credentials in query strings
+always are, in messages, arguments, exception texts and stack traces.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import threading
@@ -17,14 +20,25 @@ from urllib.parse import quote, quote_plus
 REDACTED = "[redacted]"
 MIN_LENGTH = 6  # shorter strings would scrub ordinary words
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+_QUERY_CREDENTIAL = re.compile(
+    r"(?i)([?&](?:token|access_token|auth|authorization|api_key|key|client_secret)=)[^&\s\"'#]+"
+)
 _AUTHORIZATION = re.compile(
     r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b|\[redacted\])[^\s\"',;]+"
 )
 
 
+def escaped(secret: str) -> set[str]:
+    """How `secret` appears inside JSON text (once and twice escaped) and Python reprs."""
+    once = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    twice = {json.dumps(form)[1:-1] for form in once}
+    reprs = {repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+    return once | twice | reprs
+
+
 def encodings(secret: str) -> set[str]:
     raw = secret.encode()
-    forms = {
+    forms = escaped(secret) | {
         secret,
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode(),
@@ -57,6 +71,7 @@ class Redactor(logging.Filter):
             if form in text:
                 text = text.replace(form, REDACTED)
         text = _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
+        text = _QUERY_CREDENTIAL.sub(lambda match: match.group(1) + REDACTED, text)
         return _AUTHORIZATION.sub(lambda match: match.group(1) + REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -71,7 +86,13 @@ class Redactor(logging.Filter):
         return True
 
     def install(self) -> None:
-        """Attach to every handler of the root logger (where all records end up)."""
-        for handler in logging.getLogger().handlers:
-            if self not in handler.filters:
-                handler.addFilter(self)
+        """Attach to every handler in the process: the root's and any logger's own."""
+        loggers = [logging.getLogger()] + [
+            logger
+            for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger)
+        ]
+        for logger in loggers:
+            for handler in logger.handlers:
+                if self not in handler.filters:
+                    handler.addFilter(self)

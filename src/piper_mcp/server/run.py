@@ -22,6 +22,16 @@ from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.settings import ServeSettings
 
 logger = logging.getLogger("piper_mcp")
+MESSAGE_BODY_LOGGERS = (
+    "mcp.server.sse",
+    "mcp.server.streamable_http",
+    "mcp.server._streamable_http_modern",
+    "mcp.shared.jsonrpc_dispatcher",
+    "mcp.client",
+    "sse_starlette",
+    "httpcore",
+    "hpack",
+)
 
 
 def configure_logging(level: str) -> None:
@@ -34,11 +44,13 @@ def configure_logging(level: str) -> None:
     # uvicorn and the SDK are chatty at INFO; their warnings still show.
     for noisy in ("uvicorn.access", "httpx", "mcp.server.lowlevel.server"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # These print whole messages and stream chunks (secret values, escaped) at DEBUG:
+    # quiet at any level, since no redactor can know every way a value is escaped.
+    for body_logger in MESSAGE_BODY_LOGGERS:
+        logging.getLogger(body_logger).setLevel(logging.WARNING)
 
 
-def build_desk(
-    options: ServeSettings, stack: ExitStack, redactor: Redactor | None = None
-) -> CredentialDesk:
+def build_desk(options: ServeSettings, stack: ExitStack) -> CredentialDesk:
     if options.local:
         from piper_mcp.server.local_piper import start_local_piper
 
@@ -55,10 +67,6 @@ def build_desk(
             "restart it."
         )
     client = AsyncPiperClient.from_settings(settings, http_client=http_client)
-    if redactor is not None:
-        client.on_sensitive = redactor.remember
-        if settings.client_secret is not None:
-            redactor.remember(settings.client_secret.get_secret_value())
     return CredentialDesk(
         client,
         declared,
@@ -83,9 +91,9 @@ def serve(options: ServeSettings) -> int:
             {name: rule for name, rule in options.reveal_overrides.items() if rule == "allow"},
         )
     with ExitStack() as stack:
-        desk = build_desk(options, stack, redactor)
+        desk = build_desk(options, stack)
         audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
-        server = build_server(desk, audit=audit, transport=options.transport)
+        server = build_server(desk, audit=audit, transport=options.transport, redactor=redactor)
         if not desk.declared:
             logger.warning("No variables are declared yet. %s", desk.how_to_declare)
         if options.transport == "stdio":
