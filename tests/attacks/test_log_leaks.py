@@ -1,0 +1,132 @@
+"""Issue 9.3 and 9.4: raw values never reach the logs, however the transport escapes them.
+
+Transport loggers print whole messages at DEBUG, where a value with a quote, a
+backslash, a newline or non-ASCII (a PEM key, a JSON service-account key)
+appears escaped. `serve --local` runs at DEBUG over each transport, releases
+such values (`--reveal allow`), and its stderr is searched for every form of
+them; a value too short for the redactor must not appear either. Over stdio,
+stdout carries nothing but protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+
+from piper_mcp.local.vault import Vault
+from tests.cli.conftest import cli_env, piper_home  # noqa: F401
+from tests.processes import mcp_http_servers
+
+pytestmark = pytest.mark.anyio
+
+PEM = (
+    '-----BEGIN KEY-----\nMIIE"canary"\\path\u00e9\u043a\u043b\u044e\u0447-7731\n-----END KEY-----'
+)
+JSON_KEY = json.dumps({"type": "service_account", "private_key": 'pk-"canary"\\n-9d2'})
+SHORT = 'ñ\n"\\'  # four characters: under the redactor's minimum
+CANARIES = {"pem_key": PEM, "json_key": JSON_KEY, "short_key": SHORT}
+
+
+def forms(secret: str) -> set[str]:
+    """Every way a log line could carry `secret`."""
+    once = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    found = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], *once}
+    found |= {json.dumps(form)[1:-1] for form in once}
+    found.add(base64.b64encode(secret.encode()).decode().rstrip("="))
+    return found
+
+
+def assert_clean(text: str, where: str) -> None:
+    for name, secret in CANARIES.items():
+        leaked = sum(form in text for form in forms(secret))
+        # Named, never shown: a failing test must not print the canary either.
+        assert leaked == 0, f"{where} holds {name} in {leaked} form(s)"
+
+
+@pytest.fixture
+def home(piper_home: Path, cli_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    vault, _ = Vault.init(piper_home)
+    me = vault.local_user_id
+    for variable, value in CANARIES.items():
+        vault.put_secret(f"secret {variable}", value, owner_user_id=me)
+        vault.grant(me, "local-agent", variable, f"secret {variable}")
+    vault.close()
+    return {**cli_env, "PIPER_MCP_REVEAL": "allow", "PIPER_MCP_LOG_LEVEL": "DEBUG"}
+
+
+async def reveal_all(client: Client) -> None:
+    for variable, value in CANARIES.items():
+        result = await client.call_tool("get_secret", {"variable": variable, "mode": "value"})
+        assert result.structured_content["value"] == value  # the legitimate flow works
+        token = await client.call_tool("get_secret", {"variable": variable})
+        assert token.is_error is False
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_debug_logs_over_http_carry_no_value_in_any_encoding(
+    home: dict[str, str], transport: str
+) -> None:
+    with mcp_http_servers(home) as start:
+        url = start(transport)
+        connection = sse_client(url) if transport == "sse" else url
+        async with Client(connection, mode="legacy") as client:  # type: ignore[arg-type]
+            await reveal_all(client)
+        log = start.logs[url].read_text(encoding="utf-8", errors="replace")  # type: ignore[attr-defined]
+    assert "DEBUG" in log  # it really ran at DEBUG
+    assert_clean(log, f"stderr over {transport}")
+
+
+def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str]) -> None:
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "leak-test", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+    for n, variable in enumerate(CANARIES, start=1):
+        arguments = {"variable": variable, "mode": "value"}
+        messages.append(
+            {
+                "jsonrpc": "2.0",
+                "id": n,
+                "method": "tools/call",
+                "params": {"name": "get_secret", "arguments": arguments},
+            }
+        )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=home,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    for message in messages:
+        process.stdin.write(json.dumps(message) + "\n")
+        process.stdin.flush()
+    answers = [json.loads(process.stdout.readline()) for _ in CANARIES]
+    answers.append(json.loads(process.stdout.readline()))  # the initialize reply comes first
+    out, err = process.communicate(timeout=30)
+    assert all(answer["jsonrpc"] == "2.0" for answer in answers)
+    assert out == ""  # nothing but those answers
+    values = {
+        a["result"]["structuredContent"]["value"] for a in answers if "structuredContent" in str(a)
+    }
+    assert values == set(CANARIES.values())
+    assert "DEBUG" in err
+    assert_clean(err, "stderr over stdio")
