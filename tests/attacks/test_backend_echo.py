@@ -1,0 +1,102 @@
+"""Issue 9.5: a backend (or a proxy) that echoes the request leaks nothing through piper-mcp.
+
+The echo puts the agent's client secret and its agent token into every error
+body, code included. Tool errors, list_variables, the resources, the
+fix_variable prompt, the audit file and piper://audit must carry neither.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+from mcp import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from piper_mcp.piper import AsyncPiperClient
+from piper_mcp.server.app import build_server
+from piper_mcp.server.audit import AuditTrail
+from piper_mcp.server.desk import CredentialDesk
+from tests.protocol.conftest import text_of
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_SECRET = 'client-secret-"canary"\\é-5b8e1d0c7a9f2346'
+AGENT_TOKEN = "agent-token-canary-3f7d9b1e5a0c2468ace"
+
+
+def echo_backend(mint_tokens: bool) -> Starlette:
+    async def echo(request: Request) -> JSONResponse:
+        body = (await request.body()).decode()
+        said = f"you sent {body} with {dict(request.headers)}"
+        if mint_tokens and request.url.path == "/piper-token-endpoint":
+            return JSONResponse({"access_token": AGENT_TOKEN, "expires_in": 3600})
+        code = "mapping_not_found" if "resolve" in request.url.path else said
+        status = 404 if code == "mapping_not_found" else 401
+        return JSONResponse({"error": code, "error_description": said}, status_code=status)
+
+    return Starlette(routes=[Route("/{path:path}", echo, methods=["POST", "GET"])])
+
+
+def assert_clean(text: str, where: str) -> None:
+    for canary in (CLIENT_SECRET, AGENT_TOKEN):
+        escaped = json.dumps(canary)[1:-1]
+        for form in {canary, escaped, json.dumps(escaped)[1:-1], quote(canary), quote_plus(canary)}:
+            found = form in text
+            assert not found, f"{where} echoes a credential"
+
+
+async def everything(client: Client) -> list[str]:
+    """What a model and a user can read back; each as text."""
+    seen: list[Any] = [await client.call_tool("get_secret", {"variable": "openai_api_key"})]
+    seen.append(
+        await client.call_tool("get_secret", {"variable": "openai_api_key", "mode": "value"})
+    )
+    seen.append(await client.call_tool("list_variables", {}))
+    seen.append(await client.call_tool("check_link", {}))
+    texts = [text_of(result) + json.dumps(result.structured_content) for result in seen]
+    for uri in ("piper://variables", "piper://variables/openai_api_key", "piper://audit"):
+        read = await client.read_resource(uri)
+        texts.append("".join(getattr(part, "text", "") for part in read.contents))
+    prompt = await client.get_prompt("fix_variable", {"variable": "openai_api_key"})
+    texts.append("".join(message.content.text for message in prompt.messages))  # type: ignore[union-attr]
+    return texts
+
+
+@pytest.mark.parametrize("mint_tokens", [False, True], ids=["token-endpoint", "functions"])
+async def test_an_echoing_backend_leaks_no_client_secret_or_token(
+    serve: Callable[[object], str], tmp_path: Path, mint_tokens: bool
+) -> None:
+    base = serve(echo_backend(mint_tokens))
+    piper = AsyncPiperClient(
+        "research",
+        CLIENT_SECRET,
+        piper_link_instance_id="instance-echo",
+        token_url=f"{base}/piper-token-endpoint",
+        resolve_mapping_url=f"{base}/piper-resolve-variable-mapping",
+        get_scoped_url=f"{base}/getscopedgcpcredentials",
+        exchange_secret_url=f"{base}/piper-exchange-sts-for-secret",
+        enable_env_fallback=False,
+    )
+    desk = CredentialDesk(piper, lambda: ["openai_api_key"], how_to_declare="Declare it.")
+    audit = AuditTrail(tmp_path / "audit.jsonl")
+    server = build_server(desk, audit=audit)
+    async with Client(server, mode="legacy") as client:
+        texts = await everything(client)
+    await piper.aclose()
+    assert any("you sent" in text or "openai_api_key" in text for text in texts)
+    for n, text in enumerate(texts):
+        assert_clean(text, f"output {n}")
+    trail = (tmp_path / "audit.jsonl").read_text()
+    assert_clean(trail, "the audit file")
+    free_text = "you sent" in trail
+    assert not free_text  # no backend free text at all, only reason codes
+    reasons = {json.loads(line)["reason"] for line in trail.splitlines()}
+    assert reasons <= {"mapping_not_found", "auth", "no_consent", "no_elicitation"}, reasons
