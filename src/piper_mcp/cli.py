@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--auth-token-file",
         dest="http_token_file",
         metavar="FILE",
-        help="read the bearer token from FILE (owner-only, e.g. chmod 600)",
+        help="read the bearer token from FILE, which only its owner may read (chmod 600); "
+        "/dev/stdin takes it from a pipe",
     )
     serve.add_argument(
         "--allow-host",
@@ -134,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_server_command(args: argparse.Namespace) -> int:
+    import re
+
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from piper_mcp.local.errors import VaultError
     from piper_mcp.piper import PiperError
@@ -155,6 +159,12 @@ def _run_server_command(args: argparse.Namespace) -> int:
         message = first["msg"].removeprefix("Value error, ")
         where = f"PIPER_MCP_{str(first['loc'][0]).upper()}: " if first["loc"] else ""
         print(f"piper-mcp: {where}{message}", file=sys.stderr)
+    except SettingsError as error:
+        # pydantic-settings could not even parse a value (PIPER_MCP_REVEAL_OVERRIDES not JSON).
+        field = re.search(r'field "(\w+)"', str(error))
+        setting = f"PIPER_MCP_{field.group(1).upper()}" if field else "a PIPER_MCP_* setting"
+        example = """PIPER_MCP_REVEAL_OVERRIDES='{"openai_api_key": "allow"}'"""
+        print(f"piper-mcp: {setting} is not valid JSON; e.g. {example}", file=sys.stderr)
     except (PiperError, VaultError) as error:
         print(f"piper-mcp: {error}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -7,9 +7,12 @@ remote client could then answer its own consent prompt.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -57,27 +60,41 @@ def test_a_weak_token_from_the_flag_or_the_environment_refuses_to_start(
     by_flag = start_refused(vault_env, "--host", host, "--auth-token", weak)
     by_env = start_refused({**vault_env, "PIPER_MCP_HTTP_TOKEN": weak}, "--host", host)
     for done in (by_flag, by_env):
-        assert "HTTP bearer token" in done.stderr
-        assert ("32" in done.stderr) or ("empty" in done.stderr)
+        assert "HTTP bearer token (PIPER_MCP_HTTP_TOKEN / --auth-token)" in done.stderr
+        assert ("at least 32" in done.stderr) or ("is empty" in done.stderr)
 
 
-def test_a_weak_token_in_a_file_refuses_to_start(vault_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("weak", [*WEAK.values(), GOOD_TOKEN + "\n\n"], ids=[*WEAK, "2 lines"])
+def test_a_weak_token_in_a_file_refuses_to_start(
+    vault_env: dict[str, str], tmp_path: Path, weak: str
+) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("\n")
+    token_file.write_text(weak)
     token_file.chmod(0o600)
-    assert "empty" in start_refused(vault_env, "--auth-token-file", str(token_file)).stderr
+    env = {**vault_env, "PIPER_MCP_HTTP_TOKEN_FILE": str(token_file)}
+    done = start_refused(env, "--host", "0.0.0.0")
+    assert f"HTTP bearer token in {token_file}" in done.stderr
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
 def test_a_token_file_others_can_read_is_refused_with_the_fix(
-    vault_env: dict[str, str], tmp_path: Path
+    vault_env: dict[str, str], tmp_path: Path, mode: int
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(GOOD_TOKEN)
-    token_file.chmod(0o644)
+    token_file.chmod(mode)
     done = start_refused(vault_env, "--auth-token-file", str(token_file))
     assert f"chmod 600 {token_file}" in done.stderr and GOOD_TOKEN not in done.stderr
+
+
+def test_a_missing_or_empty_token_file_setting_is_refused(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
     missing = start_refused(vault_env, "--auth-token-file", str(tmp_path / "nope"))
-    assert "cannot read the HTTP token file" in missing.stderr
+    assert f"cannot read the HTTP token file {tmp_path / 'nope'}" in missing.stderr
+    # An unset variable in a unit file: not "." (the current folder), not "no token".
+    unset = start_refused({**vault_env, "PIPER_MCP_HTTP_TOKEN_FILE": ""}, "--host", "0.0.0.0")
+    assert "PIPER_MCP_HTTP_TOKEN_FILE: an empty path" in unset.stderr
 
 
 def test_a_token_and_a_token_file_together_are_refused(
@@ -91,13 +108,47 @@ def test_a_token_and_a_token_file_together_are_refused(
     assert "not both" in done.stderr and GOOD_TOKEN not in done.stderr
 
 
-@pytest.fixture
-def served_with_token_file(vault_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def served_with_token_piped_in(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`echo $TOKEN | piper-mcp serve ... --auth-token-file /dev/stdin`, as README shows."""
+    command = [sys.executable, "-m", "piper_mcp", "serve", "--local"]
+    command += ["--transport", "streamable-http", "--port", "0"]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--auth-token-file", "/dev/stdin"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    assert process.stdin is not None
+    process.stdin.write(GOOD_TOKEN.encode() + b"\n")
+    process.stdin.close()
+    deadline = time.monotonic() + 60
+    try:
+        while not (found := re.search(r"serving MCP at (\S+)", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield found.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(params=["file", "pipe"])
+def served_with_token_file(
+    vault_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, Path]]:
+    if request.param == "pipe":
+        log = tmp_path / "stderr.log"
+        with served_with_token_piped_in(vault_env, log) as url:
+            yield url, log
+        return
     token_file = tmp_path / "token"
     token_file.write_text(GOOD_TOKEN + "\n")  # as `echo` or an editor writes it
     token_file.chmod(0o600)
     with mcp_http_servers(vault_env) as start:
-        url = start("streamable-http", "--auth-token-file", str(token_file))
+        url = start("streamable-http", "--host", "0.0.0.0", "--auth-token-file", str(token_file))
         yield url, start.logs[url]  # type: ignore[attr-defined]
 
 
@@ -137,5 +188,5 @@ def test_a_weak_client_secret_is_a_configuration_error_not_protocol_v2(
         timeout=30,
         check=False,
     )
-    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
-    assert "PIPER_CLIENT_SECRET" in done.stderr + done.stdout
+    assert done.returncode == 1 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert "PIPER_CLIENT_SECRET: the agent's client secret is" in done.stderr

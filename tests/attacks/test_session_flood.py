@@ -46,10 +46,14 @@ def test_streamable_http_sessions_are_capped_and_freed_by_delete(start: object) 
         assert opened.status_code == 200
         sessions.append(opened.headers["mcp-session-id"])
 
-    refused = httpx.post(url, json=initialize(99), headers=HEADERS)
-    assert refused.status_code == 503
-    assert "PIPER_MCP_MAX_SESSIONS" in refused.text and f"{CAP} open MCP sessions" in refused.text
-    assert "mcp-session-id" not in refused.headers
+    for n in range(10):  # the attacker keeps trying
+        refused = httpx.post(url, json=initialize(100 + n), headers=HEADERS)
+        assert refused.status_code == 503
+        assert "mcp-session-id" not in refused.headers
+    error = refused.json()["error"]
+    assert "PIPER_MCP_MAX_SESSIONS" in error and f"{CAP} open MCP sessions" in error
+    log = start.logs[url].read_text()  # type: ignore[attr-defined]
+    assert log.count("Refusing") == 1, log  # one warning for the flood, not one per request
 
     ping = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
     for session in sessions:  # the sessions already open keep working
@@ -58,7 +62,9 @@ def test_streamable_http_sessions_are_capped_and_freed_by_delete(start: object) 
 
     closed = httpx.delete(url, headers={**HEADERS, "mcp-session-id": sessions[0]})
     assert closed.status_code in (200, 204)
-    assert httpx.post(url, json=initialize(100), headers=HEADERS).status_code == 200
+    # The place the DELETE freed takes one new session, and only one.
+    assert httpx.post(url, json=initialize(200), headers=HEADERS).status_code == 200
+    assert httpx.post(url, json=initialize(201), headers=HEADERS).status_code == 503
 
 
 def test_sse_streams_are_capped_too(start: object) -> None:

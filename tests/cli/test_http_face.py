@@ -117,12 +117,19 @@ def test_binding_beyond_loopback_without_a_token_refuses_to_start(
     )
     assert done.returncode == 1
     assert "Refusing to serve MCP on 0.0.0.0" in done.stderr
-    assert "PIPER_MCP_HTTP_TOKEN" in done.stderr
+    assert "--auth-token-file" in done.stderr and "PIPER_MCP_HTTP_TOKEN" in done.stderr
 
 
-def test_idle_sessions_are_closed(piper_home: Path, cli_env: dict[str, str]) -> None:
+def test_idle_sessions_are_closed_and_free_their_place(
+    piper_home: Path, cli_env: dict[str, str]
+) -> None:
     Vault.init(piper_home)[0].close()
-    env = {**cli_env, "PIPER_MCP_HTTP_TOKEN": TOKEN, "PIPER_MCP_SESSION_IDLE_SECONDS": "1"}
+    env = {
+        **cli_env,
+        "PIPER_MCP_HTTP_TOKEN": TOKEN,
+        "PIPER_MCP_SESSION_IDLE_SECONDS": "1",
+        "PIPER_MCP_MAX_SESSIONS": "1",
+    }
     with mcp_http_servers(env) as start:
         url = start("streamable-http")
         opened = post(url, HEADERS)
@@ -130,5 +137,7 @@ def test_idle_sessions_are_closed(piper_home: Path, cli_env: dict[str, str]) -> 
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
         again = {**HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
         assert httpx.post(url, json=ping, headers=again, timeout=10).status_code == 200
+        assert post(url, HEADERS).status_code == 503  # the one place is taken
         time.sleep(2.5)
         assert httpx.post(url, json=ping, headers=again, timeout=10).status_code == 404
+        assert post(url, HEADERS).status_code == 200

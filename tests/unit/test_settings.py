@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from pathlib import Path
 
-from piper_mcp.piper import PiperConfigError, load_settings
+import pytest
+from pydantic import ValidationError
+
+from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.piper.settings import DEFAULT_LINK_URL
+from piper_mcp.server.settings import ServeSettings
 
 
 def test_defaults_point_at_the_piper_cloud_and_speak_v2() -> None:
@@ -122,3 +127,91 @@ def test_missing_ca_bundle_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path)
     monkeypatch.setenv("PIPER_CA_BUNDLE", str(tmp_path / "missing.pem"))
     with pytest.raises(PiperConfigError, match="is not a file"):
         load_settings()
+
+
+@pytest.mark.parametrize("weak", ["", "   ", "s" * 31], ids=["empty", "blank", "short"])
+def test_a_weak_client_secret_is_an_error_never_a_switch_to_v2(
+    monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    monkeypatch.setenv("PIPER_CLIENT_SECRET", weak)
+    with pytest.raises(PiperConfigError, match="PIPER_CLIENT_SECRET: the agent's client secret"):
+        load_settings()
+    with pytest.raises(PiperConfigError, match="PIPER_CLIENT_SECRET"):
+        AsyncPiperClient("agent", client_secret=weak)
+
+
+GOOD_TOKEN = "a-good-http-token-3c9e1f7a0b5d2e8f4a6c"
+NAMES_THE_SETTING = "the HTTP bearer token (PIPER_MCP_HTTP_TOKEN / --auth-token)"
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["", "   ", "t" * 31, " " + GOOD_TOKEN, GOOD_TOKEN + "\n"],
+    ids=["empty", "blank", "short", "leading space", "newline"],
+)
+def test_a_weak_http_token_is_refused_from_the_environment_and_from_a_flag(
+    monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(NAMES_THE_SETTING)):
+        ServeSettings(http_token=weak)  # as --auth-token gives it
+    monkeypatch.setenv("PIPER_MCP_HTTP_TOKEN", weak)
+    with pytest.raises(ValidationError, match=re.escape(NAMES_THE_SETTING)):
+        ServeSettings()
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n"], ids=["none", "LF", "CRLF"])
+def test_the_token_file_gives_the_token_without_its_line_ending(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ending: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes((GOOD_TOKEN + ending).encode())
+    token_file.chmod(0o600)
+    monkeypatch.setenv("PIPER_MCP_HTTP_TOKEN_FILE", str(token_file))
+    settings = ServeSettings()
+    assert settings.http_token is not None
+    assert settings.http_token.get_secret_value() == GOOD_TOKEN
+    assert GOOD_TOKEN not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "said"),
+    [
+        (GOOD_TOKEN, 0o640, "is open to other users (mode 640); run `chmod 600"),
+        (GOOD_TOKEN + "\n" + GOOD_TOKEN, 0o600, "a second line?"),
+        ("t" * 5000, 0o600, "is over 4096 bytes"),
+        ("\n", 0o600, "is empty"),
+    ],
+    ids=["group can read", "two lines", "huge", "empty"],
+)
+def test_a_token_file_that_is_not_one_private_strong_token_is_refused(
+    tmp_path: Path, content: str, mode: int, said: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(content)
+    token_file.chmod(mode)
+    with pytest.raises(ValidationError, match=re.escape(said)) as refused:
+        ServeSettings(http_token_file=token_file)
+    assert GOOD_TOKEN not in str(refused.value)
+
+
+def test_a_token_and_a_token_file_together_are_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(GOOD_TOKEN)
+    token_file.chmod(0o600)
+    with pytest.raises(ValidationError, match="not both"):
+        ServeSettings(http_token=GOOD_TOKEN, http_token_file=token_file)
+
+
+def test_a_stdio_server_never_reads_its_token_from_standard_input() -> None:
+    # Standard input is the host's MCP stream: reading a token there would swallow it.
+    with pytest.raises(ValidationError, match="over stdio, standard input carries MCP"):
+        ServeSettings(transport="stdio", http_token_file="/dev/stdin")
+
+
+def test_the_session_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServeSettings().max_sessions == 100
+    monkeypatch.setenv("PIPER_MCP_MAX_SESSIONS", "3")
+    assert ServeSettings().max_sessions == 3
+    monkeypatch.setenv("PIPER_MCP_MAX_SESSIONS", "0")
+    with pytest.raises(ValidationError, match="max_sessions"):
+        ServeSettings()

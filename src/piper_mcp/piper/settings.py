@@ -47,6 +47,16 @@ def checked_url(url: str) -> str:
 BackendUrl = Annotated[str, AfterValidator(checked_url)]
 
 
+def _strong_client_secret(secret: SecretStr) -> SecretStr:
+    # An empty PIPER_CLIENT_SECRET= (an unset variable in a unit file) is a mistake to
+    # report, never a quiet switch of the agent to protocol v2.
+    checked_secret(secret.get_secret_value(), "the agent's client secret")
+    return secret
+
+
+ClientSecret = Annotated[SecretStr, AfterValidator(_strong_client_secret)]
+
+
 def function_url(function: str, project_id: str, region: str) -> str:
     """The Cloud Run URL of one Piper function."""
     return f"https://{function}-{project_id}.{region}.run.app"
@@ -58,7 +68,7 @@ class PiperSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPER_", extra="ignore", frozen=True)
 
     client_id: str | None = None
-    client_secret: SecretStr | None = None
+    client_secret: ClientSecret | None = None
     client_secret_name: str | None = None
     project_id: str = DEFAULT_PROJECT_ID
     region: str = DEFAULT_REGION
@@ -101,9 +111,6 @@ class PiperSettings(BaseSettings):
                 )
         if self.client_secret is not None and self.client_secret_name:
             raise ValueError("set PIPER_CLIENT_SECRET or PIPER_CLIENT_SECRET_NAME, not both")
-        if self.client_secret is not None:
-            # An empty PIPER_CLIENT_SECRET= must not quietly switch the agent to protocol v2.
-            checked_secret(self.client_secret.get_secret_value(), "PIPER_CLIENT_SECRET")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ValueError(f"PIPER_CA_BUNDLE {str(self.ca_bundle)!r} is not a file")
         return self

@@ -80,6 +80,9 @@ class SessionLimit:
         self.stream_path = stream_path
         self.open_streams = 0
         self._warned_at = -math.inf
+        # The SDK warns on every session it refuses, so a flood would flood the log too;
+        # `_refuse` warns once a minute instead.
+        logging.getLogger("mcp.server.streamable_http_manager").addFilter(_not_an_sdk_refusal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,6 +124,10 @@ class SessionLimit:
             self._warned_at = time.monotonic()
             logger.warning("Refusing new MCP sessions: %s", message)
         await _refuse(send, 503, message)
+
+
+def _not_an_sdk_refusal(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Refusing to open a new session")
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

@@ -140,7 +140,9 @@ def serve_http(server: MCPServer, options: ServeSettings) -> None:
             max_sessions=options.max_sessions,
         )
         path = "/mcp"
-    limited = SessionLimit(app, options.max_sessions, stream_path="/sse")
+    limited = SessionLimit(
+        app, options.max_sessions, stream_path="/sse" if options.transport == "sse" else None
+    )
     token = options.http_token.get_secret_value() if options.http_token else None
     guarded = BearerGuard(limited, token)
     logger.info("Serving MCP over %s at %s%s", options.transport, base, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,11 +18,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from piper_mcp.local.home import DEFAULT_AGENT, default_home
-from piper_mcp.secret_strength import checked_secret
+from piper_mcp.secret_strength import WeakSecretError, checked_secret
 from piper_mcp.server.policy import Reveal
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+TOKEN_SETTING = "PIPER_MCP_HTTP_TOKEN / --auth-token"
+FILE_SETTING = "PIPER_MCP_HTTP_TOKEN_FILE / --auth-token-file"
+MAX_TOKEN_FILE_BYTES = 4096
+STANDARD_INPUT = {"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
 
 
 class ServeSettings(BaseSettings):
@@ -63,35 +69,81 @@ class ServeSettings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
+    @field_validator("http_token_file", mode="before")
+    @classmethod
+    def _a_path(cls, value: object) -> object:
+        # An empty PIPER_MCP_HTTP_TOKEN_FILE= would otherwise mean ".", the current folder.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path; give the file that holds the token, or leave it unset")
+        return value
+
     @model_validator(mode="after")
     def _strong_http_token(self) -> ServeSettings:
         """Read the token file, if any; then one check of the token, wherever it came from."""
-        if self.http_token_file is not None:
+        if self.http_token_file is None:
             if self.http_token is not None:
-                raise ValueError(
-                    "give the HTTP token once: PIPER_MCP_HTTP_TOKEN (--auth-token) or "
-                    "PIPER_MCP_HTTP_TOKEN_FILE (--auth-token-file), not both"
+                _checked_token(
+                    self.http_token.get_secret_value(), f"the HTTP bearer token ({TOKEN_SETTING})"
                 )
-            object.__setattr__(self, "http_token", SecretStr(read_token_file(self.http_token_file)))
+            return self
         if self.http_token is not None:
-            checked_secret(self.http_token.get_secret_value(), "the HTTP bearer token")
+            raise ValueError(
+                f"give the HTTP bearer token by {TOKEN_SETTING} or by {FILE_SETTING}, not both"
+            )
+        if self.transport == "stdio" and str(self.http_token_file) in STANDARD_INPUT:
+            # Reading it would swallow the host's first messages, and stdio needs no token.
+            raise ValueError(
+                "over stdio, standard input carries MCP: give the HTTP token in a file, "
+                "or serve HTTP (--transport streamable-http)"
+            )
+        where = f"the HTTP bearer token in {self.http_token_file} ({FILE_SETTING})"
+        token = _checked_token(read_token_file(self.http_token_file), where)
+        object.__setattr__(self, "http_token", SecretStr(token))
         return self
 
     def audit_path(self) -> Path:
         return self.audit_file or default_home() / "audit.jsonl"
 
 
+def _checked_token(value: str, what: str) -> str:
+    """`value` if it is a strong secret that an HTTP `Authorization` header can carry."""
+    checked_secret(value, what)
+    # A header value loses whitespace at its ends and cannot hold control characters: such a
+    # token would lock every client out with a 401 that does not say why.
+    if value != value.strip() or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise WeakSecretError(
+            f"{what} has spaces or control characters (a second line?), which an HTTP header "
+            "cannot carry; keep the token on one line"
+        )
+    return value
+
+
 def read_token_file(path: Path) -> str:
-    """The token in `path` (one trailing newline dropped), if only its owner can read it."""
+    """The token in `path` (one line ending dropped), if only its owner can read it.
+
+    `/dev/stdin` works too (a pipe is owner-only), for a token piped from a secret manager.
+    """
     try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ValueError(
+                    f"the HTTP token file {path} is open to other users (mode "
+                    f"{stat.S_IMODE(mode):o}); run `chmod 600 {path}` and start again"
+                )
+            # Bounded: a path such as /dev/zero must not fill the memory.
+            data = file.read(MAX_TOKEN_FILE_BYTES + 1)
     except OSError as error:
-        raise ValueError(f"cannot read the HTTP token file {path}: {error.strerror}") from None
+        raise ValueError(
+            f"cannot read the HTTP token file {path}: {error.strerror}; check {FILE_SETTING}"
+        ) from None
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise ValueError(
+            f"the HTTP token file {path} is over {MAX_TOKEN_FILE_BYTES} bytes; it should hold "
+            "the token alone, on one line"
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"the HTTP token file {path} is not UTF-8 text") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(
-            f"the HTTP token file {path} is readable by other users; run `chmod 600 {path}`"
-        )
-    return text[:-1] if text.endswith("\n") else text
+    return text.removesuffix("\n").removesuffix("\r")
