@@ -15,13 +15,16 @@ class WeakSecretError(ValueError):
     """A configured secret is empty, blank or shorter than `MIN_SECRET_LENGTH`."""
 
 
-def checked_secret(value: str, what: str) -> str:
-    """`value` if it is strong enough to stand for `what`; a `WeakSecretError` saying why not."""
+def checked_secret(value: str, what: str, *, fix: str | None = None) -> str:
+    """`value` if it is strong enough to stand for `what`; a `WeakSecretError` saying why not.
+
+    `fix` says where a good one comes from, when it is not the user's to make.
+    """
+    fix = fix or f"make one with: {HOW_TO_MAKE_ONE}"
     if not value.strip():
-        raise WeakSecretError(f"{what} is empty; make one with: {HOW_TO_MAKE_ONE}")
+        raise WeakSecretError(f"{what} is empty; {fix}")
     if len(value) < MIN_SECRET_LENGTH:
         raise WeakSecretError(
-            f"{what} is {len(value)} characters long; use at least {MIN_SECRET_LENGTH}, "
-            f"e.g. from: {HOW_TO_MAKE_ONE}"
+            f"{what} is {len(value)} characters long; use at least {MIN_SECRET_LENGTH}: {fix}"
         )
     return value

@@ -50,7 +50,11 @@ BackendUrl = Annotated[str, AfterValidator(checked_url)]
 def _strong_client_secret(secret: SecretStr) -> SecretStr:
     # An empty PIPER_CLIENT_SECRET= (an unset variable in a unit file) is a mistake to
     # report, never a quiet switch of the agent to protocol v2.
-    checked_secret(secret.get_secret_value(), "the agent's client secret")
+    checked_secret(
+        secret.get_secret_value(),
+        "the agent's client secret",
+        fix="set the one Piper issued for this agent (or PIPER_CLIENT_SECRET_NAME instead)",
+    )
     return secret
 
 
