@@ -250,16 +250,18 @@ def scrubbed(
 ) -> Result:
     """`result` with every string scrubbed, but the fields in `keep` (the credential itself)."""
 
-    def clean(data: Any, key: str | None = None) -> Any:
-        if isinstance(data, str):
-            return data if key in keep else scrub(data)
-        if isinstance(data, dict):
-            return {name: clean(value, name) for name, value in data.items()}
-        if isinstance(data, list):
-            return [clean(value) for value in data]
-        return data
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, BaseModel):
+            return scrubbed(value, scrub)
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
 
-    return type(result).model_validate(clean(result.model_dump()))
+    # Field by field, unvalidated: this runs on every get_secret, the hot path.
+    updates = {name: clean(value) for name, value in result if name not in keep}
+    return result.model_copy(update=updates)
 
 
 def fix_steps(status: dict[str, Any], link: dict[str, Any]) -> str:
