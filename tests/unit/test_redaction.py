@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -85,3 +88,52 @@ def test_short_strings_are_not_remembered(
     redactor.remember("ok")
     logger.warning("ok, nothing to hide")
     assert lines == ["ok, nothing to hide"]
+
+
+PEM_LIKE = '-----BEGIN KEY-----\nMII"quoted"\\back\u00e9\u043a\u043b\u044e\u0447-9f1c'
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        lambda v: json.dumps({"value": v}),  # a JSON-RPC message
+        lambda v: json.dumps({"value": v}, ensure_ascii=False),
+        lambda v: json.dumps({"text": json.dumps({"value": v})}),  # a tool result's text block
+        lambda v: repr({"value": v}),  # a pydantic or dict repr in a debug line
+        lambda v: repr(v.encode()),  # a bytes chunk from the stream
+    ],
+    ids=["json", "json-unicode", "nested-json", "repr", "bytes-repr"],
+)
+def test_escaped_forms_of_a_remembered_value_are_scrubbed(
+    captured: tuple[logging.Logger, list[str], Redactor], render: Any
+) -> None:
+    """Issue 9.3: values with quotes, backslashes, newlines or non-ASCII reach logs escaped."""
+    logger, lines, redactor = captured
+    redactor.remember(PEM_LIKE)
+    logger.warning("sending %s", render(PEM_LIKE))
+    assert "MII" not in lines[-1] and "[redacted]" in lines[-1]
+
+
+def test_credentials_in_a_query_string_are_scrubbed(
+    captured: tuple[logging.Logger, list[str], Redactor],
+) -> None:
+    """Issue 9.4: an access log printed a rejected request's query-string token."""
+    logger, lines, _ = captured
+    logger.warning('"GET /mcp?access_token=tok-never-seen-1234&x=1 HTTP/1.1" 400')
+    assert "tok-never-seen-1234" not in lines[-1] and "x=1" in lines[-1]
+
+
+def test_handlers_of_non_propagating_loggers_get_the_redactor_too() -> None:
+    """Issue 9.4: uvicorn-style loggers with their own handlers go through it as well."""
+    own = logging.getLogger("test.own-handler")
+    own.propagate = False
+    handler = logging.StreamHandler(io.StringIO())
+    own.addHandler(handler)
+    redactor = Redactor()
+    redactor.remember("a-secret-value-42")
+    try:
+        redactor.install()
+        own.warning("leaking a-secret-value-42")
+        assert handler.stream.getvalue() == "leaking [redacted]\n"  # type: ignore[attr-defined]
+    finally:
+        own.removeHandler(handler)
