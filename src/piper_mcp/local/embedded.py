@@ -25,7 +25,7 @@ from piper_mcp.piper.backend import new_http_client
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 
 # A name no request leaves the process for: the transport below answers it in-process.
-IN_PROCESS_URL = "http://piper.localhost"
+IN_PROCESS_URL = "http://in-process.localhost"
 LINK_MOUNT = "/link"
 
 
