@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from piper_mcp.cli import main
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
@@ -29,20 +30,26 @@ from tests.protocol.conftest import text_of
 pytestmark = pytest.mark.anyio
 
 CLIENT_SECRET = 'client-secret-"canary"\\é-5b8e1d0c7a9f2346'
-AGENT_TOKEN = "agent-token-canary-3f7d9b1e5a0c2468ace"
+# Shaped like an error code, so an echo of it in the `error` field looks like one.
+AGENT_TOKEN = "agent_token_canary_3f7d9b1e5a0c2468ace"
 
 
-def echo_backend(mint_tokens: bool) -> Starlette:
-    async def echo(request: Request) -> JSONResponse:
+def echo_backend(echo: str) -> Starlette:
+    """Echoes each request into `error_description`; with `code`, the bearer token into `error`."""
+
+    async def answer(request: Request) -> JSONResponse:
         body = (await request.body()).decode()
         said = f"you sent {body} with {dict(request.headers)}"
-        if mint_tokens and request.url.path == "/piper-token-endpoint":
+        if echo != "token-endpoint" and request.url.path == "/piper-token-endpoint":
             return JSONResponse({"access_token": AGENT_TOKEN, "expires_in": 3600})
-        code = "mapping_not_found" if "resolve" in request.url.path else said
-        status = 404 if code == "mapping_not_found" else 401
+        code, status = said, 401
+        if "resolve" in request.url.path:
+            code, status = "mapping_not_found", 404
+            if echo == "code":
+                code = request.headers.get("authorization", "").removeprefix("Bearer ")
         return JSONResponse({"error": code, "error_description": said}, status_code=status)
 
-    return Starlette(routes=[Route("/{path:path}", echo, methods=["POST", "GET"])])
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["POST", "GET"])])
 
 
 def assert_clean(text: str, where: str) -> None:
@@ -70,11 +77,11 @@ async def everything(client: Client) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("mint_tokens", [False, True], ids=["token-endpoint", "functions"])
+@pytest.mark.parametrize("echo", ["token-endpoint", "functions", "code"])
 async def test_an_echoing_backend_leaks_no_client_secret_or_token(
-    serve: Callable[[object], str], tmp_path: Path, mint_tokens: bool
+    serve: Callable[[object], str], tmp_path: Path, echo: str
 ) -> None:
-    base = serve(echo_backend(mint_tokens))
+    base = serve(echo_backend(echo))
     piper = AsyncPiperClient(
         "research",
         CLIENT_SECRET,
@@ -100,3 +107,33 @@ async def test_an_echoing_backend_leaks_no_client_secret_or_token(
     assert not free_text  # no backend free text at all, only reason codes
     reasons = {json.loads(line)["reason"] for line in trail.splitlines()}
     assert reasons <= {"mapping_not_found", "auth", "no_consent", "no_elicitation"}, reasons
+
+
+@pytest.mark.parametrize("echo", ["token-endpoint", "code"])
+def test_piper_mcp_check_prints_no_client_secret_or_token(
+    serve: Callable[[object], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    echo: str,
+) -> None:
+    base = serve(echo_backend(echo))
+    monkeypatch.setenv("PIPER_HOME", str(tmp_path))
+    for name, value in {
+        "CLIENT_ID": "research",
+        "CLIENT_SECRET": CLIENT_SECRET,
+        "INSTANCE_ID": "instance-echo",
+        "TOKEN_URL": f"{base}/piper-token-endpoint",
+        "RESOLVE_MAPPING_URL": f"{base}/piper-resolve-variable-mapping",
+        "GET_SCOPED_URL": f"{base}/getscopedgcpcredentials",
+        "EXCHANGE_SECRET_URL": f"{base}/piper-exchange-sts-for-secret",
+        "LINK_URL": f"{base}/piper-link-context",
+        "ENV_FALLBACK": "false",
+        "VARIABLES": "openai_api_key",
+    }.items():
+        monkeypatch.setenv(f"PIPER_{name}", value)
+    for flags in ([], ["--json"]):
+        assert main(["check", *flags]) == 1  # the backend refuses: the report says so
+        printed = capsys.readouterr()
+        assert "FAIL" in printed.out or '"ok": false' in printed.out
+        assert_clean(printed.out + printed.err, f"piper-mcp check {' '.join(flags)}")

@@ -14,8 +14,10 @@ import base64
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
@@ -26,24 +28,42 @@ from tests.processes import mcp_http_servers
 
 pytestmark = pytest.mark.anyio
 
+# ASCII letters survive every escaping: an escaped or partial copy of a long canary shows it.
+MARKER = "canary"
 PEM = (
-    '-----BEGIN KEY-----\nMIIE"canary"\\path\u00e9\u043a\u043b\u044e\u0447-7731\n-----END KEY-----'
+    "-----BEGIN KEY-----\n"
+    f'MIIE"{MARKER}"\\path\u00e9\u043a\u043b\u044e\u0447-7731\n'
+    "-----END KEY-----"
 )
-JSON_KEY = json.dumps({"type": "service_account", "private_key": 'pk-"canary"\\n-9d2'})
+JSON_KEY = json.dumps({"type": "service_account", "private_key": f'pk-"{MARKER}"\\n-9d2'})
 SHORT = 'ñ\n"\\'  # four characters: under the redactor's minimum
 CANARIES = {"pem_key": PEM, "json_key": JSON_KEY, "short_key": SHORT}
 
 
+ESCAPES: tuple[Callable[[str], str], ...] = (
+    lambda text: json.dumps(text)[1:-1],  # a JSON-RPC message
+    lambda text: json.dumps(text, ensure_ascii=False)[1:-1],
+    lambda text: repr(text)[1:-1],  # a pydantic model or dict in a debug line
+    lambda text: repr(text.encode())[2:-1],  # a bytes chunk of the stream
+)
+
+
 def forms(secret: str) -> set[str]:
-    """Every way a log line could carry `secret`."""
-    once = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
-    found = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], *once}
-    found |= {json.dumps(form)[1:-1] for form in once}
-    found.add(base64.b64encode(secret.encode()).decode().rstrip("="))
-    return found
+    """Every way a log line could carry `secret`: escaped up to three times over, or base64.
+
+    A streamed tool result is JSON (the text block) in JSON (the message) in a
+    bytes repr (the chunk log): three layers.
+    """
+    found = layer = {secret}
+    for _ in range(3):
+        layer = {escape(form) for form in layer for escape in ESCAPES}
+        found = found | layer
+    return found | {base64.b64encode(secret.encode()).decode().rstrip("=")}
 
 
 def assert_clean(text: str, where: str) -> None:
+    marked = MARKER in text
+    assert not marked, f"{where} holds a canary, escaped or in part"
     for name, secret in CANARIES.items():
         leaked = sum(form in text for form in forms(secret))
         # Named, never shown: a failing test must not print the canary either.
@@ -81,6 +101,30 @@ async def test_debug_logs_over_http_carry_no_value_in_any_encoding(
         log = start.logs[url].read_text(encoding="utf-8", errors="replace")  # type: ignore[attr-defined]
     assert "DEBUG" in log  # it really ran at DEBUG
     assert_clean(log, f"stderr over {transport}")
+
+
+QUERY_TOKENS = {
+    "access_token": "qs-access-token-6b1f0c",
+    "token": "qs-token-9e42d7",
+    "key": "qs-api-key-3a8c51",
+}
+
+
+def test_a_token_in_a_rejected_query_string_is_not_logged(home: dict[str, str]) -> None:
+    """Issue 9.4: the access log printed a rejected request's query-string token."""
+    with mcp_http_servers(home) as start:
+        url = start("streamable-http")
+        with httpx.Client(timeout=30) as http:
+            for name, value in QUERY_TOKENS.items():
+                assert http.get(url, params={name: value}).status_code >= 400
+                assert http.post(url, params={name: value}, content=b"{").status_code >= 400
+        log = start.logs[url].read_text(encoding="utf-8", errors="replace")  # type: ignore[attr-defined]
+    for name, value in QUERY_TOKENS.items():
+        leaked = value in log
+        assert not leaked, f"stderr holds the {name} query parameter"
+    # The access log still reaches stderr, through the redactor (not uvicorn's own handler).
+    scrubbed = '"GET /mcp?access_token=[redacted] HTTP/1.1" 4' in log
+    assert scrubbed
 
 
 def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str]) -> None:

@@ -112,9 +112,9 @@ def build_server(
                     transport=transport,
                     variable=scrub(variable),
                     mode=mode,
-                    source=source,
+                    source=source and scrub(source),
                     outcome=outcome,
-                    reason=reason,
+                    reason=scrub(reason),
                     consent_asked=asked,
                     consent_given=given,
                 )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError
+from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
 from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, env_var_name, normalize_variable_name
 from piper_mcp.piper.secret_manager import secret_version_name
 from piper_mcp.server.policy import RevealPolicy
@@ -43,14 +43,28 @@ class Refusal(Exception):
         self.reason = reason
 
 
-_CODE = re.compile(r"[a-z0-9_]{1,40}")
+# Only codes the protocol defines: a backend chooses its `error` field, and could echo
+# a client secret there as readily as in its description.
+PIPER_ERROR_CODES = frozenset(
+    {
+        protocol.INVALID_CLIENT,
+        protocol.INVALID_REQUEST,
+        protocol.INVALID_TOKEN,
+        protocol.UNSUPPORTED_GRANT_TYPE,
+        protocol.MAPPING_NOT_FOUND,
+        protocol.PERMISSION_DENIED,
+        protocol.PERMISSION_DENIED_FOR_ALL_IDS,
+        protocol.NOT_FOUND,
+        protocol.TOO_MANY_REQUESTS,
+    }
+)
 
 
 def reason_code(error: PiperError) -> str:
-    """A Piper error as a code: the protocol's, when it looks like one, else the error's kind."""
+    """A Piper error as a code: the protocol's error code, else the error's kind."""
     code = getattr(error, "error_code", None)
-    if isinstance(code, str) and _CODE.fullmatch(code):
-        return code
+    if code in PIPER_ERROR_CODES:
+        return str(code)
     kind = type(error).__name__.removeprefix("Piper").removesuffix("Error") or "Piper"
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 

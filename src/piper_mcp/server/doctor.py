@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from piper_mcp.piper import PiperError
+from piper_mcp.printable import printable
+from piper_mcp.server.app import watch
 from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.run import build_desk
 from piper_mcp.server.settings import ServeSettings
 
@@ -68,19 +71,26 @@ async def examine(desk: CredentialDesk) -> list[Finding]:
 
 
 def run_check(options: ServeSettings, out: TextIO, *, as_json: bool) -> int:
-    """Print the report; 0 only when every check passes."""
+    """Print the report; 0 only when every check passes.
+
+    Backend text is scrubbed (a backend or a proxy may echo the client secret) and
+    printed escaped (it may hold terminal escapes).
+    """
+    redactor = Redactor()
     with ExitStack() as stack:
         desk = build_desk(options, stack)
+        watch(desk.client, redactor)
         findings = asyncio.run(_examine_and_close(desk))
     healthy = all(finding.ok for finding in findings)
     if as_json:
-        out.write(json.dumps({"ok": healthy, "checks": [asdict(f) for f in findings]}, indent=2))
-        out.write("\n")
+        report = json.dumps({"ok": healthy, "checks": [asdict(f) for f in findings]}, indent=2)
+        out.write(redactor.scrub(report) + "\n")
     else:
         for finding in findings:
-            out.write(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.check}: {finding.detail}\n")
+            shown = printable(redactor.scrub(f"{finding.check}: {finding.detail}"))
+            out.write(f"{'ok  ' if finding.ok else 'FAIL'}  {shown}\n")
             if finding.fix:
-                out.write(f"      fix: {finding.fix}\n")
+                out.write(f"      fix: {printable(redactor.scrub(finding.fix))}\n")
         out.write("\nEverything a host needs works.\n" if healthy else "\nSome checks failed.\n")
     return 0 if healthy else 1
 

@@ -56,13 +56,16 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
+        self._remembered: set[str] = set()
         self._forms: list[str] = []
         self._formatter = logging.Formatter()
 
     def remember(self, secret: str) -> None:
-        if len(secret) < MIN_LENGTH:
+        # The client reports its secret and cached tokens on every use: seen ones cost nothing.
+        if len(secret) < MIN_LENGTH or secret in self._remembered:
             return
         with self._lock:
+            self._remembered.add(secret)
             known = set(self._forms)
             self._forms = sorted(known | encodings(secret), key=len, reverse=True)
 

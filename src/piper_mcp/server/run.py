@@ -26,10 +26,12 @@ MESSAGE_BODY_LOGGERS = (
     "mcp.server.sse",
     "mcp.server.streamable_http",
     "mcp.server._streamable_http_modern",
+    "mcp.server.runner",
     "mcp.shared.jsonrpc_dispatcher",
     "mcp.client",
     "sse_starlette",
     "httpcore",
+    "httpcore2",
     "hpack",
 )
 
@@ -42,7 +44,7 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     # uvicorn and the SDK are chatty at INFO; their warnings still show.
-    for noisy in ("uvicorn.access", "httpx", "mcp.server.lowlevel.server"):
+    for noisy in ("uvicorn.access", "httpx", "httpx2", "mcp.server.lowlevel.server"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # These print whole messages and stream chunks (secret values, escaped) at DEBUG:
     # quiet at any level, since no redactor can know every way a value is escaped.
