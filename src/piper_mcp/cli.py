@@ -142,6 +142,7 @@ def _run_server_command(args: argparse.Namespace) -> int:
 
     from piper_mcp.local.errors import VaultError
     from piper_mcp.piper import PiperError
+    from piper_mcp.printable import printable
 
     try:
         options = _serve_settings(args)
@@ -166,7 +167,7 @@ def _run_server_command(args: argparse.Namespace) -> int:
         example = """PIPER_MCP_REVEAL_OVERRIDES='{"openai_api_key": "allow"}'"""
         print(f"piper-mcp: {setting} is not valid JSON; e.g. {example}", file=sys.stderr)
     except (PiperError, VaultError) as error:
-        print(f"piper-mcp: {error}", file=sys.stderr)
+        print(f"piper-mcp: {printable(str(error))}", file=sys.stderr)
     except KeyboardInterrupt:
         return 0
     return 1
