@@ -12,6 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def initialize(client: str, request_id: int = 0) -> dict[str, object]:
+    """A handshake-era `initialize` request, as a raw JSON-RPC client sends it."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": client, "version": "1"},
+        },
+    }
+
+
 @contextmanager
 def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Callable[..., str]]:
     """`start(transport, *flags)` runs `piper-mcp serve` over HTTP on a free port: its URL.

@@ -189,9 +189,10 @@ def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
     for entry in entries:
         consent = " (user asked)" if entry.get("consent_asked") else ""
         variable = repr(entry.get("variable"))  # repr escapes control characters too
-        shown = [str(entry.get(name) or "-") for name in ("time", "client", "mode", "outcome")]
-        time, client, mode, outcome = (printable(text) for text in shown)
-        source = printable(str(entry.get("source") or "-"))
+        time, client, mode, outcome, source = (
+            printable(str(entry.get(name) or "-"))
+            for name in ("time", "client", "mode", "outcome", "source")
+        )
         print(f"{time}  {client}  {variable}  {mode}  {outcome}  {source}{consent}")
     if not entries:
         print("Nothing recorded yet.")

@@ -24,6 +24,7 @@ from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
 from tests.cli.conftest import Cli, Serving, cli, cli_env, piper_home, serve_local  # noqa: F401
 from tests.conftest import AGENT_SECRET, OPENAI_SECRET, USER_ID
+from tests.processes import initialize
 
 pytestmark = pytest.mark.anyio
 
@@ -234,19 +235,7 @@ def test_serve_local_has_no_port_for_the_piper_functions_or_link(
         text=True,
     )
     try:
-        rpc(
-            process,
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "attack-test", "version": "1"},
-                },
-            },
-        )
+        rpc(process, initialize("attack-test", 1))
         called = rpc(
             process,
             {

@@ -24,7 +24,7 @@ from mcp.client.sse import sse_client
 
 from piper_mcp.local.vault import Vault
 from tests.cli.conftest import cli_env, piper_home  # noqa: F401
-from tests.processes import mcp_http_servers
+from tests.processes import initialize, mcp_http_servers
 
 pytestmark = pytest.mark.anyio
 
@@ -129,16 +129,7 @@ def test_a_token_in_a_rejected_query_string_is_not_logged(home: dict[str, str]) 
 
 def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str]) -> None:
     messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "leak-test", "version": "1"},
-            },
-        },
+        initialize("leak-test"),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
     ]
     for n, variable in enumerate(CANARIES, start=1):

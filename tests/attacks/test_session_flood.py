@@ -12,23 +12,10 @@ import pytest
 
 from piper_mcp.local.vault import Vault
 from tests.cli.conftest import cli_env, piper_home  # noqa: F401
-from tests.processes import mcp_http_servers
+from tests.processes import initialize, mcp_http_servers
 
 HEADERS = {"accept": "application/json, text/event-stream"}
 CAP = 3
-
-
-def initialize(n: int) -> dict[str, object]:
-    return {
-        "jsonrpc": "2.0",
-        "id": n,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": f"flood-{n}", "version": "1"},
-        },
-    }
 
 
 @pytest.fixture
@@ -42,12 +29,12 @@ def test_streamable_http_sessions_are_capped_and_freed_by_delete(start: object) 
     url = start("streamable-http")  # type: ignore[operator]
     sessions = []
     for n in range(CAP):
-        opened = httpx.post(url, json=initialize(n), headers=HEADERS)
+        opened = httpx.post(url, json=initialize(f"flood-{n}", n), headers=HEADERS)
         assert opened.status_code == 200
         sessions.append(opened.headers["mcp-session-id"])
 
     for n in range(10):  # the attacker keeps trying
-        refused = httpx.post(url, json=initialize(100 + n), headers=HEADERS)
+        refused = httpx.post(url, json=initialize(f"flood-{100 + n}", 100 + n), headers=HEADERS)
         assert refused.status_code == 503
         assert "mcp-session-id" not in refused.headers
     error = refused.json()["error"]
@@ -63,8 +50,8 @@ def test_streamable_http_sessions_are_capped_and_freed_by_delete(start: object) 
     closed = httpx.delete(url, headers={**HEADERS, "mcp-session-id": sessions[0]})
     assert closed.status_code in (200, 204)
     # The place the DELETE freed takes one new session, and only one.
-    assert httpx.post(url, json=initialize(200), headers=HEADERS).status_code == 200
-    assert httpx.post(url, json=initialize(201), headers=HEADERS).status_code == 503
+    assert httpx.post(url, json=initialize("flood-200", 200), headers=HEADERS).status_code == 200
+    assert httpx.post(url, json=initialize("flood-201", 201), headers=HEADERS).status_code == 503
 
 
 def test_sse_streams_are_capped_too(start: object) -> None:

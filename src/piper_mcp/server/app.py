@@ -19,7 +19,6 @@ from mcp.types import (
 from pydantic import BaseModel, Field
 
 from piper_mcp import __version__
-from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
@@ -67,7 +66,7 @@ def build_server(
     """The MCP server over `desk`; everything it says passes `redactor` (the log's, if given)."""
     keeper = ConsentKeeper(desk)
     redactor = redactor or Redactor()
-    watch(desk.client, redactor)
+    redactor.watch(desk.client)
     scrub = redactor.scrub
     server = MCPServer(
         name="piper",
@@ -233,13 +232,6 @@ def build_server(
         return Completion(values=values, total=len(values), has_more=False)
 
     return server
-
-
-def watch(client: AsyncPiperClient, redactor: Redactor) -> None:
-    """Have `redactor` learn every value, token and client secret `client` handles."""
-    client.on_sensitive = redactor.remember
-    if client.settings.client_secret is not None:
-        redactor.remember(client.settings.client_secret.get_secret_value())
 
 
 Result = TypeVar("Result", bound=BaseModel)

@@ -10,7 +10,6 @@ from typing import TextIO
 
 from piper_mcp.piper import PiperError
 from piper_mcp.printable import printable
-from piper_mcp.server.app import watch
 from piper_mcp.server.desk import CredentialDesk
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.run import build_desk
@@ -79,7 +78,7 @@ def run_check(options: ServeSettings, out: TextIO, *, as_json: bool) -> int:
     redactor = Redactor()
     with ExitStack() as stack:
         desk = build_desk(options, stack)
-        watch(desk.client, redactor)
+        redactor.watch(desk.client)
         findings = asyncio.run(_examine_and_close(desk))
     healthy = all(finding.ok for finding in findings)
     if as_json:

@@ -15,7 +15,11 @@ import json
 import logging
 import re
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
+
+if TYPE_CHECKING:
+    from piper_mcp.piper import AsyncPiperClient
 
 REDACTED = "[redacted]"
 MIN_LENGTH = 6  # shorter strings would scrub ordinary words
@@ -87,6 +91,12 @@ class Redactor(logging.Filter):
         if record.stack_info:
             record.stack_info = self.scrub(record.stack_info)
         return True
+
+    def watch(self, client: AsyncPiperClient) -> None:
+        """Learn every value, token and client secret `client` handles, from now on."""
+        client.on_sensitive = self.remember
+        if client.settings.client_secret is not None:
+            self.remember(client.settings.client_secret.get_secret_value())
 
     def install(self) -> None:
         """Attach to every handler in the process: the root's and any logger's own."""
