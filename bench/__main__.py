@@ -10,7 +10,15 @@ import json
 import platform
 import time
 
-from bench import faults, http_load, local_backend, round_trips, sdk_compare, stdio_server
+from bench import (
+    faults,
+    http_load,
+    local_backend,
+    round_trips,
+    sdk_compare,
+    soak,
+    stdio_server,
+)
 
 RESULTS = local_backend.RESULTS
 
@@ -24,6 +32,7 @@ def main() -> None:
         "round_trips": round_trips.run(),
         "http_load": http_load.run(clients=50, calls=2000),
         "faults": faults.run(),
+        "soak": soak.run(calls=20_000, sessions=5_000),
     }
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
@@ -43,6 +52,8 @@ def main() -> None:
             http_load.table(sections["http_load"]),
             "## Faults injected between piper-mcp and Piper",
             faults.table(sections["faults"]),
+            "## Soak: memory and descriptors under sustained use of `serve --local`",
+            soak.table(sections["soak"]),
         ]
     )
     RESULTS.mkdir(exist_ok=True)

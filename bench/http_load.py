@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,50 +66,61 @@ async def drive(url: str, clients: int, calls: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def serving_http(folder: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """`piper-mcp serve --local --transport streamable-http` on a free port: (URL, pid)."""
+    log = folder / "serve.log"
+    with log.open("wb") as stderr:
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "piper_mcp",
+                "serve",
+                "--local",
+                "--transport",
+                "streamable-http",
+                "--port",
+                "0",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        for _ in range(600):
+            found = re.search(r"serving MCP at (\S+)", log.read_text(errors="replace"))
+            if found:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(log.read_text())
+        yield found.group(1), serve.pid
+    finally:
+        serve.terminate()
+        serve.wait(timeout=20)
+
+
+def bench_vault(folder: Path) -> dict[str, str]:
+    """A vault where `local-agent` is granted `bench_key`; the environment that serves it."""
+    home = folder / "vault"
+    vault, _ = Vault.init(home)
+    me = vault.local_user_id
+    vault.put_secret("bench secret", "x" * 40, owner_user_id=me)
+    vault.grant(me, "local-agent", "bench_key", "bench secret")
+    vault.close()
+    return {
+        "PIPER_HOME": str(home),
+        "PIPER_MCP_LOG_LEVEL": "WARNING",
+        "PIPER_MCP_AUDIT_FILE": str(folder / "audit.jsonl"),
+    }
+
+
 def run(clients: int = 50, calls: int = 2000) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="piper-bench-") as folder:
-        home = Path(folder) / "vault"
-        vault, _ = Vault.init(home)
-        me = vault.local_user_id
-        vault.put_secret("bench secret", "x" * 40, owner_user_id=me)
-        vault.grant(me, "local-agent", "bench_key", "bench secret")
-        vault.close()
-        log = Path(folder) / "serve.log"
-        env = {
-            **os.environ,
-            "PIPER_HOME": str(home),
-            "PIPER_MCP_LOG_LEVEL": "WARNING",
-            "PIPER_MCP_AUDIT_FILE": str(Path(folder) / "audit.jsonl"),
-        }
-        with log.open("wb") as stderr:
-            serve = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "piper_mcp",
-                    "serve",
-                    "--local",
-                    "--transport",
-                    "streamable-http",
-                    "--port",
-                    "0",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        try:
-            for _ in range(600):
-                found = re.search(r"serving MCP at (\S+)", log.read_text(errors="replace"))
-                if found:
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError(log.read_text())
-            return anyio.run(drive, found.group(1), clients, calls)
-        finally:
-            serve.terminate()
-            serve.wait(timeout=20)
+    with tempfile.TemporaryDirectory(prefix="piper-bench-") as name:
+        folder = Path(name)
+        with serving_http(folder, {**os.environ, **bench_vault(folder)}) as (url, _):
+            return anyio.run(drive, url, clients, calls)
 
 
 def table(results: dict[str, Any]) -> str:

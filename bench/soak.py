@@ -1,0 +1,148 @@
+"""Soak: does `serve --local` stay flat under sustained use? RSS and descriptors per 1 000.
+
+- 20 000 `get_secret` calls over stdio with token reuse off
+  (`PIPER_REVOCATION_WINDOW=0`), so every call makes the embedded backend issue
+  a new STS token, as clients that never reuse tokens (the published SDK) do;
+- 5 000 abandoned streamable HTTP sessions: `initialize`, then never a word more.
+
+Growth is reported per 1 000 after a warm-up, and over the last quarter of the
+run, where every cap has been reached and the line should be flat.
+
+    python -m bench.soak [--calls 20000] [--sessions 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.http_load import bench_vault, serving_http
+from bench.stdio_server import StdioPeer
+
+EVERY = 1000
+HEADERS = {"accept": "application/json, text/event-stream"}
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def growth(samples: list[dict[str, int]], key: str = "rss_kib") -> dict[str, float]:
+    """KiB per 1 000 after warm-up (the first two samples) and over the last quarter."""
+    warm = samples[2:] if len(samples) > 3 else samples
+    tail = samples[-max(2, len(samples) // 4) :]
+
+    def slope(points: list[dict[str, int]]) -> float:
+        done = (points[-1]["done"] - points[0]["done"]) / EVERY
+        return round((points[-1][key] - points[0][key]) / done, 1) if done else 0.0
+
+    return {"after_warm_up": slope(warm), "last_quarter": slope(tail)}
+
+
+def calls_without_token_reuse(folder: Path, calls: int) -> dict[str, Any]:
+    env = {**os.environ, **bench_vault(folder), "PIPER_REVOCATION_WINDOW": "0"}
+    peer = StdioPeer([sys.executable, "-m", "piper_mcp", "serve", "--local"], env)
+    try:
+        peer.initialize()
+        pid = peer.process.pid
+        samples = [{"done": 0, "rss_kib": rss_kib(pid), "fds": descriptors(pid)}]
+        errors = 0
+        for done in range(1, calls + 1):
+            answer = peer.call("get_secret", {"variable": "bench_key"})
+            errors += bool(answer.get("error") or answer["result"].get("isError"))
+            if done % EVERY == 0:
+                samples.append({"done": done, "rss_kib": rss_kib(pid), "fds": descriptors(pid)})
+    finally:
+        peer.close()
+    return {"calls": calls, "errors": errors, "samples": samples, "growth": growth(samples)}
+
+
+def abandoned_sessions(folder: Path, sessions: int) -> dict[str, Any]:
+    env = {**os.environ, **bench_vault(folder)}
+    with serving_http(folder, env) as (url, pid), httpx.Client(timeout=30) as http:
+        samples = [{"done": 0, "rss_kib": rss_kib(pid), "fds": descriptors(pid)}]
+        statuses: dict[int, int] = {}
+        for done in range(1, sessions + 1):
+            opened = http.post(
+                url,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": done,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": f"abandoned-{done}", "version": "1"},
+                    },
+                },
+                headers=HEADERS,
+            )
+            statuses[opened.status_code] = statuses.get(opened.status_code, 0) + 1
+            if done % EVERY == 0:
+                samples.append({"done": done, "rss_kib": rss_kib(pid), "fds": descriptors(pid)})
+    return {
+        "sessions": sessions,
+        "answers": {str(status): count for status, count in sorted(statuses.items())},
+        "samples": samples,
+        "growth": growth(samples),
+    }
+
+
+def run(calls: int = 20_000, sessions: int = 5_000) -> dict[str, Any]:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="piper-soak-") as name:
+        (Path(name) / "calls").mkdir()
+        results["calls"] = calls_without_token_reuse(Path(name) / "calls", calls)
+    with tempfile.TemporaryDirectory(prefix="piper-soak-") as name:
+        results["sessions"] = abandoned_sessions(Path(name), sessions)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| load | done | RSS at start → end (MiB) | descriptors start → end | "
+        "KiB per 1 000 after warm-up | KiB per 1 000, last quarter | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, key, count in (
+        ("`get_secret` over stdio, token reuse off", "calls", "calls"),
+        ("abandoned streamable HTTP sessions", "sessions", "sessions"),
+    ):
+        section = results[key]
+        first, last = section["samples"][0], section["samples"][-1]
+        lines.append(
+            f"| {label} | {section[count]} {count} | "
+            f"{first['rss_kib'] / 1024:.1f} → {last['rss_kib'] / 1024:.1f} | "
+            f"{first['fds']} → {last['fds']} | {section['growth']['after_warm_up']} | "
+            f"{section['growth']['last_quarter']} | < 50 |"
+        )
+    calls, sessions = results["calls"], results["sessions"]
+    answers = ", ".join(f"{count}× HTTP {status}" for status, count in sessions["answers"].items())
+    lines.append("")
+    lines.append(f"Tool errors during the calls: {calls['errors']}. Session answers: {answers}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--sessions", type=int, default=5_000)
+    args = parser.parse_args()
+    print(table(run(args.calls, args.sessions)))
+
+
+if __name__ == "__main__":
+    main()
