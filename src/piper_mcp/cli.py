@@ -177,12 +177,21 @@ def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
     import json
 
     from piper_mcp.printable import printable
-    from piper_mcp.server.audit import AuditTrail
+    from piper_mcp.server.audit import AuditError, AuditTrail
 
     if args.limit < 1:
         print("piper-mcp: --limit must be at least 1", file=sys.stderr)
         return 1
-    entries = AuditTrail(options.audit_path()).recent(args.limit)
+    path = options.audit_path()
+    try:
+        entries = AuditTrail(path).recent(args.limit)
+    except AuditError as error:
+        print(f"piper-mcp: {printable(str(error))}", file=sys.stderr)
+        return 1
+    if entries.skipped:
+        lines = "line" if entries.skipped == 1 else "lines"
+        skipped = f"skipped {entries.skipped} unreadable {lines} in {printable(str(path))}"
+        print(f"piper-mcp: {skipped}", file=sys.stderr)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
@@ -194,6 +203,6 @@ def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
             for name in ("time", "client", "mode", "outcome", "source")
         )
         print(f"{time}  {client}  {variable}  {mode}  {outcome}  {source}{consent}")
-    if not entries:
+    if not entries and not entries.skipped:
         print("Nothing recorded yet.")
     return 0

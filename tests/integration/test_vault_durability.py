@@ -7,11 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from piper_mcp.local.encryption import VaultKeyError
+from piper_mcp.local.storage import DamagedSecretError
 from piper_mcp.local.vault import Vault, VaultError
 
 WRITER = textwrap.dedent(
@@ -96,7 +97,7 @@ def test_a_ciphertext_moved_to_another_secret_does_not_decrypt(home: Path) -> No
         sealed = db.execute("SELECT sealed FROM secrets WHERE secret_id = ?", (first,)).fetchone()
         db.execute("UPDATE secrets SET sealed = ? WHERE secret_id = ?", (sealed[0], second))
     assert vault.secret_value(first) == "one"
-    with pytest.raises(VaultKeyError, match="does not decrypt"):
+    with pytest.raises(DamagedSecretError, match=rf"'second' \({second}\) is damaged"):
         vault.secret_value(second)
 
 
@@ -137,3 +138,41 @@ def test_a_vault_from_a_newer_piper_mcp_is_refused_with_advice(tmp_path: Path) -
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(VaultError, match="schema 99, newer than this piper-mcp"):
         Vault.open(home)
+
+
+INIT_AT_ONCE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from piper_mcp.local.vault import Vault
+
+    home, go = Path(sys.argv[1]), Path(sys.argv[2])
+    while not go.exists():  # every process imported and waiting: then all at once
+        time.sleep(0.001)
+    vault, created = Vault.init(home)
+    print(vault.local_instance_id, created)
+    """
+)
+
+
+def test_inits_racing_for_one_home_all_end_with_the_same_whole_vault(tmp_path: Path) -> None:
+    """Two `serve --local` started together on a fresh machine both create the vault."""
+    home, go = tmp_path / "vault", tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", INIT_AT_ONCE, str(home), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(1.5)  # let them import
+    go.touch()
+    answers = [racer.communicate(timeout=60) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0] * 4, answers
+    said = [out.split() for out, _ in answers]
+    assert len({instance_id for instance_id, _ in said}) == 1
+    assert [created for _, created in said].count("True") == 1
+    assert sorted(path.name for path in home.iterdir()) == ["vault.key", "vault.sqlite3"]
+    assert integrity(home) == "ok"

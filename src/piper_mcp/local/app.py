@@ -5,13 +5,17 @@ bearer token speaks v1; one whose body names `agentClientId` speaks v2. v2
 proves nothing about the caller, so it is served only for agents the operator
 made secretless, and for the agent whose `serve --local` holds this app
 in-process. Each call is written to the vault's audit trail (who, what,
-outcome; never a value); requests that prove no agent are recorded at a
-bounded rate, so a flood cannot grow the vault.
+outcome; never a value) off the event loop (`audit_writer.py`); an answer
+that hands out a credential waits for its row, others do not. Requests that
+prove no agent are recorded at a bounded rate, so a flood cannot grow the
+vault. A vault that cannot be read or written is answered as
+`storage_unavailable`, naming the cause and the fix, and logged once a minute.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -25,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from piper_mcp.local import secret_manager
+from piper_mcp.local.audit_writer import AuditWriter
 from piper_mcp.local.requests import (
     RequestRejected,
     bearer_token,
@@ -32,9 +37,10 @@ from piper_mcp.local.requests import (
     json_body,
     rejected,
 )
+from piper_mcp.local.storage import DAMAGED, StorageError, StorageFaultLog, storage_error
 from piper_mcp.local.throttle import SecretCheckGate
 from piper_mcp.local.tokens import TokenIssuer
-from piper_mcp.local.vault import Vault
+from piper_mcp.local.vault import AuditEntry, Vault
 from piper_mcp.piper import protocol
 from piper_mcp.piper.protocol import (
     INVALID_CLIENT,
@@ -43,6 +49,7 @@ from piper_mcp.piper.protocol import (
     MAPPING_NOT_FOUND,
     NOT_FOUND,
     PERMISSION_DENIED,
+    STORAGE_UNAVAILABLE,
     UNSUPPORTED_GRANT_TYPE,
     error_body,
 )
@@ -53,6 +60,16 @@ FUNCTIONS_WITH_AGENT_TOKENS = (
     protocol.RESOLVE_MAPPING_FUNCTION,
     protocol.GET_SCOPED_FUNCTION,
     protocol.EXCHANGE_SECRET_FUNCTION,
+)
+SECRET_MANAGER_ACCESS = "secretmanager.access"
+# Their answers are credentials: given only once the audit row saying so is written.
+HANDS_OUT_CREDENTIALS = frozenset(
+    {
+        protocol.TOKEN_FUNCTION,
+        protocol.GET_SCOPED_FUNCTION,
+        protocol.EXCHANGE_SECRET_FUNCTION,
+        SECRET_MANAGER_ACCESS,
+    }
 )
 
 
@@ -119,6 +136,8 @@ class PiperBackendApp:
         # Only `serve --local` sets this, for an app no port exposes: it alone can call it.
         self.in_process_agent = in_process_agent
         self.unproven = UnprovenRequests()
+        self.faults = StorageFaultLog(logger)
+        self.audit = AuditWriter(vault, self.faults)
         self.calls: Counter[str] = Counter()
         handlers: dict[str, Handler] = {
             protocol.TOKEN_FUNCTION: self.token,
@@ -132,7 +151,7 @@ class PiperBackendApp:
         ]
         access = Route(
             secret_manager.ACCESS_ROUTE,
-            self._audited("secretmanager.access", self.access_secret),
+            self._audited(SECRET_MANAGER_ACCESS, self.access_secret),
             methods=["GET"],
         )
         errors = {HTTPException: _http_error, Exception: _server_error}
@@ -140,6 +159,10 @@ class PiperBackendApp:
         # What a handed-out STS token needs, and nothing else: the port `serve --local` opens.
         self.secret_manager_asgi = Starlette(routes=[access], exception_handlers=errors)
         self.secret_checks = SecretCheckGate()
+
+    def close(self) -> None:
+        """Write the audit rows still pending (call once no request is being served)."""
+        self.audit.close()
 
     def _audited(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -151,24 +174,32 @@ class PiperBackendApp:
             except RequestRejected as rejection:
                 response = rejection.response
                 outcome, reason = rejection.code, rejection.description
+            except (StorageError, sqlite3.Error) as error:
+                failure = storage_error(error, self.vault.database)
+                self.faults.report(failure)
+                response = _storage_failure(action, failure)
+                outcome, reason = STORAGE_UNAVAILABLE, str(failure)
             if response.status_code >= 400 and outcome == "ok":
                 outcome = f"http_{response.status_code}"
             if not caller.proven:
                 record, unrecorded = self.unproven.admit()
                 if unrecorded:
-                    self.vault.record(
-                        "unproven", "suppressed", reason=f"{unrecorded} requests not recorded"
+                    self.audit.record(
+                        _entry("unproven", "suppressed", f"{unrecorded} requests not recorded")
                     )
                 if not record:
                     return response
-            self.vault.record(
-                action,
-                outcome,
-                client_id=caller.client_id,
-                user_id=caller.user_id,
-                subject=caller.subject,
-                reason=reason,
-            )
+            entry = _entry(action, outcome, reason, caller)
+            if response.status_code < 400 and action in HANDS_OUT_CREDENTIALS:
+                try:
+                    await self.audit.commit(entry)
+                except StorageError as failure:  # logged by the writer
+                    # What was answered instead, recorded once the vault takes writes again.
+                    refused = _entry(action, STORAGE_UNAVAILABLE, str(failure), caller)
+                    self.audit.record(refused)
+                    return _storage_failure(action, failure)
+            else:
+                self.audit.record(entry)
             return response
 
         return endpoint
@@ -286,6 +317,9 @@ class PiperBackendApp:
                 PERMISSION_DENIED,
                 "None of the requested credentials is granted to this agent.",
             )
+        for credential_id in granted:
+            # A token for a secret that cannot be read would only fail at the read.
+            self.vault.check_secret(credential_id)
         answer = protocol.ScopedResponse(
             access_token=self.tokens.issue_sts_token(client_id, user_id, granted),
             expires_in=self.tokens.sts_ttl,
@@ -318,6 +352,26 @@ class PiperBackendApp:
 
     async def access_secret(self, request: Request, caller: Caller) -> Response:
         return secret_manager.access(request, self.vault, self.tokens, self.project_id, caller)
+
+
+def _entry(
+    action: str, outcome: str, reason: str | None, caller: Caller | None = None
+) -> AuditEntry:
+    caller = caller or Caller()
+    return AuditEntry(
+        time.time(), caller.client_id, caller.user_id, action, caller.subject, outcome, reason
+    )
+
+
+def _storage_failure(action: str, failure: StorageError) -> Response:
+    """The protocol's error body (Google's, on the Secret Manager route) naming the cause."""
+    lasting = failure.cause == DAMAGED  # asking again cannot help: not a 503
+    status = 500 if lasting else 503
+    if action == SECRET_MANAGER_ACCESS:
+        google_status = "DATA_LOSS" if lasting else "UNAVAILABLE"
+        body = {"error": {"code": status, "message": str(failure), "status": google_status}}
+        return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(STORAGE_UNAVAILABLE, str(failure)), status_code=status)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.home import DEFAULT_AGENT, default_home
+from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, default_home
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.piper.settings import is_loopback_host
 from piper_mcp.printable import printable
@@ -139,12 +139,21 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from piper_mcp.local.storage import storage_error
+
     try:
         result: int = args.handler(args)
         return result
     except (VaultError, CommandError) as error:
         print(f"piper-mcp local: {error}", file=sys.stderr)
-        return 1
+    except sqlite3.Error as error:  # the disk or the lock, mid-command: say which
+        print(
+            f"piper-mcp local: {storage_error(error, default_home() / DATABASE_FILE)}",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _vault() -> Vault:
@@ -364,6 +373,7 @@ def serve(args: argparse.Namespace) -> int:
     if not is_loopback_host(args.host) and tls is None:
         raise CommandError(f"serving {args.host} beyond this machine needs --tls-cert/--tls-key")
     vault = _vault()
+    vault.check()  # a damaged vault is said now, not call by call
     try:
         backend = LocalBackend(
             vault,

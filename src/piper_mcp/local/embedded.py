@@ -77,3 +77,4 @@ class EmbeddedPiper:
 
     def stop(self) -> None:
         self._server.stop()
+        self.app.close()

@@ -176,6 +176,7 @@ class LocalBackend:
 
     def stop(self) -> None:
         self._server.stop()
+        self.app.close()
 
     def __enter__(self) -> LocalBackend:
         return self.start()

@@ -2,9 +2,12 @@
 
 SQLite in WAL mode, every change in one transaction, so several `serve`
 processes and CLI calls can share a vault, and a process killed mid-write
-leaves every committed change intact. Secret values are sealed with the
-vault key (`encryption.py`); agent client secrets are kept only as salted
-scrypt hashes. Each thread gets its own connection.
+leaves every committed change intact. Readers never wait for a writer; a
+writer waits for another process's write lock `BUSY_TIMEOUT_SECONDS` at most.
+Secret values are sealed with the vault key (`encryption.py`); agent client
+secrets are kept only as salted scrypt hashes. Each thread gets its own
+connection. A vault is created whole or not at all: built under temporary
+names, then linked into place.
 """
 
 from __future__ import annotations
@@ -12,33 +15,49 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, KEY_FILE, make_private_dir
+from piper_mcp.local.home import (
+    DATABASE_FILE,
+    DEFAULT_AGENT,
+    KEY_FILE,
+    make_private_dir,
+    write_private_file,
+)
+from piper_mcp.local.settings import audit_retention
+from piper_mcp.local.storage import (
+    BUSY_TIMEOUT_SECONDS,
+    DamagedSecretError,
+    StorageError,
+    damaged,
+    storage_error,
+)
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.printable import has_control_characters
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 
-__all__ = ["Vault", "VaultError"]
+__all__ = ["StorageError", "Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
 SCHEMA_VERSION = "2"
-# Rows the audit table keeps; older ones are dropped (checked every PRUNE_EVERY writes).
-MAX_AUDIT_ROWS = 100_000
-PRUNE_EVERY = 1000
 MAX_SECRET_NAME_LENGTH = 200
+# Suffix of the files `init` builds before linking them into place.
+PARTIAL = ".partial-"
+# A partial file this old is a killed `init`'s leftover, not one still being built.
+STALE_PARTIAL_SECONDS = 300
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 SCHEMA = """
@@ -208,6 +227,98 @@ def _shown(text: str) -> str:
     return repr(text[:40] + ("…" if len(text) > 40 else ""))
 
 
+# --- creating a vault whole ---
+
+
+def _build(home: Path) -> None:
+    """Write the key and a complete database under temporary names, then link both into place.
+
+    A link never replaces an existing file, so a concurrent `init` is never
+    overwritten; the database goes last, because its presence makes a vault.
+    Whatever fails, the temporary files are removed.
+    """
+    _remove_stale_partials(home)
+    suffix = PARTIAL + secrets.token_hex(4)
+    key_file, database = home / (KEY_FILE + suffix), home / (DATABASE_FILE + suffix)
+    try:
+        key = VaultKey.create(key_file)
+        write_private_file(database, b"")  # 0600 from the start; SQLite's journals copy it
+        _fill(database, key)
+        os.link(key_file, home / KEY_FILE)
+        try:
+            os.link(database, home / DATABASE_FILE)
+        except BaseException:
+            (home / KEY_FILE).unlink()
+            raise
+    finally:
+        for leftover in (key_file, database, *_journals(database)):
+            leftover.unlink(missing_ok=True)
+
+
+def _fill(database: Path, key: VaultKey) -> None:
+    db = sqlite3.connect(database, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        user_id = "user-" + secrets.token_hex(6)
+        instance_id = "instance-" + secrets.token_hex(12)
+        for name, value in (
+            ("schema_version", SCHEMA_VERSION),
+            ("local_user_id", user_id),
+            ("local_instance_id", instance_id),
+        ):
+            db.execute("INSERT INTO meta VALUES (?, ?)", (name, value))
+        db.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
+        db.execute("INSERT INTO instances VALUES (?, ?)", (instance_id, user_id))
+        # No client secret and no v2: only `serve --local` (in-process) can act as it.
+        db.execute(
+            "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?)",
+            (DEFAULT_AGENT, user_id, b"", b"", time.time(), 0),
+        )
+        db.execute("COMMIT")
+        # Persistent: set once, here, over a file that already holds everything (the
+        # write-ahead log it starts is empty, and removed when the connection closes).
+        db.execute("PRAGMA journal_mode = WAL")
+    finally:
+        db.close()
+
+
+def _journals(database: Path) -> list[Path]:
+    return [database.with_name(database.name + end) for end in ("-journal", "-wal", "-shm")]
+
+
+def _remove_stale_partials(home: Path) -> None:
+    """Files an `init` killed mid-way left; a running one's are younger and stay."""
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    for name in (KEY_FILE, DATABASE_FILE):
+        for stale in home.glob(f"{name}{PARTIAL}*"):
+            with suppress(OSError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+
+
+def _appears(path: Path, within: float = 2.0) -> bool:
+    ends = time.monotonic() + within
+    while not path.exists():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with suppress(OSError):
+        folder.rmdir()
+
+
+def _stray_key(home: Path) -> VaultError:
+    return VaultError(
+        f"{home / KEY_FILE} exists without a vault database; move it away or set PIPER_HOME"
+    )
+
+
 class Vault:
     """A vault on disk: `Vault.init(home)` once, then `Vault.open(home)`."""
 
@@ -218,42 +329,39 @@ class Vault:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self.max_audit_rows = MAX_AUDIT_ROWS
+        retention = audit_retention()
+        self.max_audit_rows = retention.max_rows
+        self.max_audit_age = retention.max_age_seconds
 
     # --- creating and opening ---
 
     @classmethod
     def init(cls, home: Path) -> tuple[Vault, bool]:
-        """Create a vault in `home`, or open the one there; (vault, created)."""
-        if (home / DATABASE_FILE).exists():
+        """Create a vault in `home`, or open the one there; (vault, created).
+
+        On failure (a full disk, say) nothing is left behind, so `init` can
+        simply be run again.
+        """
+        database = home / DATABASE_FILE
+        if database.exists():
             return cls.open(home), False
         if (home / KEY_FILE).exists():
-            raise VaultError(
-                f"{home / KEY_FILE} exists without a vault database; move it away or set PIPER_HOME"
-            )
-        make_private_dir(home)
-        key = VaultKey.create(home / KEY_FILE)
-        vault = cls(home, key)
-        database = home / DATABASE_FILE
-        database.touch(mode=0o600, exist_ok=False)
-        vault._db().execute("PRAGMA journal_mode = WAL")  # persistent: set once, here
-        with vault._write() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            user_id = "user-" + secrets.token_hex(6)
-            instance_id = "instance-" + secrets.token_hex(12)
-            for name, value in (
-                ("schema_version", SCHEMA_VERSION),
-                ("local_user_id", user_id),
-                ("local_instance_id", instance_id),
-            ):
-                db.execute("INSERT INTO meta VALUES (?, ?)", (name, value))
-            db.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
-            db.execute("INSERT INTO instances VALUES (?, ?)", (instance_id, user_id))
-        # No client secret and no v2: only `serve --local` (in-process) can act as it.
-        vault.add_agent(DEFAULT_AGENT, None, owner_user_id=user_id, variables=[])
-        return vault, True
+            raise _stray_key(home)
+        made_home = not home.exists()
+        audit_retention()  # a wrong setting is said before anything is written
+        try:
+            make_private_dir(home)
+            _build(home)
+        except FileExistsError:
+            # Another process linked its vault into place first: use that one.
+            if not _appears(database):
+                raise _stray_key(home) from None
+            return cls.open(home), False
+        except (sqlite3.Error, OSError) as error:
+            if made_home:
+                _remove_if_empty(home)
+            raise storage_error(error, database) from None
+        return cls.open(home), True
 
     @classmethod
     def open(cls, home: Path) -> Vault:
@@ -267,9 +375,27 @@ class Vault:
             vault._migrate()
         except VaultKeyError as error:
             raise VaultError(f"cannot open the vault in {home}: {error}") from None
-        except sqlite3.DatabaseError as error:
-            raise VaultError(f"{database} is not a readable vault ({error})") from None
+        except (sqlite3.Error, OSError) as error:
+            raise storage_error(error, database) from None
         return vault
+
+    def check(self) -> None:
+        """Raise a `StorageError` saying what to do if the database is damaged.
+
+        `PRAGMA quick_check` reads every page once (no index cross-checks):
+        milliseconds for a vault of a thousand secrets, and a server that
+        starts on a damaged vault would only fail later, call by call.
+        """
+        try:
+            found = self._db().execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite3.Error as error:
+            raise storage_error(error, self.database) from None
+        if found != [("ok",)]:
+            # "*** in database main ***\nPage 10: btreeInitPage() returns error code 11"
+            said = str(found[0][0]) if found else "no answer"
+            raise damaged(
+                self.database, " ".join(said.replace("*** in database main ***", "").split())
+            )
 
     def _migrate(self) -> None:
         version = str(self._meta("schema_version"))
@@ -302,11 +428,15 @@ class Vault:
     def _db(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
+            # The timeout bounds how long a write waits for another process's write lock;
+            # in WAL mode reads never wait for one.
             connection = sqlite3.connect(
-                self.database, timeout=30, isolation_level=None, check_same_thread=False
+                self.database,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
             )
             connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA busy_timeout = 30000")
             # NORMAL in WAL mode survives any process crash; only power loss can drop the
             # last commits. Secrets are written rarely, the audit trail on every call.
             connection.execute("PRAGMA synchronous = NORMAL")
@@ -321,10 +451,22 @@ class Vault:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) can leave the transaction open; SQLite may
+            # also have rolled it back already.
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    self._discard(db)  # closing rolls back; the next write gets a new one
             raise
-        db.execute("COMMIT")
+
+    def _discard(self, connection: sqlite3.Connection) -> None:
+        with self._connections_lock:
+            self._connections.remove(connection)
+        self._local.connection = None
+        connection.close()
 
     def _meta(self, name: str) -> Any:
         row = self._db().execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
@@ -483,14 +625,29 @@ class Vault:
         return None if row is None else SecretInfo(*row)
 
     def secret_value(self, secret_id: str) -> str | None:
+        """The value of a secret, None if there is none; `DamagedSecretError` if it is damaged."""
         row = (
             self._db()
-            .execute("SELECT sealed FROM secrets WHERE secret_id = ?", (secret_id,))
+            .execute("SELECT name, sealed FROM secrets WHERE secret_id = ?", (secret_id,))
             .fetchone()
         )
         if row is None:
             return None
-        return self._key.open(row[0], secret_id.encode()).decode("utf-8")
+        name, sealed = row
+        try:
+            # The key was verified when the vault was opened: a ciphertext that fails
+            # authentication was changed on disk (or moved from another row).
+            plaintext = self._key.open(sealed, secret_id.encode())
+        except VaultKeyError:
+            raise DamagedSecretError(str(name), secret_id) from None
+        return plaintext.decode("utf-8")
+
+    def check_secret(self, secret_id: str) -> None:
+        """Raise `DamagedSecretError` unless the secret, if it exists, can be read.
+
+        AES-GCM authenticates as it decrypts, so this is a decryption: microseconds.
+        """
+        self.secret_value(secret_id)
 
     # --- grants ---
 
@@ -594,14 +751,32 @@ class Vault:
         subject: str | None = None,
         reason: str | None = None,
     ) -> None:
+        entry = AuditEntry(time.time(), client_id, user_id, action, subject, outcome, reason)
+        self.append_audit([entry])
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Write `entries` in one transaction, dropping what the retention no longer keeps.
+
+        Both deletes cost a seek when nothing is due: ids grow with time, so the
+        oldest rows are the first ones.
+        """
         with self._write() as db:
-            row_id = db.execute(
+            db.executemany(
                 "INSERT INTO audit (at, client_id, user_id, action, subject, outcome, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), client_id, user_id, action, subject, outcome, reason),
-            ).lastrowid
-            if row_id is not None and row_id % PRUNE_EVERY == 0:
-                db.execute("DELETE FROM audit WHERE id <= ?", (row_id - self.max_audit_rows,))
+                [
+                    (e.at, e.client_id, e.user_id, e.action, e.subject, e.outcome, e.reason)
+                    for e in entries
+                ],
+            )
+            (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+            db.execute("DELETE FROM audit WHERE id <= ?", (last - self.max_audit_rows,))
+            if self.max_audit_age is not None:
+                db.execute(
+                    "DELETE FROM audit WHERE id < coalesce("
+                    "(SELECT id FROM audit WHERE at >= ? ORDER BY id LIMIT 1), ?)",
+                    (time.time() - self.max_audit_age, last),
+                )
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         rows = self._db().execute(

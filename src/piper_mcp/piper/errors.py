@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from piper_mcp.piper.protocol import STORAGE_UNAVAILABLE
+
 GRANT_PAGE_URL = "https://agentpiper.com/secrets"
 
 
@@ -165,6 +167,10 @@ class PiperBackendError(PiperError):
         error_details: Any = None,
         advice: str | None = None,
     ) -> None:
+        if advice is None and error_code == STORAGE_UNAVAILABLE:
+            # The backend is reachable; its own storage failed, and its description (in
+            # the message) names the cause and the fix better than any advice here.
+            advice = ""
         super().__init__(message, advice=advice)
         self.status_code = status_code
         self.error_code = error_code

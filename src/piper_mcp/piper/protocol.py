@@ -35,6 +35,9 @@ PERMISSION_DENIED = "permission_denied"
 PERMISSION_DENIED_FOR_ALL_IDS = "permission_denied_for_all_ids"
 NOT_FOUND = "not_found"
 TOO_MANY_REQUESTS = "too_many_requests"
+# The local backend's own: its vault is full, read-only, locked or damaged. The
+# description names the cause, the file and what to do.
+STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 MAX_FIELD_LENGTH = 1024

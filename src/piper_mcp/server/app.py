@@ -6,7 +6,7 @@ from typing import Annotated, Any, TypeVar
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resolve import Resolve
 from mcp.types import (
     Completion,
@@ -19,7 +19,7 @@ from mcp.types import (
 from pydantic import BaseModel, Field
 
 from piper_mcp import __version__
-from piper_mcp.server.audit import AuditTrail
+from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
 from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
 from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
 from piper_mcp.server.redaction import Redactor
@@ -105,7 +105,9 @@ def build_server(
         asked, given = consent_asked(consent)
 
         def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
-            if audit:
+            if not audit:
+                return
+            try:
                 audit.record(
                     client=scrub(client_name(ctx)),
                     transport=transport,
@@ -117,6 +119,11 @@ def build_server(
                     consent_asked=asked,
                     consent_given=given,
                 )
+            except AuditError as error:
+                # Every outcome is audited (SECURITY.md rule 8): no record, no credential.
+                withheld = "The credential was withheld because"
+                said = withheld if outcome == "ok" else f"Refused ({reason}), and"
+                raise ToolError(scrub(f"{said} this call could not be audited: {error}")) from None
 
         try:
             if mode == "token":
@@ -200,8 +207,12 @@ def build_server(
         mime_type="application/json",
     )
     async def audit_resource() -> str:
-        entries = audit.recent(AUDIT_RESOURCE_ENTRIES) if audit else []
-        return scrub(json.dumps({"entries": entries}, indent=2, ensure_ascii=False))
+        try:
+            entries = audit.recent(AUDIT_RESOURCE_ENTRIES) if audit else RecentEntries()
+        except AuditError as error:
+            raise ResourceError(scrub(str(error))) from None
+        page = {"entries": entries, "skipped": entries.skipped}
+        return scrub(json.dumps(page, indent=2, ensure_ascii=False))
 
     @server.prompt(
         title="Fix a variable",

@@ -40,6 +40,7 @@ class LocalPiper:
 def start_local_piper(agent_id: str) -> LocalPiper:
     home = default_home()
     vault, created = Vault.init(home)
+    vault.check()  # a damaged vault is one line at start, not a failure on every call
     if created:
         print(
             f"piper-mcp: created a local Piper vault in {home} with the agent "

@@ -1,15 +1,24 @@
 """`piper-mcp serve`: build the Piper client and the MCP server, then serve one transport.
 
-In stdio mode nothing but protocol goes to stdout; logs go to stderr.
+In stdio mode nothing but protocol goes to stdout; logs go to stderr. Over HTTP, a first
+SIGTERM or SIGINT lets the calls in flight finish (`PIPER_MCP_SHUTDOWN_GRACE_SECONDS`)
+before the server stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from contextlib import ExitStack
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp.types import CONNECTION_CLOSED
 
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.piper.settings import is_loopback_host
@@ -21,7 +30,13 @@ from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.settings import ServeSettings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 logger = logging.getLogger("piper_mcp")
+# After the last call of a drain: its answer leaves a moment after its handler returns, and
+# stopping ends the streams answers travel on.
+ANSWER_SETTLE_SECONDS = 0.2
 MESSAGE_BODY_LOGGERS = (
     "mcp.server.sse",
     "mcp.server.streamable_http",
@@ -99,8 +114,10 @@ def serve(options: ServeSettings) -> int:
         if not desk.declared:
             logger.warning("No variables are declared yet. %s", desk.how_to_declare)
         if options.transport == "stdio":
+            from piper_mcp.server.stdio import serve_stdio
+
             logger.info("Serving MCP over stdio.")
-            server.run("stdio")
+            anyio.run(serve_stdio, server, options.max_request_bytes)
             return 0
         serve_http(server, options)
     return 0
@@ -143,12 +160,131 @@ def serve_http(server: MCPServer, options: ServeSettings) -> None:
         )
         path = "/mcp"
     limited = SessionLimit(
-        app, options.max_sessions, stream_path="/sse" if options.transport == "sse" else None
+        app,
+        options.max_sessions,
+        stream_path="/sse" if options.transport == "sse" else None,
+        idle_seconds=options.session_idle_seconds,
+        max_body_bytes=options.max_request_bytes,
     )
     token = options.http_token.get_secret_value() if options.http_token else None
     guarded = BearerGuard(limited, token)
+    calls = CallsInFlight()
+    server.middleware.append(calls)
     logger.info("Serving MCP over %s at %s%s", options.transport, base, path)
     print(f"piper-mcp: serving MCP at {base}{path}", file=sys.stderr, flush=True)
     # log_config=None: uvicorn logs through the root handlers, and so through the redactor.
-    config = uvicorn.Config(guarded, log_level=options.log_level.lower(), log_config=None)
-    uvicorn.Server(config).run(sockets=[sock])
+    # Once the calls are drained, only streams are left open, and the SSE library ends them
+    # within half a second: the short bound is for anything else.
+    config = uvicorn.Config(
+        guarded,
+        log_level=options.log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=1,
+    )
+    draining_server(config, calls, options.shutdown_grace_seconds).run(sockets=[sock])
+
+
+class CallsInFlight:
+    """MCP middleware: the requests being answered, on every session and transport.
+
+    Once the server is stopping it refuses new requests (a JSON-RPC error that says so),
+    while answers to the server's own requests (a user's consent) still get through; a
+    call still running when the grace is over gets an error too, not a cut answer.
+    """
+
+    def __init__(self) -> None:
+        self.running: set[anyio.CancelScope] = set()
+        self.stopping = False
+        self._none_left = asyncio.Event()
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.request_id is None:  # a notification
+            return await call_next(ctx)
+        if self.stopping:
+            raise MCPError(
+                CONNECTION_CLOSED,
+                "piper-mcp is shutting down and takes no new requests; connect again once it "
+                "has restarted.",
+            )
+        with anyio.CancelScope() as call:
+            self.running.add(call)
+            try:
+                return await call_next(ctx)
+            finally:
+                self.running.discard(call)
+                if not self.running:
+                    self._none_left.set()
+        raise MCPError(
+            CONNECTION_CLOSED,
+            "piper-mcp stopped before this call finished (PIPER_MCP_SHUTDOWN_GRACE_SECONDS); "
+            "call again once it has restarted.",
+        )
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new requests, wait up to `grace` seconds for these, stop the rest: how many."""
+        self.stopping = True
+        if not self.running:
+            return 0
+        self._none_left.clear()
+        try:
+            await asyncio.wait_for(self._none_left.wait(), grace)
+        except TimeoutError:
+            for call in self.running:
+                call.cancel()
+            return len(self.running)
+        finally:
+            await asyncio.sleep(ANSWER_SETTLE_SECONDS)
+        return 0
+
+
+def draining_server(config: uvicorn.Config, calls: CallsInFlight, grace: float) -> uvicorn.Server:
+    """A uvicorn server whose first SIGTERM or SIGINT drains `calls` before its shutdown.
+
+    uvicorn alone ends every open SSE stream at a signal, and the answer to a streamable
+    HTTP call is one: the call is cut mid-answer. Instead, the server keeps serving while
+    it refuses new requests and waits for the calls in flight, for `grace` seconds at
+    most; then uvicorn shuts down. A second signal stops it at once.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        signalled = False
+        draining: asyncio.Task[None] | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.signalled or self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not serving yet
+                super().handle_exit(sig, frame)
+                return
+            self.signalled = True
+            # This runs in a signal handler: start the drain from the loop, not from here.
+            loop.call_soon_threadsafe(self._start_draining)
+
+        def _start_draining(self) -> None:
+            self.draining = asyncio.get_running_loop().create_task(self._drain())
+
+        async def _drain(self) -> None:
+            if calls.running:
+                logger.info(
+                    "Stopping: refusing new requests, finishing %d call(s) in flight "
+                    "(at most %g s, PIPER_MCP_SHUTDOWN_GRACE_SECONDS).",
+                    len(calls.running),
+                    grace,
+                )
+            stopped = await calls.drain(grace)
+            if stopped:
+                logger.warning(
+                    "Stopped %d call(s) still running after %g s "
+                    "(PIPER_MCP_SHUTDOWN_GRACE_SECONDS); their clients got an error.",
+                    stopped,
+                    grace,
+                )
+            self.should_exit = True
+
+    return DrainingServer(config)
