@@ -2,7 +2,11 @@
 
 Authorised by an STS token this backend issued (for the credentials it
 covers) or, for `agent-secret-<id>`, by a registered Google service account's
-self-signed JWT (what Application Default Credentials send).
+self-signed JWT (what Application Default Credentials send). Answers are in
+Google's shapes: an STS token of this backend's that no longer works (expired,
+which it says as Google does with `ACCESS_TOKEN_EXPIRED`; dropped for room; or
+issued before a restart) gets 401 UNAUTHENTICATED, so its holder asks Piper for
+a new one; any other token that may not read the secret gets 403.
 """
 
 from __future__ import annotations
@@ -24,9 +28,43 @@ from piper_mcp.local.vault import SecretInfo, Vault
 ACCESS_ROUTE = "/v1/projects/{project}/secrets/{secret}/versions/{version_access}"
 
 
-def _google_error(code: int, status: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "status": status}}, status_code=code
+INVALID_CREDENTIALS = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential."
+)
+
+
+def _google_error(
+    code: int, status: str, message: str, *, reason: str | None = None
+) -> JSONResponse:
+    error: dict[str, object] = {"code": code, "message": message, "status": status}
+    if reason is not None:
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "secretmanager.googleapis.com"},
+            }
+        ]
+    return JSONResponse({"error": error}, status_code=code)
+
+
+def _unauthenticated(tokens: TokenIssuer, token: str) -> JSONResponse:
+    """Google's 401 for an STS token that no longer works: the holder asks for a new one."""
+    if tokens.sts_token_expired(token):
+        return _google_error(
+            401,
+            "UNAUTHENTICATED",
+            f"{INVALID_CREDENTIALS} The access token expired: ask Piper for a new one.",
+            reason="ACCESS_TOKEN_EXPIRED",
+        )
+    # Never issued, dropped to make room for newer tokens, or issued before a restart.
+    return _google_error(
+        401,
+        "UNAUTHENTICATED",
+        f"{INVALID_CREDENTIALS} The access token is not valid (expired or revoked): ask Piper "
+        "for a new one.",
     )
 
 
@@ -42,6 +80,8 @@ def access(
     token = bearer_token(request)
     if token is None:
         return _google_error(401, "UNAUTHENTICATED", "Request is missing a bearer token.")
+    if tokens.sts_token(token) is None and tokens.has_sts_shape(token):
+        return _unauthenticated(tokens, token)
     secret = vault.find_secret(name) if project == project_id else None
     if secret is None or not _may_read(token, secret, vault, tokens, caller):
         # The same answer whether or not the secret exists: a token learns nothing.
@@ -69,7 +109,7 @@ def _may_read(
     sts = tokens.sts_token(token)
     if sts is not None:
         caller.client_id, caller.user_id, caller.proven = sts.client_id, sts.user_id, True
-        minted_under = sts.grant_ids.get(secret.secret_id)
+        minted_under = sts.minted_under(secret.secret_id)
         return minted_under is not None and any(
             grant.active and grant.grant_id == minted_under
             for grant in vault.grants(sts.user_id, sts.client_id)

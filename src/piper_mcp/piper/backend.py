@@ -2,7 +2,8 @@
 
 This module turns HTTP into the protocol's response models or into a
 `BackendAnswerError` that keeps status, code and body; the client decides
-which Piper error that answer becomes.
+which Piper error that answer becomes. `send`, the retried request beneath,
+also carries the Secret Manager read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from piper_mcp import __version__
 from piper_mcp.piper import protocol
 from piper_mcp.piper.errors import PiperBackendError
-from piper_mcp.piper.retry import RETRYABLE_STATUS, RetryPolicy, time_left
+from piper_mcp.piper.retry import RETRYABLE_STATUS, RetryPolicy, deadline_passed, time_left
 
 USER_AGENT = f"piper-mcp/{__version__}"
 
@@ -78,50 +79,17 @@ async def call(
     Returns the parsed answer; raises `BackendAnswerError` (a 4xx/5xx answer) or
     `PiperBackendError` (unreachable, too slow, malformed).
     """
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-    json_data = json_body.model_dump(exclude_none=True) if json_body else None
-    form_data = form_body.model_dump(exclude_none=True) if form_body else None
-    attempt = 0
-    while True:
-        attempt += 1
-        left = time_left()
-        wait_at_most = attempt_timeout if left is None else min(attempt_timeout, left)
-        if wait_at_most <= 0:
-            raise PiperBackendError(
-                f"Piper's {function} at {url} did not answer before the deadline "
-                f"({attempt - 1} attempts)."
-            )
-        try:
-            response = await http.post(
-                url, headers=headers, json=json_data, data=form_data, timeout=wait_at_most
-            )
-        except httpx.TimeoutException as error:
-            failure: Exception = PiperBackendError(
-                f"Piper's {function} at {url} did not answer within {wait_at_most:g} s"
-                f"{_tries(attempt)}."
-            )
-            failure.__cause__ = error
-            retry_after = None
-        except httpx.HTTPError as error:
-            failure = PiperBackendError(
-                f"Could not reach Piper's {function} at {url} ({type(error).__name__})"
-                f"{_tries(attempt)}."
-            )
-            failure.__cause__ = error
-            retry_after = None
-        else:
-            if response.status_code not in RETRYABLE_STATUS or attempt >= retry.attempts:
-                break
-            failure = BackendAnswerError.from_response(function, response)
-            retry_after = response.headers.get("retry-after")
-        if attempt >= retry.attempts:
-            raise failure
-        pause = retry.delay(attempt, retry_after)
-        left = time_left()
-        if left is not None and pause >= left:
-            raise failure
-        logger.info("Piper's %s: %s; retrying in %.2f s.", function, _why(failure), pause)
-        await asyncio.sleep(pause)
+    response = await send(
+        http,
+        "POST",
+        url,
+        who=f"Piper's {function}",
+        attempt_timeout=attempt_timeout,
+        retry=retry,
+        bearer=bearer,
+        json=json_body.model_dump(exclude_none=True) if json_body else None,
+        data=form_body.model_dump(exclude_none=True) if form_body else None,
+    )
     if response.is_error:
         raise BackendAnswerError.from_response(function, response)
     try:
@@ -135,13 +103,70 @@ async def call(
         ) from None
 
 
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    who: str,
+    attempt_timeout: float,
+    retry: RetryPolicy,
+    bearer: str | None = None,
+    **request: Any,
+) -> httpx.Response:
+    """One request, tried again while the failure is worth retrying; the last answer.
+
+    Each attempt, its whole body included, takes at most `attempt_timeout` of wall
+    time: httpx's own timeouts bound each read, which a body trickling in never
+    trips. Raises `PiperBackendError` when `who` could not be reached or did not
+    answer in time; any HTTP answer, an error too, is returned.
+    """
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    attempt = 0
+    while True:
+        attempt += 1
+        left = time_left()
+        if left is not None and left <= 0:
+            raise deadline_passed()
+        failure: PiperBackendError | None = None
+        retry_after: str | None = None
+        try:
+            async with asyncio.timeout(attempt_timeout):
+                response = await http.request(
+                    method, url, headers=headers, timeout=attempt_timeout, **request
+                )
+        except (httpx.TimeoutException, TimeoutError) as error:
+            failure = PiperBackendError(
+                f"{who} at {url} did not answer within {attempt_timeout:g} s{_tries(attempt)}."
+            )
+            failure.__cause__ = error
+        except httpx.HTTPError as error:
+            failure = PiperBackendError(
+                f"Could not reach {who} at {url} ({type(error).__name__}){_tries(attempt)}."
+            )
+            failure.__cause__ = error
+        else:
+            if response.status_code not in RETRYABLE_STATUS or attempt >= retry.attempts:
+                return response
+            retry_after = response.headers.get("retry-after")
+        if failure is not None and attempt >= retry.attempts:
+            raise failure
+        pause = retry.delay(attempt, retry_after)
+        left = time_left()
+        if left is not None and pause >= left:
+            if failure is None:
+                return response  # the retryable answer stands: no time to ask again
+            raise failure
+        why = f"answered {response.status_code}" if failure is None else _why(failure)
+        logger.info("%s: %s; retrying in %.2f s.", who, why, pause)
+        await asyncio.sleep(pause)
+
+
 def _tries(attempt: int) -> str:
     return f" ({attempt} attempts)" if attempt > 1 else ""
 
 
 def _why(failure: Exception) -> str:
-    if isinstance(failure, BackendAnswerError):
-        return f"answered {failure.status_code}"
     return type(failure.__cause__).__name__
 
 

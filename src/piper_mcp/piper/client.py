@@ -14,11 +14,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -39,13 +39,14 @@ from piper_mcp.piper.errors import (
 from piper_mcp.piper.link import PiperLink
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.piper.result import SecretResult
-from piper_mcp.piper.retry import RetryPolicy, deadline
+from piper_mcp.piper.retry import RetryPolicy, time_left, within_deadline
 from piper_mcp.piper.settings import PiperSettings
 from piper_mcp.piper.tokens import EXPIRY_MARGIN_SECONDS, AgentTokenCache
 
 logger = logging.getLogger(__name__)
 
 Answer = Any  # a protocol response model
+T = TypeVar("T")
 
 
 def settings_error(error: ValidationError) -> PiperConfigError:
@@ -75,6 +76,16 @@ def load_settings(**overrides: Any) -> PiperSettings:
             f"Invalid Piper configuration: {setting} could not be parsed.",
             advice='Give it as JSON, e.g. PIPER_ENV_MAP=\'{"My API Key": "MY_ENV_VAR"}\'.',
         ) from None
+
+
+def _own_copy(error: PiperError) -> PiperError:
+    """`error` for one caller: concurrent callers share one failed round trip, and each
+    adds only what its own fallback tiers tried."""
+    mine = type(error).__new__(type(error))
+    mine.__dict__.update(error.__dict__)
+    mine.args = error.args
+    mine.attempts = list(error.attempts)
+    return mine
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,7 @@ class AsyncPiperClient:
             settings.link_url, self._http, settings.instance_id, timeout=settings.link_timeout
         )
         self._retry = RetryPolicy(attempts=settings.retry_attempts)
-        self._in_flight: dict[tuple[str, bool], asyncio.Task[SecretResult]] = {}
+        self._in_flight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self._sts_cache: dict[str, tuple[SecretResult, float]] = {}
         self.tokens = AgentTokenCache(self._fetch_agent_token)
         self._client_secret: SecretStr | None = settings.client_secret
@@ -233,7 +244,7 @@ class AsyncPiperClient:
         try:
             return self._reported(await self._shared_from_piper(name, fetch_raw_secret))
         except PiperError as error:
-            piper_error = error
+            piper_error = _own_copy(error)
         logger.info("Piper did not provide %r: %s", name, piper_error.message)
 
         use_env = self.settings.env_fallback
@@ -263,14 +274,23 @@ class AsyncPiperClient:
             cached = self._cached_sts(name)
             if cached is not None:
                 return cached
-        key = (normalize_variable_name(name), fetch_raw_secret)
+        key = ("raw" if fetch_raw_secret else "sts", normalize_variable_name(name))
+        return await self._single_flight(
+            key, lambda: self._from_piper_in_time(name, fetch_raw_secret)
+        )
+
+    async def _single_flight(
+        self, key: tuple[str, ...], work: Callable[[], Coroutine[Any, Any, T]]
+    ) -> T:
+        """One run of `work` for all concurrent callers with the same `key`."""
         task = self._in_flight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._from_piper_in_time(name, fetch_raw_secret))
+            task = asyncio.ensure_future(work())
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         # shield: one caller giving up must not cancel the others' answer.
-        return await asyncio.shield(task)
+        answer: T = await asyncio.shield(task)
+        return answer
 
     def _cached_sts(self, name: str) -> SecretResult | None:
         entry = self._sts_cache.get(normalize_variable_name(name))
@@ -290,7 +310,7 @@ class AsyncPiperClient:
     async def _from_piper_in_time(self, name: str, fetch_raw_secret: bool) -> SecretResult:
         key = normalize_variable_name(name)
         self._sts_cache.pop(key, None)
-        with deadline(self.settings.retry_deadline):
+        async with within_deadline(self.settings.retry_deadline):
             try:
                 result = await self._from_piper(name, fetch_raw_secret)
             except PiperAuthError as error:
@@ -304,6 +324,13 @@ class AsyncPiperClient:
             self._sts_cache[key] = (result, time.monotonic())
         return result
 
+    def _forget_sts(self, name: str, token: str) -> None:
+        """Drop the cached STS token for `name` if it is `token` (a reader was refused)."""
+        key = normalize_variable_name(name)
+        entry = self._sts_cache.get(key)
+        if entry is not None and entry[0].value == token:
+            del self._sts_cache[key]
+
     def _reported(self, result: SecretResult) -> SecretResult:
         value = result.value
         self.on_sensitive(value if isinstance(value, str) else json.dumps(value))
@@ -312,16 +339,34 @@ class AsyncPiperClient:
     async def locate(self, variable_name: str) -> VariableSource:
         """Where `variable_name` would come from now, without fetching a credential.
 
-        Asks Piper only to resolve the mapping (no STS token is minted); for
-        the fallback tiers it only looks whether a value exists. Never raises
-        for a tier that fails: `piper_problem` says why Piper did not answer.
+        Asks Piper only to resolve the mapping (no STS token is minted), within
+        PIPER_RETRY_DEADLINE and once for all concurrent callers of one
+        variable; for the fallback tiers it only looks whether a value exists.
+        Never raises for a tier that fails: `piper_problem` says why Piper did
+        not answer.
         """
         name = checked_variable_name(variable_name)
         try:
-            credential_id = await self._resolve(name, await self._user_context())
-            return VariableSource(name, "piper", credential_id=credential_id)
+            credential_id = await self._single_flight(
+                ("resolve", normalize_variable_name(name)), lambda: self._resolve_in_time(name)
+            )
         except PiperError as error:
-            piper_problem = error
+            return self.locate_fallback(name, error)
+        return VariableSource(name, "piper", credential_id=credential_id)
+
+    async def _resolve_in_time(self, name: str) -> str:
+        async with within_deadline(self.settings.retry_deadline):
+            return await self._resolve(name, await self._user_context())
+
+    def locate_fallback(
+        self, variable_name: str, piper_problem: PiperError | None = None
+    ) -> VariableSource:
+        """Where `variable_name` would come from if Piper does not provide it; asks no one.
+
+        `environment`, `local_file` or `missing`, carrying `piper_problem` (why
+        Piper did not provide it, when the caller knows).
+        """
+        name = checked_variable_name(variable_name)
         if self.settings.env_fallback:
             found = fallback.from_environment(
                 name, prefix=self.settings.env_prefix, env_map=self.settings.env_map
@@ -350,28 +395,52 @@ class AsyncPiperClient:
         v1: fetches an agent token (proves the client secret); v2: resolves a
         name nobody grants (any answer but `mapping_not_found` is a problem).
         """
-        instance_id = await self._user_context()
-        if self.protocol_version == 1:
-            url = self.settings.url_for(protocol.RESOLVE_MAPPING_FUNCTION)
-            await self.tokens.get(url, instance_id)
-            return
-        with contextlib.suppress(PiperGrantNeededError):
-            await self._resolve("piper_mcp_agent_check", instance_id)
+        async with within_deadline(self.settings.retry_deadline):
+            instance_id = await self._user_context()
+            if self.protocol_version == 1:
+                url = self.settings.url_for(protocol.RESOLVE_MAPPING_FUNCTION)
+                await self.tokens.get(url, instance_id)
+                return
+            with contextlib.suppress(PiperGrantNeededError):
+                await self._resolve("piper_mcp_agent_check", instance_id)
 
     async def read_secret_value(self, result: SecretResult) -> str:
-        """The secret itself: for `piper_sts`, read from Secret Manager with the STS token."""
+        """The secret itself: for `piper_sts`, read from Secret Manager with the STS token.
+
+        Within PIPER_RETRY_DEADLINE. A token Secret Manager no longer accepts
+        (expired, or dropped by the backend) is forgotten, and the read made once
+        more with a fresh token for the same variable.
+        """
         if result.source != "piper_sts":
             return result.value if isinstance(result.value, str) else str(result.value)
         assert isinstance(result.value, str) and result.piper_credential_id
-        name = secret_manager.secret_version_name(
-            self.settings.project_id, result.piper_credential_id
-        )
-        return await asyncio.to_thread(
-            secret_manager.read_with_token,
-            name,
-            result.value,
+        async with within_deadline(self.settings.retry_deadline, waiting_for="Secret Manager"):
+            try:
+                value = await self._read_with_token(result.piper_credential_id, result.value)
+            except secret_manager.TokenRejected as rejected:
+                if not result.variable_name:
+                    raise rejected.error from None
+                logger.info("Secret Manager refused the STS token; asking Piper for a new one.")
+                self._forget_sts(result.variable_name, result.value)
+                fresh = self._reported(
+                    await self._shared_from_piper(result.variable_name, fetch_raw_secret=False)
+                )
+                assert isinstance(fresh.value, str) and fresh.piper_credential_id
+                try:
+                    value = await self._read_with_token(fresh.piper_credential_id, fresh.value)
+                except secret_manager.TokenRejected as again:
+                    raise again.error from None
+        self.on_sensitive(value)
+        return value
+
+    async def _read_with_token(self, credential_id: str, token: str) -> str:
+        return await secret_manager.read_with_token(
+            self._http,
+            secret_manager.secret_version_name(self.settings.project_id, credential_id),
+            token,
             endpoint=self.settings.secret_manager_endpoint,
-            ca_bundle=self._ca_bundle,
+            attempt_timeout=self.settings.retry_deadline,
+            retry=self._retry,
         )
 
     # --- Piper tier ---
@@ -583,9 +652,12 @@ class AsyncPiperClient:
             if secret_name.startswith("projects/")
             else secret_manager.secret_version_name(self.settings.project_id, secret_name)
         )
+        # The thread cannot be cancelled at the deadline: give the library what is left of it.
+        left = time_left()
         return await asyncio.to_thread(
             secret_manager.read_with_adc,
             name,
             endpoint=self.settings.secret_manager_endpoint,
             ca_bundle=self._ca_bundle,
+            timeout=self.settings.retry_deadline if left is None else max(left, 0.1),
         )

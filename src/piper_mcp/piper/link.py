@@ -83,8 +83,11 @@ class PiperLink:
             return LinkProbe(self.url, instance_id, round(latency, 1), problem)
 
         try:
-            response = await self._http.get(self.url, timeout=self.timeout)
-        except httpx.TimeoutException:
+            # A wall-clock bound too: httpx's timeout bounds each read, and a Link that
+            # trickles its answer a byte at a time never trips it.
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.get(self.url, timeout=self.timeout)
+        except (httpx.TimeoutException, TimeoutError):
             return probe_result(None, f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as error:
             return probe_result(None, f"not reachable ({type(error).__name__})")

@@ -1,24 +1,27 @@
-"""When to try a Piper call again, and how long to wait first.
+"""When to try a Piper call again, how long to wait first, and when to stop altogether.
 
 Connect errors, timeouts, 429 (honouring Retry-After) and 502/503/504 are
-retried with exponential backoff and full jitter, bounded in attempts and by
-a deadline for the whole `get_secret`. An answer that means "no" (a missing
-grant, bad credentials, any other 4xx) is never retried.
+retried with exponential backoff and full jitter, bounded in attempts. An
+answer that means "no" (a missing grant, bad credentials, any other 4xx) is
+never retried. Around it all runs a wall-clock deadline (`within_deadline`):
+whatever the backend does (answer slowly, hang, trickle its body a byte at a
+time), the operation ends when the deadline passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+from piper_mcp.piper.errors import PiperBackendError
 
-_deadline: ContextVar[float | None] = ContextVar("piper_deadline", default=None)
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -49,21 +52,54 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Bound everything inside (calls, retries, waits) to `seconds` from now.
+@dataclass(frozen=True)
+class _Deadline:
+    ends: float  # on time.monotonic(), which is also the event loop's clock
+    seconds: float
+    waiting_for: str
 
-    An enclosing, earlier deadline wins.
+
+_deadline: ContextVar[_Deadline | None] = ContextVar("piper_deadline", default=None)
+
+
+@asynccontextmanager
+async def within_deadline(seconds: float, *, waiting_for: str = "Piper") -> AsyncIterator[None]:
+    """Run the body for at most `seconds` (PIPER_RETRY_DEADLINE) of wall time.
+
+    The body is cancelled when the time is up, wherever it is waiting, and a
+    `PiperBackendError` says so. Inside, `time_left()` tells retries whether
+    another attempt or pause still fits. An enclosing, earlier deadline wins.
     """
-    ends = time.monotonic() + seconds
+    deadline = _Deadline(time.monotonic() + seconds, seconds, waiting_for)
     outer = _deadline.get()
-    token = _deadline.set(ends if outer is None else min(outer, ends))
+    if outer is not None and outer.ends <= deadline.ends:
+        deadline = _Deadline(outer.ends, outer.seconds, waiting_for)
+    token = _deadline.set(deadline)
     try:
-        yield
+        async with asyncio.timeout(deadline.ends - time.monotonic()) as scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise deadline_passed() from None
     finally:
         _deadline.reset(token)
 
 
 def time_left() -> float | None:
-    ends = _deadline.get()
-    return None if ends is None else ends - time.monotonic()
+    """Seconds until the current deadline (negative once it has passed); None: no deadline."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline.ends - time.monotonic()
+
+
+def deadline_passed() -> PiperBackendError:
+    """The error for the current deadline having passed."""
+    deadline = _deadline.get()
+    seconds = f"{deadline.seconds:g}s" if deadline else "its deadline"
+    waiting_for = deadline.waiting_for if deadline else "Piper"
+    return PiperBackendError(
+        f"{waiting_for} did not answer within PIPER_RETRY_DEADLINE={seconds}, so the call "
+        "was given up.",
+        advice="The backend is slow or not answering: check it with `piper-mcp check` and "
+        "try again; if it is only slow, raise PIPER_RETRY_DEADLINE.",
+    )

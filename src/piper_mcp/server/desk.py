@@ -54,6 +54,7 @@ PIPER_ERROR_CODES = frozenset(
         protocol.MAPPING_NOT_FOUND,
         protocol.PERMISSION_DENIED,
         protocol.PERMISSION_DENIED_FOR_ALL_IDS,
+        protocol.STORAGE_UNAVAILABLE,
         protocol.NOT_FOUND,
         protocol.TOO_MANY_REQUESTS,
     }
@@ -129,7 +130,7 @@ class CredentialDesk:
         try:
             result = await self.client.get_secret(name, enable_env_fallback_for_this_call=False)
         except PiperError as error:
-            raise Refusal(await self._explain(name, error), reason=reason_code(error)) from None
+            raise Refusal(self._explain(name, error), reason=reason_code(error)) from None
         if result.source != "piper_sts":  # a local-file fallback answered
             raise Refusal(
                 f"Piper did not grant {name!r}. {self._raw_hint(name)}", reason="not_granted"
@@ -220,10 +221,14 @@ class CredentialDesk:
         asks = " (the user will be asked)" if rule == "ask" else ""
         return f"Call get_secret with mode='value' for the raw value{asks}."
 
-    async def _explain(self, name: str, error: PiperError) -> str:
-        """Piper's error, plus whether a raw fallback value exists and how to get it."""
+    def _explain(self, name: str, error: PiperError) -> str:
+        """Piper's error, plus whether a raw fallback value exists and how to get it.
+
+        Piper is not asked again: its answer is `error`, and asking again would
+        take each failing call past its deadline and double its requests.
+        """
         text = f"No credential for {name!r}: {error}"
-        located = await self.client.locate(name)
+        located = self.client.locate_fallback(name, error)
         if located.source == "environment" and self._env_fallback_allowed(name):
             text += (
                 f" A raw value exists in the environment variable {located.env_var_name}. "
