@@ -137,3 +137,19 @@ def test_handlers_of_non_propagating_loggers_get_the_redactor_too() -> None:
         assert handler.stream.getvalue() == "leaking [redacted]\n"  # type: ignore[attr-defined]
     finally:
         own.removeHandler(handler)
+
+
+def test_it_keeps_the_recent_and_pinned_secrets_not_every_token_since_start() -> None:
+    # A client that never reuses STS tokens reports a new one per call: remembering all
+    # of them made each call slower than the last (found by bench/soak.py).
+    redactor = Redactor()
+    redactor.remember("the-http-bearer-token", pinned=True)
+    redactor.remember("a-value-used-all-along")
+    for n in range(5 * Redactor.RECENT):
+        redactor.remember(f"sts-token-number-{n:05d}")
+        redactor.remember("a-value-used-all-along")  # reported on every use
+    text = (
+        "the-http-bearer-token a-value-used-all-along sts-token-number-00000 "
+        f"sts-token-number-{5 * Redactor.RECENT - 1:05d}"
+    )
+    assert redactor.scrub(text) == f"{REDACTED} {REDACTED} sts-token-number-00000 {REDACTED}"

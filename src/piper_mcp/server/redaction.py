@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
@@ -55,23 +56,36 @@ def encodings(secret: str) -> set[str]:
 
 
 class Redactor(logging.Filter):
-    """A logging filter; `remember(secret)` adds a value to scrub from then on."""
+    """A logging filter; `remember(secret)` adds a value to scrub from then on.
+
+    It keeps the `RECENT` secrets reported most recently (the client reports its values
+    and cached tokens on every use) and the pinned ones (the client secret, the HTTP
+    token): a client that never reuses STS tokens hands out a new one per call, and
+    scrubbing every token since start would make each call slower than the last.
+    """
+
+    RECENT = 128
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._remembered: set[str] = set()
+        self._kept: OrderedDict[str, tuple[bool, set[str]]] = OrderedDict()
         self._forms: list[str] = []
         self._formatter = logging.Formatter()
 
-    def remember(self, secret: str) -> None:
-        # The client reports its secret and cached tokens on every use: seen ones cost nothing.
-        if len(secret) < MIN_LENGTH or secret in self._remembered:
+    def remember(self, secret: str, *, pinned: bool = False) -> None:
+        if len(secret) < MIN_LENGTH:
             return
         with self._lock:
-            self._remembered.add(secret)
-            known = set(self._forms)
-            self._forms = sorted(known | encodings(secret), key=len, reverse=True)
+            if secret in self._kept:  # seen: only its place in the queue changes
+                self._kept.move_to_end(secret)
+                return
+            self._kept[secret] = (pinned, encodings(secret))
+            if len(self._kept) > self.RECENT + sum(kept for kept, _ in self._kept.values()):
+                oldest = next(known for known, (kept, _) in self._kept.items() if not kept)
+                del self._kept[oldest]
+            forms = set().union(*(forms for _, forms in self._kept.values()))
+            self._forms = sorted(forms, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
         for form in self._forms:
@@ -96,7 +110,7 @@ class Redactor(logging.Filter):
         """Learn every value, token and client secret `client` handles, from now on."""
         client.on_sensitive = self.remember
         if client.settings.client_secret is not None:
-            self.remember(client.settings.client_secret.get_secret_value())
+            self.remember(client.settings.client_secret.get_secret_value(), pinned=True)
 
     def install(self) -> None:
         """Attach to every handler in the process: the root's and any logger's own."""

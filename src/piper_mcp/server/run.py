@@ -97,7 +97,7 @@ def serve(options: ServeSettings) -> int:
     redactor = Redactor()
     redactor.install()
     if options.http_token is not None:
-        redactor.remember(options.http_token.get_secret_value())
+        redactor.remember(options.http_token.get_secret_value(), pinned=True)
     if options.transport != "stdio":
         check_http_exposure(options)
     if options.reveal == "allow" or "allow" in options.reveal_overrides.values():
