@@ -159,7 +159,10 @@ class SessionLimit:
             refused = await self._try_opening(scope, _replaying(body, receive), send)
             if not refused:
                 return
-            if not body.complete or not await self._close_least_recently_used(scope):
+            # Only a real `initialize` makes room: a bare GET (any web page's <img>) or
+            # junk, which could never open a session, must not close someone else's.
+            opens = scope["method"] == "POST" and body.complete and _is_initialize(body)
+            if not opens or not await self._close_least_recently_used(scope):
                 await self._refuse(send, ", and none is idle")
                 return
 
@@ -248,6 +251,14 @@ class _Session:
 class _Body:
     messages: list[Message]
     complete: bool  # all of it is in `messages`
+
+
+def _is_initialize(body: _Body) -> bool:
+    try:
+        message = json.loads(b"".join(part.get("body", b"") for part in body.messages))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 async def _read_body(receive: Receive, limit: int) -> _Body:
