@@ -120,11 +120,6 @@ def test_stdio_lines_at_the_cap_odd_shapes_and_stray_responses_get_one_answer_ea
     assert "x" * 100 not in server.stderr()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdio: a request with id null validates as a notification and is dropped with "
-    "no answer and no log line (JSON-RPC: -32600 Invalid Request)",
-)
 def test_stdio_a_request_with_a_null_id_is_answered(host: Callable[[], Host]) -> None:  # noqa: F811
     server = host()
     server.send(b'{"jsonrpc":"2.0","id":null,"method":"ping"}\n')

@@ -38,6 +38,7 @@ from mcp.types import (
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCNotification,
     RequestId,
     jsonrpc_message_adapter,
 )
@@ -148,6 +149,11 @@ class _Wire:
         try:
             message = jsonrpc_message_adapter.validate_json(line, by_name=False)
         except ValueError:
+            await self._refuse_unreadable(line)
+            return
+        if isinstance(message, JSONRPCNotification) and _has_id(line):
+            # `"id": null` validates as a notification, which is never answered: the
+            # sender, who gave an id, would wait forever.
             await self._refuse_unreadable(line)
             return
         await self.incoming_in.send(SessionMessage(message))
@@ -321,3 +327,8 @@ def _log_refusal(what: str, size: int, request_id: object) -> None:
     # The host's own bytes are never logged: only the size, and the id, escaped and short.
     shown = "none" if request_id is None else repr(request_id)[:40]
     logger.warning("%s on stdin (%d bytes, id %s).", what, size, shown)
+
+
+def _has_id(line: bytes) -> bool:
+    document = _lenient_json(line)
+    return isinstance(document, dict) and "id" in document
