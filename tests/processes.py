@@ -28,16 +28,19 @@ def initialize(client: str, request_id: int = 0) -> dict[str, object]:
 
 @contextmanager
 def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Callable[..., str]]:
-    """`start(transport, *flags)` runs `piper-mcp serve` over HTTP on a free port: its URL.
+    """`start(transport, *flags, more_env=None)` runs `piper-mcp serve` over HTTP on a free
+    port: its URL.
 
     stderr goes to a file (never a pipe nobody reads, which could block the server);
-    `start.logs[url]` is its path. Every server is terminated when the block ends.
+    `start.logs[url]` is its path, `start.processes[url]` the process (to signal it).
+    Every server is terminated when the block ends.
     """
     started: list[subprocess.Popen[bytes]] = []
     logs: dict[str, Path] = {}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     folder = Path(tempfile.mkdtemp(prefix="piper-mcp-serve-"))
 
-    def start(transport: str, *flags: str) -> str:
+    def start(transport: str, *flags: str, more_env: dict[str, str] | None = None) -> str:
         log = folder / f"stderr-{len(started)}.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
@@ -53,7 +56,7 @@ def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Cal
                     "0",
                     *flags,
                 ],
-                env=env,
+                env={**env, **(more_env or {})},
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
@@ -63,6 +66,7 @@ def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Cal
             found = re.search(r"serving MCP at (\S+)", log.read_text(errors="replace"))
             if found:
                 logs[found.group(1)] = log
+                processes[found.group(1)] = process
                 return found.group(1)
             if process.poll() is not None:
                 break
@@ -70,6 +74,7 @@ def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Cal
         raise AssertionError(f"serve did not start:\n{log.read_text(errors='replace')}")
 
     start.logs = logs  # type: ignore[attr-defined]
+    start.processes = processes  # type: ignore[attr-defined]
     try:
         yield start
     finally:

@@ -7,11 +7,8 @@ timing decides what happens, and every wait is bounded relative to the configure
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +22,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
+
+from tests.processes import mcp_http_servers
 
 pytestmark = pytest.mark.anyio
 
@@ -82,53 +81,16 @@ class Serving:
 def serve(
     cli_env: dict[str, str], held_link: HeldLink
 ) -> Iterator[Callable[[str, float], Serving]]:
-    """`serve(transport, grace)`: `piper-mcp serve` over HTTP, its Link the held one.
+    """`serve(transport, grace)`: `piper-mcp serve` over HTTP, its Link the held one."""
+    env = {**cli_env, "PIPER_LINK_URL": held_link.url, "PIPER_LINK_TIMEOUT": "60"}
+    with mcp_http_servers(env, local=False) as start:
 
-    `tests.processes.mcp_http_servers` does not hand out the process, and this test
-    signals it.
-    """
-    started: list[subprocess.Popen[bytes]] = []
-    folder = Path(tempfile.mkdtemp(prefix="piper-mcp-shutdown-"))
+        def serving(transport: str, grace: float) -> Serving:
+            grace_env = {"PIPER_MCP_SHUTDOWN_GRACE_SECONDS": str(grace)}
+            url = start(transport, more_env=grace_env)
+            return Serving(start.processes[url], url, start.logs[url])  # type: ignore[attr-defined]
 
-    def start(transport: str, grace: float) -> Serving:
-        env = {
-            **cli_env,
-            "PIPER_LINK_URL": held_link.url,
-            "PIPER_LINK_TIMEOUT": "60",
-            "PIPER_MCP_SHUTDOWN_GRACE_SECONDS": str(grace),
-        }
-        log = folder / f"stderr-{len(started)}.log"
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "piper_mcp",
-                    "serve",
-                    "--port",
-                    "0",
-                    "--transport",
-                    transport,
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        started.append(process)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            found = re.search(r"serving MCP at (\S+)", log.read_text(errors="replace"))
-            if found:
-                return Serving(process, found.group(1), log)
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not start:\n{log.read_text(errors='replace')}")
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=20)
+        yield serving
 
 
 def client_for(transport: str, url: str) -> Client:
