@@ -24,11 +24,12 @@ from mcp import Client
 from starlette.types import Receive, Scope, Send
 
 from bench import BENCH_SECRET
-from piper_mcp.local.server import LocalBackend, ServerThread, Site, bind, url_of
+from piper_mcp.local.server_thread import LocalBackend, ServerThread, Site
 from piper_mcp.local.vault import Vault
+from piper_mcp.network import bind, url_of
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 
 CANARY = "sk-canary-fault-value-77"
 RESOLVE = "/piper-resolve-variable-mapping"
@@ -107,13 +108,13 @@ def closed_port() -> str:
 
 async def scenario(
     name: str,
-    desk: CredentialDesk,
+    service: CredentialService,
     layer: FaultLayer,
     link: FaultLayer,
     setup: Callable[[], None],
 ) -> dict[str, Any]:
     setup()
-    async with Client(build_server(desk), mode="legacy") as mcp:
+    async with Client(build_server(service), mode="legacy") as mcp:
         result = await mcp.call_tool("get_secret", {"variable": "openai_api_key"})
         layer.fault = link.fault = None
         again = await mcp.call_tool("get_secret", {"variable": "openai_api_key"})
@@ -135,12 +136,12 @@ async def scenario(
 async def run_all(
     piper: LocalBackend, api: str, link_url: str, layer: FaultLayer, link: FaultLayer
 ) -> list[dict[str, Any]]:
-    def desk(base: str = api) -> CredentialDesk:
+    def service(base: str = api) -> CredentialService:
         settings = {**piper.client_settings(), "piper_link_service_url": link_url}
         for key in ("token_url", "resolve_mapping_url", "get_scoped_url", "exchange_secret_url"):
             settings[key] = settings[key].replace(piper.base_url, base)
         client = AsyncPiperClient("bench-agent", BENCH_SECRET, **settings)  # protocol v1
-        return CredentialDesk(client, lambda: ["openai_api_key"], how_to_declare="-")
+        return CredentialService(client, lambda: ["openai_api_key"], how_to_declare="-")
 
     def fault(target: FaultLayer, injected: Fault) -> Callable[[], None]:
         return lambda: setattr(target, "fault", injected)
@@ -175,7 +176,7 @@ async def run_all(
         if name.startswith("slower than the timeout"):
             os.environ["PIPER_RESOLVE_TIMEOUT"] = "0.3"
         base = closed_port() if name.startswith("backend down") else api
-        rows.append(await scenario(name, desk(base), layer, link, setup))
+        rows.append(await scenario(name, service(base), layer, link, setup))
         os.environ.pop("PIPER_RESOLVE_TIMEOUT", None)
         if name == "grant revoked mid-run":
             vault.grant(user, "bench-agent", "openai_api_key", "canary")

@@ -18,11 +18,11 @@ import anyio
 from mcp import Client
 
 from bench import BENCH_SECRET
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 
 VARIABLES = [f"variable_{n}" for n in range(5)]
 FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
@@ -30,7 +30,7 @@ FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
 
 async def count(piper: LocalBackend) -> dict[str, Any]:
     client = AsyncPiperClient("bench-agent", BENCH_SECRET, **piper.client_settings())
-    server = build_server(CredentialDesk(client, lambda: VARIABLES, how_to_declare="-"))
+    server = build_server(CredentialService(client, lambda: VARIABLES, how_to_declare="-"))
     async with Client(server, mode="legacy") as mcp:
         await mcp.call_tool("get_secret", {"variable": VARIABLES[0]})  # agent tokens cached
         before = {name: piper.app.calls[name] for name in FUNCTIONS}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 
 HERE = Path(__file__).parent

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend, ServerThread, Site, bind, url_of
+from piper_mcp.local.server_thread import LocalBackend, ServerThread, Site
 from piper_mcp.local.vault import Vault
+from piper_mcp.network import bind, url_of
 
 AGENT_ID = "agent-research"
 AGENT_SECRET = "agent-client-secret-canary-7f3a-5d1c9e"

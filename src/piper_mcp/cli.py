@@ -149,10 +149,10 @@ def _run_server_command(args: argparse.Namespace) -> int:
         if args.command == "audit":
             return _print_audit(options, args)
         if args.command == "check":
-            from piper_mcp.server.doctor import run_check
+            from piper_mcp.server.check import run_check
 
             return run_check(options, sys.stdout, as_json=args.json)
-        from piper_mcp.server.run import serve
+        from piper_mcp.server.serve import serve
 
         return serve(options)
     except ValidationError as error:

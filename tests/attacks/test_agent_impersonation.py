@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
 from tests.cli.conftest import Cli, Serving, cli, cli_env, piper_home, serve_local  # noqa: F401

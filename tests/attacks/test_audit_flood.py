@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from tests.conftest import AGENT_ID, AGENT_SECRET
 

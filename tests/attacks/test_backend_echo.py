@@ -24,7 +24,7 @@ from piper_mcp.cli import main
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from tests.protocol.conftest import text_of
 
 pytestmark = pytest.mark.anyio
@@ -92,9 +92,9 @@ async def test_an_echoing_backend_leaks_no_client_secret_or_token(
         exchange_secret_url=f"{base}/piper-exchange-sts-for-secret",
         enable_env_fallback=False,
     )
-    desk = CredentialDesk(piper, lambda: ["openai_api_key"], how_to_declare="Declare it.")
+    service = CredentialService(piper, lambda: ["openai_api_key"], how_to_declare="Declare it.")
     audit = AuditTrail(tmp_path / "audit.jsonl")
-    server = build_server(desk, audit=audit)
+    server = build_server(service, audit=audit)
     async with Client(server, mode="legacy") as client:
         texts = await everything(client)
     await piper.aclose()

@@ -22,12 +22,12 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ElicitRequestParams, ElicitResult
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.consent_ledger import ConsentLedger
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, OPENAI_VALUE
 from tests.protocol.conftest import DECLARED, structured
@@ -143,10 +143,10 @@ def new_server(
 
     def build() -> MCPServer:
         client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-        desk = CredentialDesk(
+        service = CredentialService(
             client, lambda: list(DECLARED), how_to_declare="Declare it.", policy=RevealPolicy("ask")
         )
-        return build_server(desk, audit=audit, transport="streamable-http")
+        return build_server(service, audit=audit, transport="streamable-http")
 
     return build
 

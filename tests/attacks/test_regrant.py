@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, SecretResult
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_SECRET, OPENAI_SECRET, OPENAI_VALUE, USER_ID
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from piper_mcp.local.requests import RequestRejected
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.request_body import RequestRejected
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.throttle import (
     FAILURES_BEFORE_BACKOFF,
     MAX_BACKOFF_SECONDS,

@@ -26,7 +26,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.types import PromptReference
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, OPENAI_VALUE, USER_ID
 from tests.processes import mcp_http_servers
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from tests.cli.conftest import Cli
 from tests.conftest import AGENT_ID, AGENT_SECRET

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
 from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, seeded_vault

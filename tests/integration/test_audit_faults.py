@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, MCPError
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.server.audit import AuditError, AuditTrail
 from tests.protocol.conftest import text_of
 from tests.protocol.test_audit_and_revocation import audited_server

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.tokens import STS_TOKEN_TTL_SECONDS, TokenIssuer
 from piper_mcp.piper import AsyncPiperClient, PiperError, SecretResult
 from tests.conftest import (

@@ -20,7 +20,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, PiperBackendError, PiperClient
 from tests.conftest import AGENT_ID, OPENAI_VALUE
 from tests.protocol.conftest import DECLARED, make_server, structured, text_of

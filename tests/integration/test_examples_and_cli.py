@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import (
     PiperClient,
     PiperGrantNeededError,

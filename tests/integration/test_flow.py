@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import (
     AsyncPiperClient,
     PiperAuthError,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, PiperClient, PiperLinkNeededError
 from tests.conftest import INSTANCE_ID
 from tests.scripted import Scripted, ScriptedPiper, json_answer

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE
 
 RESOLVE = "/piper-resolve-variable-mapping"

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from piper_sdk.client import PiperClient as SdkClient
 
-from piper_mcp.local.server import LocalBackend, Tls
+from piper_mcp.local.server_thread import LocalBackend, Tls
 from piper_mcp.piper import PiperClient, env_var_name, normalize_variable_name
 from tests.conftest import AGENT_ID, INSTANCE_ID, OPENAI_VALUE, seeded_vault
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, PiperError
 from tests.conftest import (
     AGENT_ID,

@@ -32,8 +32,8 @@ import httpx
 import pytest
 from mcp import Client
 
-from piper_mcp.local.home import DEFAULT_AGENT
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.home import DEFAULT_AGENT
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     FULL,
@@ -45,7 +45,7 @@ from piper_mcp.local.vault import Vault
 from piper_mcp.piper.protocol import STORAGE_UNAVAILABLE
 from piper_mcp.piper.retry import RetryPolicy
 from piper_mcp.server.app import build_server
-from piper_mcp.server.run import build_desk
+from piper_mcp.server.serve import build_service
 from piper_mcp.server.settings import ServeSettings
 from tests.conftest import AGENT_ID, INSTANCE_ID, OPENAI_SECRET, credential_id
 from tests.protocol.conftest import text_of
@@ -90,8 +90,8 @@ def seed(home: Path) -> Path:
 async def serve_local() -> AsyncIterator[Client]:
     """What `piper-mcp serve --local` builds, over the vault in PIPER_HOME, and a client of it."""
     with ExitStack() as stack:
-        desk = build_desk(ServeSettings(local=True), stack)
-        async with Client(build_server(desk)) as client:
+        service = build_service(ServeSettings(local=True), stack)
+        async with Client(build_server(service)) as client:
             yield client
 
 

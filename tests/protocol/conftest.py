@@ -10,10 +10,10 @@ import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID
 
@@ -37,13 +37,13 @@ def make_server(
     policy: RevealPolicy | None = None,
     declared: list[str] = DECLARED,
 ) -> MCPServer:
-    desk = CredentialDesk(
+    service = CredentialService(
         client,
         lambda: list(declared),
         how_to_declare="Add it to PIPER_VARIABLES.",
         policy=policy,
     )
-    return build_server(desk)
+    return build_server(service)
 
 
 @pytest.fixture(params=["legacy", "auto"])

@@ -11,11 +11,11 @@ import anyio
 import pytest
 from mcp import Client
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, OPENAI_VALUE, USER_ID
 from tests.protocol.conftest import DECLARED, make_server, structured, text_of
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.anyio
 
 def audited_server(piper: LocalBackend, path: Path, max_bytes: int = 1_048_576) -> object:
     client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-    desk = CredentialDesk(
+    service = CredentialService(
         client, lambda: list(DECLARED), how_to_declare="-", policy=RevealPolicy("deny")
     )
-    return build_server(desk, audit=AuditTrail(path, max_bytes=max_bytes), transport="test")
+    return build_server(service, audit=AuditTrail(path, max_bytes=max_bytes), transport="test")
 
 
 async def test_every_outcome_is_one_json_line_without_values(

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, INSTANCE_ID, OPENAI_VALUE, seeded_vault

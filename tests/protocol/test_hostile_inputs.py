@@ -8,7 +8,7 @@ import os
 import pytest
 from mcp import Client
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, OPENAI_VALUE

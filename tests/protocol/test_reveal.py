@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.types import ElicitRequestParams, ElicitResult
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, OPENAI_VALUE

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from mcp import Client
 
-from piper_mcp.local.server import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from tests.conftest import (
     AGENT_ID,

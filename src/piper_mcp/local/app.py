@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from piper_mcp.local import secret_manager
 from piper_mcp.local.audit_writer import AuditWriter
-from piper_mcp.local.requests import (
+from piper_mcp.local.request_body import (
     RequestRejected,
     bearer_token,
     form_body,

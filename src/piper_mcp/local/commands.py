@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.home import DATABASE_FILE, DEFAULT_AGENT, default_home
+from piper_mcp.local.files import DATABASE_FILE
+from piper_mcp.network import is_loopback_host
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
-from piper_mcp.piper.settings import is_loopback_host
 from piper_mcp.printable import printable
 
 if TYPE_CHECKING:
@@ -363,7 +364,7 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from piper_mcp.local.server import LocalBackend, Tls
+    from piper_mcp.local.server_thread import LocalBackend, Tls
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise CommandError("give both --tls-cert and --tls-key, or neither")

@@ -17,12 +17,13 @@ from starlette.routing import Mount
 
 from piper_mcp.local.app import PiperBackendApp
 from piper_mcp.local.link import link_app
-from piper_mcp.local.server import ServerThread, Site, bind, url_of
+from piper_mcp.local.server_thread import ServerThread, Site
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
+from piper_mcp.network import bind, url_of
 from piper_mcp.piper import protocol
-from piper_mcp.piper.backend import new_http_client
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
+from piper_mcp.piper.wire import new_http_client
 
 # A name no request leaves the process for: the transport below answers it in-process.
 IN_PROCESS_URL = "http://in-process.localhost"

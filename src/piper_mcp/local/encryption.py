@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from piper_mcp.local.home import write_private_file
+from piper_mcp.local.files import write_private_file
 
 NONCE_BYTES = 12
 KEY_CHECK_ASSOCIATED_DATA = b"piper-mcp vault key check"

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from piper_mcp.network import is_loopback_host
 from piper_mcp.piper.protocol import LINK_CONTEXT_PATH, LinkContext, error_body
-from piper_mcp.piper.settings import is_loopback_host
 
 
 def link_app(instance_id: str) -> Starlette:

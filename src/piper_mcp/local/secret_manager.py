@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 if TYPE_CHECKING:
     from piper_mcp.local.app import Caller
 
-from piper_mcp.local.requests import bearer_token
+from piper_mcp.local.request_body import bearer_token
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import SecretInfo, Vault
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.home import KEY_FILE
+from piper_mcp.local.files import KEY_FILE
 
 FULL = "full"
 READ_ONLY = "read-only"

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from piper_mcp.local.requests import RequestRejected, rejected
+from piper_mcp.local.request_body import RequestRejected, rejected
 from piper_mcp.piper.protocol import TOO_MANY_REQUESTS
 
 Checked = TypeVar("Checked")

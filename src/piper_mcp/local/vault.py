@@ -27,15 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.home import (
-    DATABASE_FILE,
-    DEFAULT_AGENT,
-    KEY_FILE,
-    make_private_dir,
-    write_private_file,
-)
+from piper_mcp.local.files import DATABASE_FILE, KEY_FILE, make_private_dir, write_private_file
 from piper_mcp.local.settings import audit_retention
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,

@@ -24,8 +24,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
-from piper_mcp.piper import backend, fallback, protocol, secret_manager
-from piper_mcp.piper.backend import BackendAnswerError
+from piper_mcp.piper import fallback, protocol, secret_manager, wire
 from piper_mcp.piper.errors import (
     PiperAuthError,
     PiperBackendError,
@@ -42,6 +41,7 @@ from piper_mcp.piper.result import SecretResult
 from piper_mcp.piper.retry import RetryPolicy, time_left, within_deadline
 from piper_mcp.piper.settings import PiperSettings
 from piper_mcp.piper.tokens import EXPIRY_MARGIN_SECONDS, AgentTokenCache
+from piper_mcp.piper.wire import BackendAnswerError
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class AsyncPiperClient:
         self.on_sensitive: Callable[[str], None] = lambda _: None
         self._owns_http = http_client is None
         self._ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
-        self._http = http_client or backend.new_http_client(self._ca_bundle)
+        self._http = http_client or wire.new_http_client(self._ca_bundle)
         self.link = PiperLink(
             settings.link_url, self._http, settings.instance_id, timeout=settings.link_timeout
         )
@@ -570,7 +570,7 @@ class AsyncPiperClient:
             raise self._error_for(answer, variable) from None
 
     async def _post(self, function: str, answer_model: type[BaseModel], **body: Any) -> Answer:
-        return await backend.call(
+        return await wire.call(
             self._http,
             function,
             self.settings.url_for(function),

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from piper_mcp.piper.backend import send
 from piper_mcp.piper.errors import PiperConfigError, PiperError
 from piper_mcp.piper.retry import RetryPolicy
+from piper_mcp.piper.wire import send
 
 GOOGLE_ENDPOINT = "https://secretmanager.googleapis.com"
 

@@ -6,7 +6,6 @@ machine (the local backend and Piper Link serve plain HTTP on loopback).
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -14,21 +13,13 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import protocol
 from piper_mcp.secret_strength import checked_secret
 
 DEFAULT_PROJECT_ID = "444535882337"
 DEFAULT_REGION = "us-central1"
 DEFAULT_LINK_URL = f"http://localhost:{protocol.DEFAULT_LINK_PORT}{protocol.LINK_CONTEXT_PATH}"
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def checked_url(url: str) -> str:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from piper_mcp import __version__
 from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
 from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
-from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
+from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
 
@@ -57,16 +57,16 @@ LIST_VARIABLES = (
 
 
 def build_server(
-    desk: CredentialDesk,
+    service: CredentialService,
     *,
     audit: AuditTrail | None = None,
     transport: str = "stdio",
     redactor: Redactor | None = None,
 ) -> MCPServer:
-    """The MCP server over `desk`; everything it says passes `redactor` (the log's, if given)."""
-    keeper = ConsentKeeper(desk)
+    """The MCP server over `service`; everything it says passes `redactor` (the log's, if given)."""
+    keeper = ConsentKeeper(service)
     redactor = redactor or Redactor()
-    redactor.watch(desk.client)
+    redactor.watch(service.client)
     scrub = redactor.scrub
     server = MCPServer(
         name="piper",
@@ -127,9 +127,9 @@ def build_server(
 
         try:
             if mode == "token":
-                result = await desk.get_secret(variable)
+                result = await service.get_secret(variable)
             else:
-                result = await desk.reveal(variable, keeper.decision(consent, variable, ctx))
+                result = await service.reveal(variable, keeper.decision(consent, variable, ctx))
         except Refusal as refusal:
             record("refused", variable, None, refusal.reason)
             raise ToolError(scrub(str(refusal))) from None
@@ -148,7 +148,7 @@ def build_server(
         ),
     )
     async def check_link() -> LinkStatus:
-        return scrubbed(await desk.check_link(), scrub)
+        return scrubbed(await service.check_link(), scrub)
 
     @server.tool(
         title="List variables",
@@ -162,7 +162,7 @@ def build_server(
         ),
     )
     async def list_variables() -> VariablesReport:
-        return scrubbed(await desk.list_variables(), scrub)
+        return scrubbed(await service.list_variables(), scrub)
 
     @server.resource(
         "piper://link",
@@ -172,7 +172,7 @@ def build_server(
         mime_type="application/json",
     )
     async def link_resource() -> str:
-        return scrub((await desk.check_link()).model_dump_json(indent=2))
+        return scrub((await service.check_link()).model_dump_json(indent=2))
 
     @server.resource(
         "piper://variables",
@@ -182,7 +182,7 @@ def build_server(
         mime_type="application/json",
     )
     async def variables_resource() -> str:
-        return scrub((await desk.list_variables()).model_dump_json(indent=2))
+        return scrub((await service.list_variables()).model_dump_json(indent=2))
 
     @server.resource(
         VARIABLE_TEMPLATE,
@@ -193,7 +193,7 @@ def build_server(
     )
     async def variable_resource(name: str) -> str:
         try:
-            status = await desk.variable_status(name)
+            status = await service.variable_status(name)
         except Refusal as refusal:
             raise ResourceNotFoundError(scrub(str(refusal))) from None
         return scrub(status.model_dump_json(indent=2))
@@ -221,10 +221,10 @@ def build_server(
     )
     async def fix_variable(variable: str) -> str:
         try:
-            status = await desk.variable_status(variable)
+            status = await service.variable_status(variable)
         except Refusal as refusal:
             return scrub(f"I cannot help with that variable: {refusal}")
-        link = await desk.check_link()
+        link = await service.check_link()
         return scrub(fix_steps(status.model_dump(), link.model_dump()))
 
     @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # SDK: no hints
@@ -239,7 +239,7 @@ def build_server(
         ) and argument.name in ("name", "variable")
         if not wanted:
             return None
-        values = desk.complete(argument.value)
+        values = service.complete(argument.value)
         return Completion(values=values, total=len(values), has_more=False)
 
     return server

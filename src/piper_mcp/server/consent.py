@@ -24,7 +24,7 @@ from mcp.server.mcpserver.resolve import Elicit
 from pydantic import BaseModel, Field
 
 from piper_mcp.server.consent_ledger import ConsentLedger
-from piper_mcp.server.desk import CredentialDesk, Mode, Refusal
+from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.results import Consent
 
 NO_ELICITATION = (
@@ -59,8 +59,8 @@ def client_name(ctx: Context) -> str:
 class ConsentKeeper:
     """The consent resolver for `get_secret`, and what users said for their session."""
 
-    def __init__(self, desk: CredentialDesk) -> None:
-        self.desk = desk
+    def __init__(self, service: CredentialService) -> None:
+        self.service = service
         self.ledger = ConsentLedger()
         self._remembered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
@@ -91,14 +91,14 @@ class ConsentKeeper:
         if mode != "value":
             return "not_needed"
         try:
-            name = self.desk.declared_name(variable)
+            name = self.service.declared_name(variable)
         except Refusal:
             return "not_needed"  # the tool body refuses it, with the reason
-        if self.desk.policy.for_variable(name) != "ask":
+        if self.service.policy.for_variable(name) != "ask":
             return "not_needed"
         if self.remembered(ctx, name):
             return "remembered"
-        source = await self.desk.raw_source(name)
+        source = await self.service.raw_source(name)
         if source is None:
             return "not_needed"  # nothing to reveal; the tool body says why
         capabilities = ctx.client_capabilities
@@ -137,7 +137,7 @@ class ConsentKeeper:
                     reason="user_declined",
                 )
             if answer.remember:
-                self.remember(ctx, self.desk.declared_name(variable))
+                self.remember(ctx, self.service.declared_name(variable))
             return "user_allowed"
         if answer in (NO_ELICITATION, CONSENT_SPENT):
             reason = "consent_spent" if answer == CONSENT_SPENT else "no_elicitation"

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from piper_mcp.piper.settings import is_loopback_host
+from piper_mcp.network import is_loopback_host
 from piper_mcp.secret_strength import checked_secret
 
 logger = logging.getLogger(__name__)

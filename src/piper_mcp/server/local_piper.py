@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.embedded import EmbeddedPiper
-from piper_mcp.local.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.vault import Vault, VaultError
 from piper_mcp.piper import PiperSettings, load_settings
 

@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from piper_mcp.local.home import DEFAULT_AGENT, default_home
+from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 from piper_mcp.server.policy import Reveal
 

@@ -18,6 +18,7 @@ from piper_mcp.local.app import PiperBackendApp
 from piper_mcp.local.link import link_app
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
+from piper_mcp.network import bind, url_of
 from piper_mcp.piper import protocol
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 
@@ -26,24 +27,6 @@ from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 class Tls:
     certfile: Path
     keyfile: Path
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0: any free port)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # Naming IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they
-    # are TCP. Without it, each keep-alive response stalls ~40 ms (Nagle + delayed ACK).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    return sock
-
-
-def url_of(sock: socket.socket, *, tls: bool = False) -> str:
-    host, port = sock.getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import TextIO
 
 from piper_mcp.piper import PiperError
 from piper_mcp.printable import printable
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.redaction import Redactor
-from piper_mcp.server.run import build_desk
+from piper_mcp.server.serve import build_service
 from piper_mcp.server.settings import ServeSettings
 
 
@@ -24,21 +24,21 @@ class Finding:
     fix: str | None = None
 
 
-async def examine(desk: CredentialDesk) -> list[Finding]:
-    client = desk.client
+async def examine(service: CredentialService) -> list[Finding]:
+    client = service.client
     settings = client.settings
     findings = [
         Finding(
             "configuration",
-            bool(settings.client_id and desk.declared),
+            bool(settings.client_id and service.declared),
             f"agent {settings.client_id or '(none)'}, protocol v{client.protocol_version}, "
-            f"variables: {', '.join(desk.declared) or '(none)'}",
+            f"variables: {', '.join(service.declared) or '(none)'}",
             None
-            if settings.client_id and desk.declared
+            if settings.client_id and service.declared
             else "Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local).",
         )
     ]
-    link = await desk.check_link()
+    link = await service.check_link()
     findings.append(
         Finding(
             "piper link",
@@ -55,7 +55,7 @@ async def examine(desk: CredentialDesk) -> list[Finding]:
         findings.append(
             Finding("backend and agent credentials", False, error.message, error.advice or None)
         )
-    for status in (await desk.list_variables()).variables:
+    for status in (await service.list_variables()).variables:
         findings.append(
             Finding(
                 f"variable {status.variable}",
@@ -77,9 +77,9 @@ def run_check(options: ServeSettings, out: TextIO, *, as_json: bool) -> int:
     """
     redactor = Redactor()
     with ExitStack() as stack:
-        desk = build_desk(options, stack)
-        redactor.watch(desk.client)
-        findings = asyncio.run(_examine_and_close(desk))
+        service = build_service(options, stack)
+        redactor.watch(service.client)
+        findings = asyncio.run(_examine_and_close(service))
     healthy = all(finding.ok for finding in findings)
     if as_json:
         report = json.dumps({"ok": healthy, "checks": [asdict(f) for f in findings]}, indent=2)
@@ -94,8 +94,8 @@ def run_check(options: ServeSettings, out: TextIO, *, as_json: bool) -> int:
     return 0 if healthy else 1
 
 
-async def _examine_and_close(desk: CredentialDesk) -> list[Finding]:
+async def _examine_and_close(service: CredentialService) -> list[Finding]:
     try:
-        return await examine(desk)
+        return await examine(service)
     finally:
-        await desk.client.aclose()
+        await service.client.aclose()

@@ -20,11 +20,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED
 
+from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
-from piper_mcp.piper.settings import is_loopback_host
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
-from piper_mcp.server.desk import CredentialDesk
+from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.http_guard import BearerGuard, SessionLimit, transport_security
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
@@ -67,7 +67,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(body_logger).setLevel(logging.WARNING)
 
 
-def build_desk(options: ServeSettings, stack: ExitStack) -> CredentialDesk:
+def build_service(options: ServeSettings, stack: ExitStack) -> CredentialService:
     if options.local:
         from piper_mcp.server.local_piper import start_local_piper
 
@@ -84,7 +84,7 @@ def build_desk(options: ServeSettings, stack: ExitStack) -> CredentialDesk:
             "restart it."
         )
     client = AsyncPiperClient.from_settings(settings, http_client=http_client)
-    return CredentialDesk(
+    return CredentialService(
         client,
         declared,
         how_to_declare=how_to_declare,
@@ -108,11 +108,11 @@ def serve(options: ServeSettings) -> int:
             {name: rule for name, rule in options.reveal_overrides.items() if rule == "allow"},
         )
     with ExitStack() as stack:
-        desk = build_desk(options, stack)
+        service = build_service(options, stack)
         audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
-        server = build_server(desk, audit=audit, transport=options.transport, redactor=redactor)
-        if not desk.declared:
-            logger.warning("No variables are declared yet. %s", desk.how_to_declare)
+        server = build_server(service, audit=audit, transport=options.transport, redactor=redactor)
+        if not service.declared:
+            logger.warning("No variables are declared yet. %s", service.how_to_declare)
         if options.transport == "stdio":
             from piper_mcp.server.stdio import serve_stdio
 
@@ -137,7 +137,7 @@ def check_http_exposure(options: ServeSettings) -> None:
 def serve_http(server: MCPServer, options: ServeSettings) -> None:
     import uvicorn
 
-    from piper_mcp.local.server import bind, url_of
+    from piper_mcp.network import bind, url_of
 
     sock = bind(options.host, options.port)
     base = url_of(sock)

@@ -1,6 +1,6 @@
 """The operations behind the MCP tools, over the Piper client; no MCP in here.
 
-`CredentialDesk` decides what a model may have: a short-lived STS token for a
+`CredentialService` decides what a model may have: a short-lived STS token for a
 declared variable; a raw value only as the reveal policy (and, for `ask`, the
 user) allows; metadata about variables and Piper Link; and refusals that say
 what went wrong and what the user can do.
@@ -32,7 +32,7 @@ Mode = Literal["token", "value"]
 
 
 class Refusal(Exception):
-    """A request the desk will not or cannot serve; the text is for the model and the user.
+    """A request the service will not or cannot serve; the text is for the model and the user.
 
     `reason` is a short code for the audit trail, which never stores free text: a
     backend's words could echo a client secret or a token.
@@ -80,7 +80,7 @@ def is_own_setting(env_name: str) -> bool:
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
-class CredentialDesk:
+class CredentialService:
     """Serves the declared variables of one agent."""
 
     def __init__(
