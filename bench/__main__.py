@@ -1,32 +1,50 @@
-"""`python -m bench`: every benchmark in one run; writes bench/results/RESULTS.md and results.json.
+"""`python -m bench`: every benchmark in one run.
 
-Comparisons are ratios measured side by side in the same run (A B A B,
-medians), because this machine is shared and noisy.
+Writes bench/results/RESULTS.md and results.json, and the tables in docs/performance.md
+(between its `<!-- bench:begin -->` and `<!-- bench:end -->` markers, nothing else).
+Comparisons are ratios measured side by side in the same run (A B A B, medians),
+because this machine is shared and noisy.
+
+    python -m bench            # everything (the soak takes a while)
+    python -m bench --quick    # only `serve --local` against its floor; nothing written
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 from bench import (
+    default_path,
     faults,
     http_load,
     local_backend,
     round_trips,
     sdk_compare,
     soak,
-    stdio_server,
 )
 
 RESULTS = local_backend.RESULTS
+PERFORMANCE_PAGE = Path(__file__).parent.parent / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only `serve --local` (stdio and streamable HTTP) against the bare server",
+    )
+    if parser.parse_args().quick:
+        print(default_path.table(default_path.run(rounds=5, calls=200, quick=True)))
+        return
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sections = {
-        "stdio_server": stdio_server.run(rounds=7, calls=300),
+        "default_path": default_path.run(rounds=7, calls=300),
         "sdk_compare": sdk_compare.run(rounds=5),
         "local_backend": local_backend.run(pair_count=1000, rounds=3),
         "round_trips": round_trips.run(),
@@ -37,29 +55,43 @@ def main() -> None:
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
-    report = "\n\n".join(
+    tables = "\n\n".join(
         [
-            f"# Benchmarks ({started}; {machine})",
-            "## piper-mcp over stdio vs a bare MCPServer with one trivial tool",
-            stdio_server.table(sections["stdio_server"]),
-            "## The Piper client vs the published SDK",
+            f"Measured {started} on {machine}, by `python -m bench`.",
+            "### The commands README gives vs a bare MCPServer with one trivial tool",
+            default_path.table(sections["default_path"]),
+            "### The Piper client vs the published SDK",
             sdk_compare.table(sections["sdk_compare"]),
-            "## The local backend: resolve + scoped pairs",
+            "### The local backend: resolve + scoped pairs",
             local_backend.table(sections["local_backend"]),
-            "## Piper round trips per get_secret (single-flight, no token reuse)",
+            "### Piper round trips per get_secret (single-flight, no token reuse)",
             round_trips.table(sections["round_trips"]),
-            "## Load: 2 000 tool calls over streamable HTTP from 50 MCP clients",
+            "### Load: 2 000 tool calls over streamable HTTP from 50 MCP clients",
             http_load.table(sections["http_load"]),
-            "## Faults injected between piper-mcp and Piper",
+            "### Faults injected between piper-mcp and Piper",
             faults.table(sections["faults"]),
-            "## Soak: memory and descriptors under sustained use of `serve --local`",
+            "### Soak: memory and descriptors under sustained use of `serve --local`",
             soak.table(sections["soak"]),
         ]
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "RESULTS.md").write_text(report + "\n")
+    (RESULTS / "RESULTS.md").write_text(f"# Benchmarks\n\n{tables}\n")
     (RESULTS / "results.json").write_text(json.dumps(sections, indent=2) + "\n")
-    print(report)
+    write_tables(PERFORMANCE_PAGE, tables)
+    print(tables)
+
+
+def write_tables(page: Path, tables: str) -> None:
+    """Put `tables` between the page's markers; the rest of the page is left as it is."""
+    if not page.exists():
+        page.parent.mkdir(exist_ok=True)
+        page.write_text(f"# Performance\n\n{BEGIN}\n{END}\n")
+    text = page.read_text()
+    head, begin, rest = text.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not (begin and end):
+        raise SystemExit(f"{page} lacks the {BEGIN} … {END} markers the tables go between")
+    page.write_text(f"{head}{BEGIN}\n{tables}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.default_path import StdioPeer, piper_mcp_script
 from bench.http_load import bench_vault, serving_http
-from bench.stdio_server import StdioPeer
 
 EVERY = 1000
 HEADERS = {"accept": "application/json, text/event-stream"}
@@ -54,7 +53,7 @@ def growth(samples: list[dict[str, int]], key: str = "rss_kib") -> dict[str, flo
 
 def calls_without_token_reuse(folder: Path, calls: int) -> dict[str, Any]:
     env = {**os.environ, **bench_vault(folder), "PIPER_REVOCATION_WINDOW": "0"}
-    peer = StdioPeer([sys.executable, "-m", "piper_mcp", "serve", "--local"], env)
+    peer = StdioPeer([piper_mcp_script(), "serve", "--local"], env)
     try:
         peer.initialize()
         pid = peer.process.pid

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from piper_mcp.local.link import link_app
 from piper_mcp.local.server_thread import LocalBackend, ServerThread, Site
 from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
+from piper_mcp.piper import protocol
 
 AGENT_ID = "agent-research"
 AGENT_SECRET = "agent-client-secret-canary-7f3a-5d1c9e"
@@ -68,11 +72,124 @@ def seeded_vault(home: Path) -> Vault:
     return vault
 
 
+class Loopback:
+    """One uvicorn thread on a loopback port, serving the app of whichever test holds it.
+
+    Stopping uvicorn takes a fifth of a second of fixed sleeps; a few of these, shared
+    by the session, spare each test that (see `LoopbackPool`).
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.url = ""
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        sock = bind("127.0.0.1", 0)
+        self.url = url_of(sock)
+        self._server = ServerThread([Site(self, sock)])
+        self._server.start()
+        self.running = True
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = self.app
+        if app is None:  # a request after its test ended: nobody answers it
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        with self._idle:
+            self._in_flight += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drained(self, timeout: float) -> bool:
+        """Wait until no request is being served (its app may then be closed)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def stop(self) -> None:
+        """Stop serving: the port refuses connections from now on."""
+        if self.running:
+            self.running = False
+            self._server.stop()
+
+
+class LoopbackPool:
+    """`with pool.serving(app) as loopback:` serves `app` at `loopback.url` for a while."""
+
+    def __init__(self) -> None:
+        self._idle: list[Loopback] = []
+        self._all: list[Loopback] = []
+
+    def take(self, app: Any) -> Loopback:
+        loopback = self._idle.pop() if self._idle else Loopback()
+        if loopback not in self._all:
+            self._all.append(loopback)
+        loopback.app = app
+        return loopback
+
+    def give_back(self, loopback: Loopback) -> None:
+        """After the requests in flight end (a hung one ends when its client hangs up)."""
+        drained = loopback.drained(timeout=10)
+        loopback.app = None
+        if loopback.running and drained:
+            self._idle.append(loopback)
+        else:
+            loopback.stop()
+
+    def close(self) -> None:
+        for loopback in self._all:
+            loopback.stop()
+
+
+@pytest.fixture(scope="session")
+def loopback_pool() -> Iterator[LoopbackPool]:
+    pool = LoopbackPool()
+    yield pool
+    pool.close()
+
+
+class PooledBackend(LocalBackend):
+    """A LocalBackend whose two ports are pooled loopback servers, not a uvicorn of its own.
+
+    `stop()` stops them for real, for the tests of a backend that goes away.
+    """
+
+    def __init__(self, vault: Vault, pool: LoopbackPool) -> None:
+        super().__init__(vault, instance_id=INSTANCE_ID)  # its own ports are never served
+        self._pool = pool
+        self._loopbacks = [pool.take(self.app.asgi), pool.take(link_app(INSTANCE_ID))]
+        self.base_url = self._loopbacks[0].url
+        self.link_url = self._loopbacks[1].url + protocol.LINK_CONTEXT_PATH
+        self._closed = False
+
+    def start(self) -> PooledBackend:
+        return self
+
+    def stop(self) -> None:
+        for loopback in self._loopbacks:
+            loopback.stop()
+        self.release()
+
+    def release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for loopback in self._loopbacks:
+                self._pool.give_back(loopback)
+            super().stop()
+
+
 @pytest.fixture
-def piper(tmp_path: Path) -> Iterator[LocalBackend]:
+def piper(tmp_path: Path, loopback_pool: LoopbackPool) -> Iterator[LocalBackend]:
     """The local backend with Ada's vault, playing Piper Link for her too."""
-    with LocalBackend(seeded_vault(tmp_path / "vault"), instance_id=INSTANCE_ID) as backend:
+    backend = PooledBackend(seeded_vault(tmp_path / "vault"), loopback_pool)
+    try:
         yield backend
+    finally:
+        backend.release()
 
 
 def credential_id(piper: LocalBackend, secret_name: str) -> str:
@@ -96,20 +213,17 @@ def client_kwargs(piper: LocalBackend, protocol_version: int) -> dict[str, objec
 
 
 @pytest.fixture
-def serve() -> Iterator[object]:
+def serve(loopback_pool: LoopbackPool) -> Iterator[object]:
     """Serve any ASGI app on a loopback port for one test: `url = serve(app)`."""
-    running: list[ServerThread] = []
+    taken: list[Loopback] = []
 
     def start(app: object) -> str:
-        site = Site(app, bind("127.0.0.1", 0))
-        server = ServerThread([site])
-        server.start()
-        running.append(server)
-        return url_of(site.sock)
+        taken.append(loopback_pool.take(app))
+        return taken[-1].url
 
     yield start
-    for server in running:
-        server.stop()
+    for loopback in taken:
+        loopback_pool.give_back(loopback)
 
 
 @pytest.fixture

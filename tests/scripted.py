@@ -51,7 +51,10 @@ class ScriptedPiper:
             queue = self.answers.get(path) or [Scripted(404, b'{"error": "not_scripted"}')]
             scripted = queue.pop(0) if len(queue) > 1 else queue[0]
             if scripted.delay:
-                await anyio.sleep(scripted.delay)
+                # Late, or never if the client hangs up first (nobody would read it).
+                with anyio.move_on_after(scripted.delay):
+                    while (await request.receive())["type"] != "http.disconnect":
+                        pass
             return Response(
                 scripted.body,
                 status_code=scripted.status,

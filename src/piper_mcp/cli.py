@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -118,8 +119,22 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Start-up makes some 80 000 objects that live as long as the process (the SDK's
+    # models and schemas): collecting while they are made only walks them over and over,
+    # a tenth of the start. `serve` freezes them once built (collections then skip them)
+    # and turns collecting back on; every other command right away.
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        gc.enable()
     if args.command == "demo":
         from piper_mcp import demo
 
@@ -135,14 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_server_command(args: argparse.Namespace) -> int:
-    import re
-
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
     from piper_mcp.local.errors import VaultError
     from piper_mcp.piper import PiperError
     from piper_mcp.printable import printable
+    from piper_mcp.server.settings import ServeSettings
+    from piper_mcp.validation import setting_problems, unparsable_setting
 
     try:
         options = _serve_settings(args)
@@ -156,14 +171,10 @@ def _run_server_command(args: argparse.Namespace) -> int:
 
         return serve(options)
     except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        message = first["msg"].removeprefix("Value error, ")
-        where = f"PIPER_MCP_{str(first['loc'][0]).upper()}: " if first["loc"] else ""
-        print(f"piper-mcp: {where}{message}", file=sys.stderr)
+        print(f"piper-mcp: {setting_problems(error, ServeSettings)[0]}", file=sys.stderr)
     except SettingsError as error:
         # pydantic-settings could not even parse a value (PIPER_MCP_REVEAL_OVERRIDES not JSON).
-        field = re.search(r'field "(\w+)"', str(error))
-        setting = f"PIPER_MCP_{field.group(1).upper()}" if field else "a PIPER_MCP_* setting"
+        setting = unparsable_setting(error, ServeSettings)
         example = """PIPER_MCP_REVEAL_OVERRIDES='{"openai_api_key": "allow"}'"""
         print(f"piper-mcp: {setting} is not valid JSON; e.g. {example}", file=sys.stderr)
     except (PiperError, VaultError) as error:

@@ -23,3 +23,8 @@ def printable(text: str) -> str:
         repr(char)[1:-1] if unicodedata.category(char) in CONTROL_CATEGORIES else char
         for char in text
     )
+
+
+def quoted(text: str, limit: int = 64) -> str:
+    """`text` quoted for an error message: escaped as `repr` does, and cut if long."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")

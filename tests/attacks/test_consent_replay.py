@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,10 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ElicitRequestParams, ElicitResult
+from mcp.types import ElicitRequestParams, ElicitResult, Implementation
 
 from piper_mcp.local.server_thread import LocalBackend
+from piper_mcp.network import bind, url_of
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
@@ -288,6 +291,74 @@ async def test_remember_in_the_handshake_era_covers_that_variable_on_that_connec
     assert other_connection["consent"] == "user_allowed"
     assert [m.split("'")[1] for m in first_user.asked] == ["OpenAI API Key", "slack_token"]
     assert [m.split("'")[1] for m in second_user.asked] == ["OpenAI API Key"]
+
+
+@contextmanager
+def served_over_http(server: MCPServer) -> Iterator[str]:
+    """The server's streamable HTTP app on a loopback port, with sessions, as `serve` runs it."""
+    import uvicorn
+
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(server.streamable_http_app(), log_config=None, log_level="warning")
+    face = uvicorn.Server(config)
+    thread = threading.Thread(target=face.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not face.started:
+            assert thread.is_alive(), "the HTTP face did not start"
+            time.sleep(0.01)
+        yield f"{url_of(sock)}/mcp"
+    finally:
+        face.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+async def test_remember_over_streamable_http_covers_one_http_session(
+    new_server: Callable[[], MCPServer],
+) -> None:
+    """Another HTTP session of the same server, the same client's included, is asked again."""
+    first_user, second_user = User(), User()
+    with served_over_http(new_server()) as url:
+        async with Client(url, mode="legacy", elicitation_callback=first_user) as first:  # type: ignore[arg-type]
+            asked = structured(await first.call_tool("get_secret", VARIABLE))
+            remembered = structured(await first.call_tool("get_secret", VARIABLE))
+            async with Client(url, mode="legacy", elicitation_callback=second_user) as second:  # type: ignore[arg-type]
+                other_session = structured(await second.call_tool("get_secret", VARIABLE))
+
+    assert [asked["value"], remembered["value"], other_session["value"]] == [CANARY] * 3
+    assert (asked["consent"], remembered["consent"]) == ("user_allowed", "remembered")
+    assert other_session["consent"] == "user_allowed"
+    assert (len(first_user.asked), len(second_user.asked)) == (1, 1)
+
+
+async def test_a_2026_call_that_names_a_remembering_client_is_still_asked(
+    new_server: Callable[[], MCPServer],
+) -> None:
+    """What a handshake-era session remembers is tied to that session, not to a client's name.
+
+    The attacker speaks 2026-07-28 to the same server and claims the victim's client info.
+    """
+    server = new_server()
+    victim_user = User()
+    async with (
+        Client(
+            server,
+            mode="legacy",
+            elicitation_callback=victim_user,  # type: ignore[arg-type]
+            client_info=Implementation(**VICTIM),
+        ) as victim,
+        speaking_2026(server) as http,
+    ):
+        asked = structured(await victim.call_tool("get_secret", VARIABLE))
+        remembered = structured(await victim.call_tool("get_secret", VARIABLE))
+        attacker = Wire(http, VICTIM)
+        question = await attacker.ask()
+
+    assert (asked["consent"], remembered["consent"]) == ("user_allowed", "remembered")
+    assert len(victim_user.asked) == 1
+    assert "victim-host 1.0" in question.message  # asked, under the name it gave
+    assert not any(leaks(body, CANARY) for body in attacker.bodies)
 
 
 def test_a_spent_state_the_ledger_forgot_still_answers_no_question() -> None:

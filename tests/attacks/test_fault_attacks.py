@@ -158,11 +158,6 @@ def test_stdio_a_flood_of_junk_costs_a_bounded_log(
 # --- signals -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdio serve --local has no SIGTERM handler: the process dies before "
-    "LocalPiper.stop closes the AuditWriter, losing the rows it writes behind answers",
-)
 def test_sigterm_on_stdio_local_keeps_the_backends_audit_rows(
     piper_home: Path,  # noqa: F811
     cli_env: dict[str, str],  # noqa: F811
@@ -211,10 +206,6 @@ def test_sigterm_on_stdio_local_keeps_the_backends_audit_rows(
 # --- the audit reader ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AuditTrail.recent reads the whole file (Path.read_bytes) to show its last lines",
-)
 def test_piper_mcp_audit_reads_the_end_of_a_huge_trail_without_loading_it(
     tmp_path: Path,
     cli_env: dict[str, str],  # noqa: F811

@@ -110,7 +110,7 @@ def test_a_token_and_a_token_file_together_are_refused(
 
 @contextmanager
 def served_with_token_piped_in(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`echo $TOKEN | piper-mcp serve ... --auth-token-file /dev/stdin`, as README shows."""
+    """Piping the token to `serve --auth-token-file /dev/stdin`, as docs/security.md shows it."""
     command = [sys.executable, "-m", "piper_mcp", "serve", "--local"]
     command += ["--transport", "streamable-http", "--port", "0"]
     with log.open("wb") as stderr:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,34 @@ def cli_env(piper_home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def cli(cli_env: dict[str, str]) -> Cli:
-    """`cli("local", "init", stdin="...")` runs the command and returns what it did."""
+    """`cli("local", "init", stdin="...")` runs the command and returns what it did.
+
+    In this process: `piper_mcp.cli.main` with `cli_env` as the environment, stdin from
+    the string, stdout and stderr captured. `cli_process` runs the console script.
+    """
+    from piper_mcp.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> Done:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as patch:
+            for name in set(os.environ) - set(cli_env):
+                patch.delenv(name)
+            for name, value in cli_env.items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+            with redirect_stdout(out), redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exit:  # argparse: usage errors and --help
+                    code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        return Done(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def cli_process(cli_env: dict[str, str]) -> Cli:
+    """Like `cli`, but the `piper-mcp` process a person starts: `python -m piper_mcp ...`."""
 
     def run(*args: str, stdin: str | None = None) -> Done:
         done = subprocess.run(

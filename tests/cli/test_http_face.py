@@ -131,12 +131,15 @@ def test_idle_sessions_are_closed_and_free_their_place(
         "PIPER_MCP_MAX_SESSIONS": "1",
     }
     with mcp_http_servers(env) as start:
-        url = start("streamable-http")
+        url = start("streamable-http", "--log-level", "INFO")
         opened = post(url, HEADERS)
         session = opened.headers["mcp-session-id"]
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
         again = {**HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
         assert httpx.post(url, json=ping, headers=again, timeout=10).status_code == 200
-        time.sleep(2.5)
+        log = start.logs[url]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60  # a bound for a broken server, not a measurement
+        while "idle timeout" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # a ping would keep the session alive: watch its log instead
         assert httpx.post(url, json=ping, headers=again, timeout=10).status_code == 404
         assert post(url, HEADERS).status_code == 200

@@ -33,7 +33,9 @@ def contents(piper_home: Path) -> list[str]:
         return list(db.iterdump())
 
 
-def test_the_commands_make_the_vault_the_other_tests_start_from(cli: Cli) -> None:
+def test_the_commands_make_the_vault_the_other_tests_start_from(cli_process: Cli) -> None:
+    """As separate `piper-mcp local` processes, stdin a pipe; the other tests run in-process."""
+    cli = cli_process
     assert cli("local", "init").code == 0
     assert (
         cli(

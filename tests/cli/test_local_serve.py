@@ -74,6 +74,8 @@ async def test_the_audit_trail_says_who_asked_for_what_and_never_a_value(
         await client.get_secret("openai_api_key", fetch_raw_secret=True)
         with pytest.raises(PiperGrantNeededError):
             await client.get_secret("not granted")
+    # Rows are written behind the answers; stopping writes the last of them.
+    assert serving.stop() == (0, "Stopped.\n")
     entries = cli("local", "audit", "--json").json()
     assert [(e["agent"], e["action"], e["outcome"]) for e in entries] == [
         ("research", "piper-resolve-variable-mapping", "ok"),

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,12 +28,19 @@ FALLBACK_VALUE = "env-canary-fallback-77aa"
 
 
 @pytest.fixture(scope="session")
-def sdk_release(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    installed: dict[str, Path] = {}
+def sdk_release() -> Callable[[str], Path]:
+    """`sdk_release("0.4.4")`: a folder with that release, installed once per machine.
+
+    Kept in the user's cache folder (a release never changes), so only the first run
+    needs PyPI.
+    """
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "piper-mcp-tests"
 
     def install(version: str) -> Path:
-        if version not in installed:
-            target = tmp_path_factory.mktemp(f"pyper-sdk-{version}")
+        target = cache / f"pyper-sdk-{version}"
+        if not target.is_dir():
+            cache.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f"pyper-sdk-{version}-", dir=cache))
             subprocess.run(
                 [
                     sys.executable,
@@ -42,14 +51,17 @@ def sdk_release(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
                     "--no-deps",
                     "--disable-pip-version-check",
                     "--target",
-                    str(target),
+                    str(partial),
                     f"pyper-sdk=={version}",
                 ],
                 check=True,
                 timeout=300,
             )
-            installed[version] = target
-        return installed[version]
+            try:
+                partial.rename(target)  # whole or not at all, even with runs side by side
+            except OSError:
+                shutil.rmtree(partial)  # another run got there first
+        return target
 
     return install
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,27 +42,32 @@ def node_tools() -> Path:
     return BIN
 
 
-@pytest.fixture
-def node_env(node_tools: Path, tmp_path: Path, piper_home: Path) -> dict[str, str]:
-    """Node 22 and this Python's `piper-mcp` first on PATH; a scratch HOME for the Inspector."""
-    home = tmp_path / "inspector-home"
+def environment(node_tools: Path, home: Path, piper_home: Path) -> dict[str, str]:
+    """Node 22 and this Python's `piper-mcp` first on PATH; a scratch HOME for the Inspector.
+
+    No developer's PIPER_*/Google settings: the same isolation as every test's.
+    """
     home.mkdir()
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PIPER_", "GOOGLE_", "CLOUDSDK_"))
+    }
     return {
-        **os.environ,
+        **inherited,
         "PATH": os.pathsep.join(
             [str(node_tools), str(Path(sys.executable).parent), os.environ["PATH"]]
         ),
         "HOME": str(home),
         "MCP_INSPECTOR_SECRET_STORE": "memory",
         "PIPER_HOME": str(piper_home),
+        "PIPER_REVOCATION_WINDOW": "0",
         "NO_COLOR": "1",
     }
 
 
-@pytest.fixture
-def piper_home(tmp_path: Path) -> Path:
+def granted_home(home: Path) -> Path:
     """A local vault whose default agent was granted `openai_api_key`."""
-    home = tmp_path / "piper-home"
     vault, _ = Vault.init(home)
     me = vault.local_user_id
     vault.put_secret("My OpenAI key", VALUE, owner_user_id=me)
@@ -72,7 +77,21 @@ def piper_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def http_server(node_env: dict[str, str]) -> Iterator[Callable[[], str]]:
-    """`piper-mcp serve --local --transport streamable-http` on a free port; its URL."""
-    with mcp_http_servers(node_env) as start:
-        yield lambda: start("streamable-http")
+def node_env(node_tools: Path, tmp_path: Path, piper_home: Path) -> dict[str, str]:
+    return environment(node_tools, tmp_path / "inspector-home", piper_home)
+
+
+@pytest.fixture
+def piper_home(tmp_path: Path) -> Path:
+    return granted_home(tmp_path / "piper-home")
+
+
+@pytest.fixture(scope="module")
+def shared_http_server(
+    node_tools: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, str], str]]:
+    """One such server for a whole module of clients that do not change its vault."""
+    folder = tmp_path_factory.mktemp("e2e")
+    env = environment(node_tools, folder / "inspector-home", granted_home(folder / "piper-home"))
+    with mcp_http_servers(env) as start:
+        yield env, start("streamable-http")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,9 +28,9 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_passes(
-    node_env: dict[str, str], http_server: Callable[[], str], tmp_path: Path, scenario: str
+    shared_http_server: tuple[dict[str, str], str], tmp_path: Path, scenario: str
 ) -> None:
-    url = http_server()
+    node_env, url = shared_http_server
     done = subprocess.run(
         ["conformance", "server", "--url", url, "--scenario", scenario, "-o", str(tmp_path)],
         env=node_env,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +116,10 @@ def test_stdio_reads_resources_and_gets_the_prompt(node_env: dict[str, str]) -> 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
 def test_streamable_http_through_the_mcp_json_entry(
-    node_env: dict[str, str], http_server: Callable[[], str], tmp_path: Path, era: str
+    shared_http_server: tuple[dict[str, str], str], tmp_path: Path, era: str
 ) -> None:
     """mcp.json's `piper-http` entry, with only its port changed to the test server's."""
-    url = http_server()
+    node_env, url = shared_http_server
     config = json.loads((ROOT / "mcp.json").read_text())
     entry = config["mcpServers"]["piper-http"]
     assert entry["url"] == "http://127.0.0.1:8000/mcp"

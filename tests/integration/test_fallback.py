@@ -9,6 +9,7 @@ import pytest
 
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import (
+    AsyncPiperClient,
     PiperClient,
     PiperGrantNeededError,
     PiperLinkNeededError,
@@ -133,3 +134,17 @@ def test_a_bad_local_file_is_described_not_raised(
         with pytest.raises(PiperGrantNeededError) as caught:
             client.get_secret("Slack Token")
     assert says in caught.value.attempts[-1]
+
+
+@pytest.mark.anyio
+async def test_asking_piper_only_never_answers_from_a_fallback_tier(
+    client_kwargs: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"Slack Token": "from-file"}))
+    monkeypatch.setenv("SLACK_TOKEN", "from-env")
+    async with AsyncPiperClient(**client_kwargs, local_config_file_path=secrets_file) as client:
+        assert (await client.get_from_piper("OpenAI API Key")).source == "piper_sts"
+        with pytest.raises(PiperGrantNeededError) as caught:
+            await client.get_from_piper("Slack Token")
+    assert caught.value.attempts == []

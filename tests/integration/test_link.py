@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -42,10 +41,10 @@ async def test_a_broken_link_means_no_user_context(
     async with client_for(piper, url) as client:
         probe = await client.link.probe()
         assert (probe.answered, probe.problem) == (False, problem)
-        started = time.monotonic()
         with pytest.raises(PiperLinkNeededError):
             await client.get_secret("OpenAI API Key")
-        assert time.monotonic() - started < 2.5  # gave up at the 1 s timeout, not at 3 s
+    # Nothing reached Piper: a client that waited for the late answer (3 s) would have
+    # found an instance id and asked Piper with it.
     assert sum(piper.app.calls.values()) == 0
 
 

@@ -357,8 +357,14 @@ def test_a_cause_is_logged_once_a_minute_with_a_count_of_the_rest(
 LOCKED_GET_SECRET_SECONDS = RetryPolicy().attempts * BUSY_TIMEOUT_SECONDS + 3
 
 
+@pytest.fixture
+def short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers in this process give up on a held lock sooner (the real wait is 2 s)."""
+    monkeypatch.setattr("piper_mcp.local.vault.BUSY_TIMEOUT_SECONDS", 0.5)
+
+
 async def test_a_writer_holding_the_lock_fails_get_secret_in_seconds_and_names_it(
-    piper_home: Path,
+    piper_home: Path, short_lock_wait: None
 ) -> None:
     database = seed(piper_home)
     async with serve_local() as mcp:
@@ -375,7 +381,9 @@ async def test_a_writer_holding_the_lock_fails_get_secret_in_seconds_and_names_i
         assert (await get_secret(mcp)).is_error is False  # the lock gone, served again
 
 
-async def test_while_a_writer_holds_the_lock_reads_do_not_wait(piper_home: Path) -> None:
+async def test_while_a_writer_holds_the_lock_reads_do_not_wait(
+    piper_home: Path, short_lock_wait: None
+) -> None:
     """Resolving, listing grants and the other tools answer while get_secret waits out the lock.
 
     Their audit rows are kept and written once the lock is gone; so is the

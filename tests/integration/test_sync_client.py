@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from piper_mcp.piper import PiperClient, PiperConfigError, load_settings
+from piper_mcp.piper.settings import env_var_for_keyword
 
 
 def test_it_works_inside_a_running_event_loop(client_kwargs: dict[str, object]) -> None:
@@ -51,9 +52,8 @@ def test_a_bad_configuration_leaves_no_thread_behind() -> None:
 def test_from_settings_reads_the_environment(
     client_kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = {"piper_link_service_url": "PIPER_LINK_URL"}
     for key, value in client_kwargs.items():
-        monkeypatch.setenv(names.get(key, f"PIPER_{key.upper()}"), str(value))
+        monkeypatch.setenv(env_var_for_keyword(key), str(value))
     with PiperClient.from_settings() as client:
         assert client.settings == load_settings()
         assert client.get_secret("database_url")["source"] == "piper_sts"

@@ -57,7 +57,7 @@ async def reveal(mcp: Client, variable: str = "OpenAI API Key") -> Any:
 
 
 async def test_ask_puts_the_question_to_the_user_and_reveals_on_yes(
-    connect: Callable[..., Client],
+    connect: Callable[..., Client], era: str
 ) -> None:
     user = User()
     async with connect(RevealPolicy("ask"), user) as mcp:
@@ -72,11 +72,12 @@ async def test_ask_puts_the_question_to_the_user_and_reveals_on_yes(
     assert "'OpenAI API Key'" in question.message
     assert "from Piper (raw secret exchange)" in question.message
     assert "mcp" in question.message.lower()  # the requesting client's name
-    schema = question.requested_schema
-    assert {name: prop["type"] for name, prop in schema["properties"].items()} == {
-        "reveal": "boolean",
-        "remember": "boolean",
-    }  # never a field to type a secret into
+    fields = {name: prop["type"] for name, prop in question.requested_schema["properties"].items()}
+    # Never a field to type a secret into; "remember" only where there is a session.
+    if era == "legacy":
+        assert fields == {"reveal": "boolean", "remember": "boolean"}
+    else:
+        assert fields == {"reveal": "boolean"}
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from mcp import Client
@@ -87,6 +89,21 @@ async def test_an_environment_fallback_value_is_named_but_never_returned(
     assert "A raw value exists in the environment variable SLACK_TOKEN" in text
     assert "mode='value' for the raw value (the user will be asked)" in text
     assert "xoxb-canary-env-value" not in str(wire(result))
+
+
+async def test_a_local_file_value_is_named_with_pipers_reason_but_never_returned(
+    piper: LocalBackend, tmp_path: Path, era: str
+) -> None:
+    config = tmp_path / "secrets.json"
+    config.write_text(json.dumps({"slack_token": "xoxb-canary-file-value"}))
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings(), local_config_file_path=config)
+    async with Client(make_server(client), mode=era) as mcp:  # type: ignore[arg-type]
+        result = await mcp.call_tool("get_secret", {"variable": "slack_token"})
+    assert result.is_error is True
+    text = text_of(result)
+    assert "has not granted this agent the variable 'slack_token'" in text
+    assert "A raw value exists in the local config file" in text
+    assert "xoxb-canary-file-value" not in str(wire(result))
 
 
 async def test_link_not_running_names_the_cause_and_the_fix(

@@ -215,3 +215,15 @@ def test_the_session_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPER_MCP_MAX_SESSIONS", "0")
     with pytest.raises(ValidationError, match="max_sessions"):
         ServeSettings()
+
+
+@pytest.mark.parametrize("stray", ["VARIABLES", "variables", "PIPER_MCP_VARIABLES"])
+def test_only_piper_variables_declares_what_is_served(
+    monkeypatch: pytest.MonkeyPatch, stray: str
+) -> None:
+    """An unrelated `VARIABLES` in a host's environment must not choose what a model may ask."""
+    monkeypatch.delenv("PIPER_VARIABLES", raising=False)
+    monkeypatch.setenv(stray, "leak_me")
+    assert ServeSettings().variables == []
+    monkeypatch.setenv("PIPER_VARIABLES", "openai_api_key,github_token")
+    assert ServeSettings().variables == ["openai_api_key", "github_token"]

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from piper_mcp.local import secret_manager
-from piper_mcp.local.audit_writer import AuditWriter
+from piper_mcp.local.audit_writer import AuditWriter, Caller
 from piper_mcp.local.request_body import (
     RequestRejected,
     bearer_token,
@@ -40,7 +40,7 @@ from piper_mcp.local.request_body import (
 from piper_mcp.local.storage import DAMAGED, StorageError, StorageFaultLog, storage_error
 from piper_mcp.local.throttle import SecretCheckGate
 from piper_mcp.local.tokens import TokenIssuer
-from piper_mcp.local.vault import AuditEntry, Vault
+from piper_mcp.local.vault import Vault
 from piper_mcp.piper import protocol
 from piper_mcp.piper.protocol import (
     INVALID_CLIENT,
@@ -51,6 +51,12 @@ from piper_mcp.piper.protocol import (
     PERMISSION_DENIED,
     STORAGE_UNAVAILABLE,
     UNSUPPORTED_GRANT_TYPE,
+    ExchangeRequestV1,
+    ExchangeRequestV2,
+    ResolveRequestV1,
+    ResolveRequestV2,
+    ScopedRequestV1,
+    ScopedRequestV2,
     error_body,
 )
 
@@ -73,14 +79,9 @@ HANDS_OUT_CREDENTIALS = frozenset(
 )
 
 
-@dataclass
-class Caller:
-    """What a handler learned about the request, for the audit trail."""
-
-    client_id: str | None = None
-    user_id: str | None = None
-    subject: str | None = None
-    proven: bool = False  # the request proved which agent (or token holder) it is
+# A function that names an agent takes one body in each protocol version.
+V1 = TypeVar("V1", ResolveRequestV1, ScopedRequestV1, ExchangeRequestV1)
+V2 = TypeVar("V2", ResolveRequestV2, ScopedRequestV2, ExchangeRequestV2)
 
 
 class UnprovenRequests:
@@ -184,18 +185,17 @@ class PiperBackendApp:
             if not caller.proven:
                 record, unrecorded = self.unproven.admit()
                 if unrecorded:
-                    self.audit.record(
-                        _entry("unproven", "suppressed", f"{unrecorded} requests not recorded")
-                    )
+                    suppressed = f"{unrecorded} requests not recorded"
+                    self.audit.record(Caller().entry("unproven", "suppressed", suppressed))
                 if not record:
                     return response
-            entry = _entry(action, outcome, reason, caller)
+            entry = caller.entry(action, outcome, reason)
             if response.status_code < 400 and action in HANDS_OUT_CREDENTIALS:
                 try:
                     await self.audit.commit(entry)
                 except StorageError as failure:  # logged by the writer
                     # What was answered instead, recorded once the vault takes writes again.
-                    refused = _entry(action, STORAGE_UNAVAILABLE, str(failure), caller)
+                    refused = caller.entry(action, STORAGE_UNAVAILABLE, str(failure))
                     self.audit.record(refused)
                     return _storage_failure(action, failure)
             else:
@@ -205,6 +205,24 @@ class PiperBackendApp:
         return endpoint
 
     # --- who is asking ---
+
+    async def _agent_call(
+        self, request: Request, function: str, caller: Caller, v1: type[V1], v2: type[V2]
+    ) -> tuple[V1 | V2, str, str]:
+        """The body of a call that names an agent, and (agent, user) once the caller proved them.
+
+        With a bearer token the body speaks v1 and the token says who; without one
+        it speaks v2 and names its agent and user itself.
+        """
+        if bearer_token(request):
+            ask: V1 | V2 = await json_body(request, v1)
+            self._v1_caller(request, function, caller)
+        else:
+            secretless = await json_body(request, v2)
+            self._v2_caller(secretless.agentClientId, secretless.instanceId, caller)
+            ask = secretless
+        assert caller.client_id is not None and caller.user_id is not None
+        return ask, caller.client_id, caller.user_id
 
     def _v1_caller(self, request: Request, function: str, caller: Caller) -> None:
         """Fill `caller` from a valid agent token minted for this function."""
@@ -242,11 +260,6 @@ class PiperBackendApp:
             raise rejected(400, INVALID_REQUEST, "Unknown instanceId: sign in to Piper Link again.")
         caller.proven = True
 
-    @staticmethod
-    def _known(caller: Caller) -> tuple[str, str]:
-        assert caller.client_id is not None and caller.user_id is not None
-        return caller.client_id, caller.user_id
-
     # --- functions ---
 
     async def token(self, request: Request, caller: Caller) -> Response:
@@ -279,32 +292,22 @@ class PiperBackendApp:
         return JSONResponse(answer.model_dump())
 
     async def resolve(self, request: Request, caller: Caller) -> Response:
-        if bearer_token(request):
-            v1 = await json_body(request, protocol.ResolveRequestV1)
-            self._v1_caller(request, protocol.RESOLVE_MAPPING_FUNCTION, caller)
-            variable = v1.variableName
-        else:
-            v2 = await json_body(request, protocol.ResolveRequestV2)
-            self._v2_caller(v2.agentClientId, v2.instanceId, caller)
-            variable = v2.variableName
+        ask, client_id, user_id = await self._agent_call(
+            request, protocol.RESOLVE_MAPPING_FUNCTION, caller, ResolveRequestV1, ResolveRequestV2
+        )
+        variable = ask.variableName
         caller.subject = variable[:256]
-        client_id, user_id = self._known(caller)
         grant = self.vault.grant_for(user_id, client_id, variable)
         if grant is None:
             raise rejected(404, MAPPING_NOT_FOUND, "No grant of this variable to this agent.")
         return JSONResponse(protocol.ResolveResponse(credentialId=grant.credential_id).model_dump())
 
     async def scoped(self, request: Request, caller: Caller) -> Response:
-        if bearer_token(request):
-            v1 = await json_body(request, protocol.ScopedRequestV1)
-            self._v1_caller(request, protocol.GET_SCOPED_FUNCTION, caller)
-            requested = v1.credentialIds
-        else:
-            v2 = await json_body(request, protocol.ScopedRequestV2)
-            self._v2_caller(v2.agentClientId, v2.instanceId, caller)
-            requested = v2.credentialIds
+        ask, client_id, user_id = await self._agent_call(
+            request, protocol.GET_SCOPED_FUNCTION, caller, ScopedRequestV1, ScopedRequestV2
+        )
+        requested = ask.credentialIds
         caller.subject = ",".join(requested)[:256]
-        client_id, user_id = self._known(caller)
         grants = {grant.credential_id: grant for grant in self.vault.grants(user_id, client_id)}
         if any(cid in grants and not grants[cid].active for cid in requested):
             raise rejected(
@@ -328,16 +331,14 @@ class PiperBackendApp:
         return JSONResponse(answer.model_dump())
 
     async def exchange(self, request: Request, caller: Caller) -> Response:
-        if bearer_token(request):
-            v1 = await json_body(request, protocol.ExchangeRequestV1)
-            self._v1_caller(request, protocol.EXCHANGE_SECRET_FUNCTION, caller)
-            credential_id = v1.piper_credential_id
+        ask, client_id, user_id = await self._agent_call(
+            request, protocol.EXCHANGE_SECRET_FUNCTION, caller, ExchangeRequestV1, ExchangeRequestV2
+        )
+        if isinstance(ask, ExchangeRequestV1):
+            credential_id = ask.piper_credential_id
         else:
-            v2 = await json_body(request, protocol.ExchangeRequestV2)
-            self._v2_caller(v2.agentClientId, v2.instanceId, caller)
-            credential_id = v2.piperCredentialId
+            credential_id = ask.piperCredentialId
         caller.subject = credential_id[:256]
-        client_id, user_id = self._known(caller)
         if not any(
             grant.credential_id == credential_id and grant.active
             for grant in self.vault.grants(user_id, client_id)
@@ -352,15 +353,6 @@ class PiperBackendApp:
 
     async def access_secret(self, request: Request, caller: Caller) -> Response:
         return secret_manager.access(request, self.vault, self.tokens, self.project_id, caller)
-
-
-def _entry(
-    action: str, outcome: str, reason: str | None, caller: Caller | None = None
-) -> AuditEntry:
-    caller = caller or Caller()
-    return AuditEntry(
-        time.time(), caller.client_id, caller.user_id, action, caller.subject, outcome, reason
-    )
 
 
 def _storage_failure(action: str, failure: StorageError) -> Response:

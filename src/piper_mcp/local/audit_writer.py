@@ -1,16 +1,17 @@
-"""The backend's audit rows, written by one thread of their own, in batches, off the event loop.
+"""The backend's audit rows: who asked (`Caller`), written off the event loop by one thread.
 
 A request never holds up the event loop on SQLite: it hands its row to the
-writer. An answer that hands out a credential (an agent token, an STS token,
-a raw value, a Secret Manager payload) waits for its row to commit and fails
-with the storage error if it cannot: the vault's audit table is the backend's
-only record of who was given what, so no record, no credential. Every other
-row (a resolved mapping, a refusal, an unproven request) gives nothing away,
-and its answer does not wait: the row is written behind it, in order, within
-`BEHIND_SECONDS` or with the next credential's row (a resolve and the token
-that follows it share one transaction). While writes fail such rows are kept
-and written once the vault takes writes again, `MAX_PENDING_ROWS` at most;
-beyond that the oldest are dropped and a row says how many.
+writer, which writes rows in batches. An answer that hands out a credential
+(an agent token, an STS token, a raw value, a Secret Manager payload) waits
+for its row to commit and fails with the storage error if it cannot: the
+vault's audit table is the backend's only record of who was given what, so no
+record, no credential. Every other row (a resolved mapping, a refusal, an
+unproven request) gives nothing away, and its answer does not wait: the row is
+written behind it, in order, within `BEHIND_SECONDS` or with the next
+credential's row (a resolve and the token that follows it share one
+transaction). While writes fail such rows are kept and written once the vault
+takes writes again, `MAX_PENDING_ROWS` at most; beyond that the oldest are
+dropped and a row says how many.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ MAX_PENDING_ROWS = 10_000
 BEHIND_SECONDS = 0.05
 # How long to wait before trying kept rows again after a failed write.
 RETRY_PAUSE_SECONDS = 1.0
+
+
+@dataclass
+class Caller:
+    """What a handler learned about who sent the request, for its audit row."""
+
+    client_id: str | None = None
+    user_id: str | None = None
+    subject: str | None = None
+    proven: bool = False  # the request proved which agent (or token holder) it is
+
+    def entry(self, action: str, outcome: str, reason: str | None) -> AuditEntry:
+        return AuditEntry(
+            time.time(), self.client_id, self.user_id, action, self.subject, outcome, reason
+        )
 
 
 @dataclass(frozen=True)

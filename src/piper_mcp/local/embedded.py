@@ -9,29 +9,44 @@ authorisation.
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
-from piper_mcp.local.app import PiperBackendApp
-from piper_mcp.local.link import link_app
-from piper_mcp.local.server_thread import ServerThread, Site
-from piper_mcp.local.tokens import TokenIssuer
-from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import protocol
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
+
+if TYPE_CHECKING:
+    from piper_mcp.local.tokens import TokenIssuer
+    from piper_mcp.local.vault import Vault
 
 # A name no request leaves the process for: the transport below answers it in-process.
 IN_PROCESS_URL = "http://in-process.localhost"
 LINK_MOUNT = "/link"
 
 
+def client_settings(secret_manager_url: str, project_id: str) -> dict[str, Any]:
+    """`load_settings` keywords that point a Piper client at an embedded backend (v2)."""
+    return {
+        "token_url": f"{IN_PROCESS_URL}/{protocol.TOKEN_FUNCTION}",
+        "resolve_mapping_url": f"{IN_PROCESS_URL}/{protocol.RESOLVE_MAPPING_FUNCTION}",
+        "get_scoped_url": f"{IN_PROCESS_URL}/{protocol.GET_SCOPED_FUNCTION}",
+        "exchange_secret_url": f"{IN_PROCESS_URL}/{protocol.EXCHANGE_SECRET_FUNCTION}",
+        "link_url": f"{IN_PROCESS_URL}{LINK_MOUNT}{protocol.LINK_CONTEXT_PATH}",
+        "secret_manager_endpoint": secret_manager_url,
+        "project_id": project_id,
+    }
+
+
 class EmbeddedPiper:
-    """A vault's backend for one agent: `client_settings()` and `http_client()` reach it."""
+    """A vault's backend for one agent: `client_settings()` and `http_client()` reach it.
+
+    `sock`: the loopback socket for the Secret Manager route, if bound already (its URL
+    goes into the settings before the backend exists).
+    """
 
     def __init__(
         self,
@@ -40,37 +55,39 @@ class EmbeddedPiper:
         *,
         tokens: TokenIssuer | None = None,
         project_id: str = DEFAULT_PROJECT_ID,
+        sock: socket.socket | None = None,
     ) -> None:
+        # Here, not at the top: `serve --local` answers `initialize` before it needs these.
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from piper_mcp.local.app import PiperBackendApp
+        from piper_mcp.local.link import link_app
+        from piper_mcp.local.server_thread import ServerThread, Site
+        from piper_mcp.local.tokens import TokenIssuer
+
         self.vault = vault
         self.project_id = project_id
         self.app = PiperBackendApp(
             vault, tokens or TokenIssuer(), project_id=project_id, in_process_agent=agent_id
         )
-        self._in_process = Starlette(
+        self.in_process = Starlette(
             routes=[
                 Mount(LINK_MOUNT, link_app(vault.local_instance_id)),
                 Mount("/", self.app.asgi),
             ]
         )
-        site = Site(self.app.secret_manager_asgi, bind("127.0.0.1", 0))
+        site = Site(self.app.secret_manager_asgi, sock or bind("127.0.0.1", 0))
         self.secret_manager_url = url_of(site.sock)
         self._server = ServerThread([site])
 
     def http_client(self) -> httpx.AsyncClient:
         """A Piper client's HTTP client whose every request is answered in-process."""
-        return new_http_client(transport=httpx.ASGITransport(app=self._in_process))
+        return new_http_client(transport=httpx.ASGITransport(app=self.in_process))
 
     def client_settings(self) -> dict[str, Any]:
         """`load_settings` keywords that point a Piper client at this backend (protocol v2)."""
-        return {
-            "token_url": f"{IN_PROCESS_URL}/{protocol.TOKEN_FUNCTION}",
-            "resolve_mapping_url": f"{IN_PROCESS_URL}/{protocol.RESOLVE_MAPPING_FUNCTION}",
-            "get_scoped_url": f"{IN_PROCESS_URL}/{protocol.GET_SCOPED_FUNCTION}",
-            "exchange_secret_url": f"{IN_PROCESS_URL}/{protocol.EXCHANGE_SECRET_FUNCTION}",
-            "link_url": f"{IN_PROCESS_URL}{LINK_MOUNT}{protocol.LINK_CONTEXT_PATH}",
-            "secret_manager_endpoint": self.secret_manager_url,
-            "project_id": self.project_id,
-        }
+        return client_settings(self.secret_manager_url, self.project_id)
 
     def start(self) -> EmbeddedPiper:
         self._server.start()

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from piper_mcp.piper.protocol import INVALID_REQUEST, error_body
+from piper_mcp.validation import first_problem
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -53,9 +54,7 @@ def _validated(model: type[Model], data: object) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise rejected(400, INVALID_REQUEST, f"{where}: {first['msg']}.") from None
+        raise rejected(400, INVALID_REQUEST, f"{first_problem(error)}.") from None
 
 
 async def json_body(request: Request, model: type[Model]) -> Model:

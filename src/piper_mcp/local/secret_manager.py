@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import base64
 from functools import cache
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-if TYPE_CHECKING:
-    from piper_mcp.local.app import Caller
-
+from piper_mcp.local.audit_writer import Caller
 from piper_mcp.local.request_body import bearer_token
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import SecretInfo, Vault

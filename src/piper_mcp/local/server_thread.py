@@ -7,6 +7,7 @@ OS picks one); the URLs to configure a client with are known once bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import protocol
-from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
+from piper_mcp.piper.settings import DEFAULT_PROJECT_ID, env_var_for_keyword
+
+THREAD_NAME = "piper-server"
+
+
+def _quiet_below_warning(record: logging.LogRecord) -> bool:
+    """Only warnings and errors from the uvicorn that serves these sites, on any level."""
+    return record.levelno >= logging.WARNING or record.threadName != THREAD_NAME
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class ServerThread:
         self._failure: BaseException | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="piper-server", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
         self._ready.wait(timeout=10)
         if self._failure is not None:
@@ -73,10 +81,16 @@ class ServerThread:
     async def _serve(self) -> None:
         import uvicorn
 
+        for name in ("uvicorn.error", "uvicorn.access"):
+            if _quiet_below_warning not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_quiet_below_warning)
         for site in self.sites:
             config = uvicorn.Config(
                 site.app,
-                log_level="warning",
+                # None: uvicorn's loggers are the process's, and so are their levels (an
+                # HTTP `serve` sets them for its own uvicorn); this one is kept quiet by
+                # the filter above instead.
+                log_level=None,
                 # No handlers of its own: records reach the root handlers (and their
                 # redactor) and never stdout, which is the protocol's in stdio mode.
                 log_config=None,
@@ -147,10 +161,8 @@ class LocalBackend:
 
     def environment(self) -> dict[str, str]:
         """The `PIPER_*` settings that point piper-mcp's client at this backend."""
-        names = {"piper_link_service_url": "PIPER_LINK_URL"}
         return {
-            names.get(key, f"PIPER_{key.upper()}"): str(value)
-            for key, value in self.client_settings().items()
+            env_var_for_keyword(key): str(value) for key, value in self.client_settings().items()
         }
 
     def start(self) -> LocalBackend:

@@ -10,12 +10,13 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from piper_mcp.local.errors import VaultError
+from piper_mcp.validation import setting_problems
 
 DEFAULT_AUDIT_MAX_ROWS = 100_000
 
 
 class AuditRetention(BaseSettings):
-    """See README's configuration table."""
+    """See the configuration table in docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="PIPER_LOCAL_AUDIT_", extra="ignore", frozen=True)
 
@@ -34,6 +35,4 @@ def audit_retention() -> AuditRetention:
     try:
         return AuditRetention()
     except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        setting = f"PIPER_LOCAL_AUDIT_{str(first['loc'][0]).upper()}"
-        raise VaultError(f"{setting}: {first['msg']}") from None
+        raise VaultError(setting_problems(error, AuditRetention)[0]) from None

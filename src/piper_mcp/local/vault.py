@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -53,6 +54,7 @@ MAX_SECRET_NAME_LENGTH = 200
 PARTIAL = ".partial-"
 # A partial file this old is a killed `init`'s leftover, not one still being built.
 STALE_PARTIAL_SECONDS = 300
+_CONNECTION_SERIALS = itertools.count()
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 SCHEMA = """
@@ -324,6 +326,7 @@ class Vault:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._commits = 0  # this vault's own commits, which `PRAGMA data_version` ignores
         retention = audit_retention()
         self.max_audit_rows = retention.max_rows
         self.max_audit_age = retention.max_age_seconds
@@ -436,6 +439,7 @@ class Vault:
             # last commits. Secrets are written rarely, the audit trail on every call.
             connection.execute("PRAGMA synchronous = NORMAL")
             self._local.connection = connection
+            self._local.serial = next(_CONNECTION_SERIALS)
             with self._connections_lock:
                 self._connections.append(connection)
         return connection
@@ -447,6 +451,7 @@ class Vault:
         try:
             yield db
             db.execute("COMMIT")
+            self._commits += 1
         except BaseException:
             # A failed COMMIT (a full disk) can leave the transaction open; SQLite may
             # also have rolled it back already.
@@ -456,6 +461,16 @@ class Vault:
                 except sqlite3.Error:
                     self._discard(db)  # closing rolls back; the next write gets a new one
             raise
+
+    def version(self) -> tuple[int, int, int]:
+        """A value that changes whenever the database may have changed, from any process.
+
+        One `PRAGMA data_version`, no table read. That number is per connection and
+        ignores the connection's own commits, so the connection and this vault's own
+        commit count are part of the value.
+        """
+        (data_version,) = self._db().execute("PRAGMA data_version").fetchone()
+        return self._local.serial, int(data_version), self._commits
 
     def _discard(self, connection: sqlite3.Connection) -> None:
         with self._connections_lock:

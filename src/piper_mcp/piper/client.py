@@ -2,63 +2,51 @@
 
 The order is the published SDK's: Piper (Link → agent token → resolve →
 scoped STS token → raw exchange when asked), then, if Piper failed, an
-environment variable, then a local JSON file. Protocol v1 authenticates with
-an agent token per function; v2 (secretless) names the agent in each body.
+environment variable, then a local JSON file. The client composes the parts
+that each do one of these jobs: `PiperFunctions` (the calls), `StsTokenCache`,
+`SingleFlight`, `PiperLink` and the fallback tiers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import re
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from piper_mcp.piper import fallback, protocol, secret_manager, wire
 from piper_mcp.piper.errors import (
     PiperAuthError,
-    PiperBackendError,
     PiperConfigError,
     PiperError,
-    PiperForbiddenError,
     PiperGrantNeededError,
-    PiperLinkNeededError,
-    PiperRawSecretExchangeError,
 )
+from piper_mcp.piper.functions import PiperFunctions
 from piper_mcp.piper.link import PiperLink
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.piper.result import SecretResult
-from piper_mcp.piper.retry import RetryPolicy, time_left, within_deadline
-from piper_mcp.piper.settings import PiperSettings
-from piper_mcp.piper.tokens import EXPIRY_MARGIN_SECONDS, AgentTokenCache
-from piper_mcp.piper.wire import BackendAnswerError
+from piper_mcp.piper.retry import RetryPolicy, within_deadline
+from piper_mcp.piper.settings import PiperSettings, fields_from_keywords
+from piper_mcp.piper.single_flight import SingleFlight
+from piper_mcp.piper.sts_cache import StsTokenCache
+from piper_mcp.validation import setting_problems, unparsable_setting
 
 logger = logging.getLogger(__name__)
-
-Answer = Any  # a protocol response model
-T = TypeVar("T")
 
 
 def settings_error(error: ValidationError) -> PiperConfigError:
     """A settings validation failure, said in terms of the settings a person sets."""
-    problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in item["loc"])
-        setting = f"PIPER_{field.upper()}" if field else "settings"
-        problems.append(f"{setting}: {item['msg'].removeprefix('Value error, ')}")
     return PiperConfigError(
-        "Invalid Piper configuration: " + "; ".join(problems) + ".",
-        advice="Fix the setting (see README's configuration table) and start again.",
+        "Invalid Piper configuration: " + "; ".join(setting_problems(error, PiperSettings)) + ".",
+        advice="Fix the setting (see docs/configuration.md) and start again.",
     )
 
 
@@ -70,8 +58,7 @@ def load_settings(**overrides: Any) -> PiperSettings:
         raise settings_error(error) from None
     except SettingsError as error:
         # pydantic-settings could not even parse a value (e.g. PIPER_ENV_MAP that is not JSON).
-        field = re.search(r'field "(\w+)"', str(error))
-        setting = f"PIPER_{field.group(1).upper()}" if field else "A PIPER_* setting"
+        setting = unparsable_setting(error, PiperSettings)
         raise PiperConfigError(
             f"Invalid Piper configuration: {setting} could not be parsed.",
             advice='Give it as JSON, e.g. PIPER_ENV_MAP=\'{"My API Key": "MY_ENV_VAR"}\'.',
@@ -104,7 +91,7 @@ class AsyncPiperClient:
     """Piper's credential flow over one pooled `httpx.AsyncClient`.
 
     Takes the published SDK's keyword arguments; whatever is not given comes
-    from `PIPER_*` environment variables (README's configuration table), so the
+    from `PIPER_*` environment variables (the configuration table in docs/configuration.md), so the
     same code runs against the Piper cloud or a local backend.
     `AsyncPiperClient.from_settings()` takes a `PiperSettings` instead.
     Nothing touches the network until the first `get_secret`.
@@ -133,35 +120,33 @@ class AsyncPiperClient:
         ca_bundle: str | Path | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        given = {
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "client_secret_name": client_secret_name,
-            "project_id": project_id,
-            "region": region,
-            "token_url": token_url,
-            "resolve_mapping_url": resolve_mapping_url,
-            "get_scoped_url": get_scoped_url,
-            "exchange_secret_url": exchange_secret_url,
-            "link_url": piper_link_service_url,
-            "instance_id": piper_link_instance_id,
-            "secret_manager_endpoint": secret_manager_endpoint,
-            "env_fallback": enable_env_fallback,
-            "env_prefix": env_variable_prefix,
-            "env_map": env_variable_map,
-            "local_config_file": local_config_file_path,
-            "grant_page_url": piper_ui_grant_page_url,
-            "ca_bundle": ca_bundle,
-        }
-        overrides: dict[str, Any] = {
-            key: value for key, value in given.items() if value is not None
-        }
+        overrides = fields_from_keywords(
+            {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "client_secret_name": client_secret_name,
+                "project_id": project_id,
+                "region": region,
+                "token_url": token_url,
+                "resolve_mapping_url": resolve_mapping_url,
+                "get_scoped_url": get_scoped_url,
+                "exchange_secret_url": exchange_secret_url,
+                "piper_link_service_url": piper_link_service_url,
+                "piper_link_instance_id": piper_link_instance_id,
+                "secret_manager_endpoint": secret_manager_endpoint,
+                "enable_env_fallback": enable_env_fallback,
+                "env_variable_prefix": env_variable_prefix,
+                "env_variable_map": env_variable_map,
+                "local_config_file_path": local_config_file_path,
+                "piper_ui_grant_page_url": piper_ui_grant_page_url,
+                "ca_bundle": ca_bundle,
+            }
+        )
         if client_secret is not None or client_secret_name is not None:
             # One way of giving the secret, stated explicitly, replaces the other from the env.
             overrides.setdefault("client_secret", None)
             overrides.setdefault("client_secret_name", None)
-        settings = load_settings(**overrides)
-        self._setup(settings, http_client)
+        self._setup(load_settings(**overrides), http_client)
 
     @classmethod
     def from_settings(
@@ -178,17 +163,23 @@ class AsyncPiperClient:
         # so an embedding application can scrub them from its logs (piper-mcp does).
         self.on_sensitive: Callable[[str], None] = lambda _: None
         self._owns_http = http_client is None
-        self._ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
-        self._http = http_client or wire.new_http_client(self._ca_bundle)
+        ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
+        self._http = http_client or wire.new_http_client(ca_bundle)
+        self._retry = RetryPolicy(attempts=settings.retry_attempts)
         self.link = PiperLink(
             settings.link_url, self._http, settings.instance_id, timeout=settings.link_timeout
         )
-        self._retry = RetryPolicy(attempts=settings.retry_attempts)
-        self._in_flight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
-        self._sts_cache: dict[str, tuple[SecretResult, float]] = {}
-        self.tokens = AgentTokenCache(self._fetch_agent_token)
-        self._client_secret: SecretStr | None = settings.client_secret
-        self._client_secret_lock = asyncio.Lock()
+        self.functions = PiperFunctions(
+            settings,
+            self._http,
+            self.link,
+            retry=self._retry,
+            report=lambda value: self.on_sensitive(value),
+        )
+        self.tokens = self.functions.tokens
+        self.sts_tokens = StsTokenCache(settings.revocation_window)
+        self._credentials: SingleFlight[SecretResult] = SingleFlight()
+        self._resolves: SingleFlight[str] = SingleFlight()
 
     # --- SDK-compatible attributes ---
 
@@ -242,94 +233,57 @@ class AsyncPiperClient:
         """
         name = checked_variable_name(variable_name)
         try:
-            return self._reported(await self._shared_from_piper(name, fetch_raw_secret))
+            return await self.get_from_piper(name, fetch_raw_secret=fetch_raw_secret)
         except PiperError as error:
             piper_error = _own_copy(error)
         logger.info("Piper did not provide %r: %s", name, piper_error.message)
-
         use_env = self.settings.env_fallback
         if enable_env_fallback_for_this_call is not None:
             use_env = enable_env_fallback_for_this_call
-        if use_env:
-            found = fallback.from_environment(
-                name,
-                prefix=self.settings.env_prefix,
-                env_map=self.settings.env_map,
-                override_name=fallback_env_var_name,
-            )
-            if isinstance(found, SecretResult):
-                return self._reported(found)
-            piper_error.attempts.append(found)
-        if self.settings.local_config_file:
-            found = fallback.from_local_file(name, self.settings.local_config_file)
-            if isinstance(found, SecretResult):
-                return self._reported(found)
-            piper_error.attempts.append(found)
+        found, tried = fallback.first_fallback(
+            name, self.settings, use_env=use_env, override_env_name=fallback_env_var_name
+        )
+        if found is not None:
+            return self._reported(found)
+        piper_error.attempts.extend(tried)
         raise piper_error
 
-    async def _shared_from_piper(self, name: str, fetch_raw_secret: bool) -> SecretResult:
-        """One Piper round trip for concurrent callers asking for the same thing (single-flight),
-        and an STS token reused within the revocation window."""
+    async def get_from_piper(
+        self, variable_name: str, *, fetch_raw_secret: bool = False
+    ) -> SecretResult:
+        """Piper's credential for `variable_name`, asking no fallback tier; a `PiperError` if
+        Piper does not provide it.
+
+        Within PIPER_RETRY_DEADLINE; one Piper round trip for concurrent callers
+        asking the same thing, and an STS token reused within the revocation window.
+        """
+        name = checked_variable_name(variable_name)
         if not fetch_raw_secret:
-            cached = self._cached_sts(name)
+            cached = self.sts_tokens.get(name)
             if cached is not None:
-                return cached
+                return self._reported(cached)
         key = ("raw" if fetch_raw_secret else "sts", normalize_variable_name(name))
-        return await self._single_flight(
-            key, lambda: self._from_piper_in_time(name, fetch_raw_secret)
-        )
-
-    async def _single_flight(
-        self, key: tuple[str, ...], work: Callable[[], Coroutine[Any, Any, T]]
-    ) -> T:
-        """One run of `work` for all concurrent callers with the same `key`."""
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(work())
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        # shield: one caller giving up must not cancel the others' answer.
-        answer: T = await asyncio.shield(task)
-        return answer
-
-    def _cached_sts(self, name: str) -> SecretResult | None:
-        entry = self._sts_cache.get(normalize_variable_name(name))
-        if entry is None:
-            return None
-        result, fetched_at = entry
-        age = time.monotonic() - fetched_at
-        left = None if result.expires_in is None else result.expires_in - age
-        if age >= self.settings.revocation_window or (
-            left is not None and left < EXPIRY_MARGIN_SECONDS
-        ):
-            return None
-        return result.model_copy(
-            update={"expires_in": None if left is None else int(left), "variable_name": name}
+        return self._reported(
+            await self._credentials.run(
+                key, lambda: self._from_piper_in_time(name, fetch_raw_secret)
+            )
         )
 
     async def _from_piper_in_time(self, name: str, fetch_raw_secret: bool) -> SecretResult:
-        key = normalize_variable_name(name)
-        self._sts_cache.pop(key, None)
+        self.sts_tokens.discard(name)
         async with within_deadline(self.settings.retry_deadline):
             try:
-                result = await self._from_piper(name, fetch_raw_secret)
+                result = await self.functions.credential(name, fetch_raw_secret)
             except PiperAuthError as error:
                 # A discovered instanceId the backend no longer knows: ask Link again, once.
                 if error.error_code != protocol.INVALID_REQUEST or not self.link.forget():
                     raise
                 logger.info("Piper rejected the user context; asking Piper Link again.")
                 self.tokens.clear()
-                result = await self._from_piper(name, fetch_raw_secret)
-        if result.source == "piper_sts" and self.settings.revocation_window > 0:
-            self._sts_cache[key] = (result, time.monotonic())
+                result = await self.functions.credential(name, fetch_raw_secret)
+        if result.source == "piper_sts":
+            self.sts_tokens.put(name, result)
         return result
-
-    def _forget_sts(self, name: str, token: str) -> None:
-        """Drop the cached STS token for `name` if it is `token` (a reader was refused)."""
-        key = normalize_variable_name(name)
-        entry = self._sts_cache.get(key)
-        if entry is not None and entry[0].value == token:
-            del self._sts_cache[key]
 
     def _reported(self, result: SecretResult) -> SecretResult:
         value = result.value
@@ -347,8 +301,8 @@ class AsyncPiperClient:
         """
         name = checked_variable_name(variable_name)
         try:
-            credential_id = await self._single_flight(
-                ("resolve", normalize_variable_name(name)), lambda: self._resolve_in_time(name)
+            credential_id = await self._resolves.run(
+                normalize_variable_name(name), lambda: self._resolve_in_time(name)
             )
         except PiperError as error:
             return self.locate_fallback(name, error)
@@ -356,7 +310,7 @@ class AsyncPiperClient:
 
     async def _resolve_in_time(self, name: str) -> str:
         async with within_deadline(self.settings.retry_deadline):
-            return await self._resolve(name, await self._user_context())
+            return await self.functions.resolve(name, await self.functions.user_context())
 
     def locate_fallback(
         self, variable_name: str, piper_problem: PiperError | None = None
@@ -367,27 +321,19 @@ class AsyncPiperClient:
         Piper did not provide it, when the caller knows).
         """
         name = checked_variable_name(variable_name)
-        if self.settings.env_fallback:
-            found = fallback.from_environment(
-                name, prefix=self.settings.env_prefix, env_map=self.settings.env_map
+        found, _ = fallback.first_fallback(name, self.settings, use_env=self.settings.env_fallback)
+        if found is None:
+            return VariableSource(name, "missing", piper_problem=piper_problem)
+        if found.source == "environment_variable":
+            return VariableSource(
+                name, "environment", env_var_name=found.env_var_name, piper_problem=piper_problem
             )
-            if isinstance(found, SecretResult):
-                return VariableSource(
-                    name,
-                    "environment",
-                    env_var_name=found.env_var_name,
-                    piper_problem=piper_problem,
-                )
-        if self.settings.local_config_file:
-            found = fallback.from_local_file(name, self.settings.local_config_file)
-            if isinstance(found, SecretResult):
-                return VariableSource(
-                    name,
-                    "local_file",
-                    config_file_path=found.config_file_path,
-                    piper_problem=piper_problem,
-                )
-        return VariableSource(name, "missing", piper_problem=piper_problem)
+        return VariableSource(
+            name,
+            "local_file",
+            config_file_path=found.config_file_path,
+            piper_problem=piper_problem,
+        )
 
     async def check_agent(self) -> None:
         """Raise the `PiperError` that keeps this agent from asking Piper anything, if any.
@@ -396,13 +342,12 @@ class AsyncPiperClient:
         name nobody grants (any answer but `mapping_not_found` is a problem).
         """
         async with within_deadline(self.settings.retry_deadline):
-            instance_id = await self._user_context()
+            instance_id = await self.functions.user_context()
             if self.protocol_version == 1:
-                url = self.settings.url_for(protocol.RESOLVE_MAPPING_FUNCTION)
-                await self.tokens.get(url, instance_id)
+                await self.functions.agent_token(protocol.RESOLVE_MAPPING_FUNCTION, instance_id)
                 return
             with contextlib.suppress(PiperGrantNeededError):
-                await self._resolve("piper_mcp_agent_check", instance_id)
+                await self.functions.resolve("piper_mcp_agent_check", instance_id)
 
     async def read_secret_value(self, result: SecretResult) -> str:
         """The secret itself: for `piper_sts`, read from Secret Manager with the STS token.
@@ -421,10 +366,8 @@ class AsyncPiperClient:
                 if not result.variable_name:
                     raise rejected.error from None
                 logger.info("Secret Manager refused the STS token; asking Piper for a new one.")
-                self._forget_sts(result.variable_name, result.value)
-                fresh = self._reported(
-                    await self._shared_from_piper(result.variable_name, fetch_raw_secret=False)
-                )
+                self.sts_tokens.forget(result.variable_name, result.value)
+                fresh = await self.get_from_piper(result.variable_name)
                 assert isinstance(fresh.value, str) and fresh.piper_credential_id
                 try:
                     value = await self._read_with_token(fresh.piper_credential_id, fresh.value)
@@ -441,223 +384,4 @@ class AsyncPiperClient:
             endpoint=self.settings.secret_manager_endpoint,
             attempt_timeout=self.settings.retry_deadline,
             retry=self._retry,
-        )
-
-    # --- Piper tier ---
-
-    async def _from_piper(self, name: str, fetch_raw_secret: bool) -> SecretResult:
-        instance_id = await self._user_context()
-        credential_id = await self._resolve(name, instance_id)
-        scoped = await self._scoped(credential_id, instance_id)
-        granted = (
-            credential_id
-            if credential_id in scoped.granted_credential_ids
-            else scoped.granted_credential_ids[0]
-        )
-        if not fetch_raw_secret:
-            return SecretResult(
-                source="piper_sts",
-                value=scoped.access_token,
-                token_type="Bearer",
-                expires_in=scoped.expires_in,
-                piper_credential_id=granted,
-                piper_instance_id=instance_id,
-                variable_name=name,
-            )
-        exchanged = await self._exchange(name, granted, instance_id)
-        return SecretResult(
-            source="piper_raw_secret",
-            value=exchanged.secret_value,
-            piper_credential_id=granted,
-            piper_instance_id=instance_id,
-            variable_name=name,
-        )
-
-    async def _user_context(self) -> str:
-        """The instanceId Piper calls are made for, or why there is none."""
-        if not self.settings.client_id:
-            raise PiperConfigError(
-                "PIPER_CLIENT_ID is not set, so Piper was not asked.",
-                advice="Set PIPER_CLIENT_ID to the agent's client id from the Piper dashboard.",
-            )
-        instance_id = await self.link.instance_id()
-        if not instance_id:
-            raise PiperLinkNeededError(
-                f"Piper Link did not answer at {self.link.url} and PIPER_INSTANCE_ID is not set."
-            )
-        return instance_id
-
-    async def _resolve(self, name: str, instance_id: str) -> str:
-        normalized = normalize_variable_name(name)
-        answer: protocol.ResolveResponse = await self._call(
-            protocol.RESOLVE_MAPPING_FUNCTION,
-            protocol.ResolveResponse,
-            instance_id,
-            name,
-            v1=protocol.ResolveRequestV1(variableName=normalized),
-            v2=protocol.ResolveRequestV2(
-                variableName=normalized, agentClientId=self._agent(), instanceId=instance_id
-            ),
-        )
-        return answer.credentialId
-
-    async def _scoped(self, credential_id: str, instance_id: str) -> protocol.ScopedResponse:
-        answer: protocol.ScopedResponse = await self._call(
-            protocol.GET_SCOPED_FUNCTION,
-            protocol.ScopedResponse,
-            instance_id,
-            None,
-            v1=protocol.ScopedRequestV1(credentialIds=[credential_id]),
-            v2=protocol.ScopedRequestV2(
-                credentialIds=[credential_id], agentClientId=self._agent(), instanceId=instance_id
-            ),
-        )
-        if not answer.granted_credential_ids:
-            raise PiperForbiddenError(
-                f"Piper granted none of the requested credentials ({credential_id}).",
-                status_code=200,
-                error_code=protocol.PERMISSION_DENIED_FOR_ALL_IDS,
-            )
-        if credential_id not in answer.granted_credential_ids:
-            logger.warning("Piper granted other credentials than the one requested.")
-        return answer
-
-    async def _exchange(
-        self, name: str, credential_id: str, instance_id: str
-    ) -> protocol.ExchangeResponse:
-        answer: protocol.ExchangeResponse = await self._call(
-            protocol.EXCHANGE_SECRET_FUNCTION,
-            protocol.ExchangeResponse,
-            instance_id,
-            name,
-            v1=protocol.ExchangeRequestV1(piper_credential_id=credential_id),
-            v2=protocol.ExchangeRequestV2(
-                agentClientId=self._agent(), instanceId=instance_id, piperCredentialId=credential_id
-            ),
-        )
-        return answer
-
-    def _agent(self) -> str:
-        assert self.settings.client_id  # checked in _from_piper
-        return self.settings.client_id
-
-    async def _call(
-        self,
-        function: str,
-        answer_model: type[BaseModel],
-        instance_id: str,
-        variable: str | None,
-        *,
-        v1: BaseModel,
-        v2: BaseModel,
-    ) -> Answer:
-        """Call one function; in v1 with an agent token, retried once if it is rejected."""
-        try:
-            if self.protocol_version == 2:
-                return await self._post(function, answer_model, json_body=v2)
-            url = self.settings.url_for(function)
-            token = await self.tokens.get(url, instance_id)
-            try:
-                return await self._post(function, answer_model, json_body=v1, bearer=token)
-            except BackendAnswerError as answer:
-                if not answer.is_invalid_token:
-                    raise
-                logger.info("Piper's %s rejected the agent token; fetching a new one.", function)
-                self.tokens.drop(url, instance_id, token)
-            token = await self.tokens.get(url, instance_id)
-            return await self._post(function, answer_model, json_body=v1, bearer=token)
-        except BackendAnswerError as answer:
-            raise self._error_for(answer, variable) from None
-
-    async def _post(self, function: str, answer_model: type[BaseModel], **body: Any) -> Answer:
-        return await wire.call(
-            self._http,
-            function,
-            self.settings.url_for(function),
-            answer_model,
-            attempt_timeout=self.settings.timeout_for(function),
-            retry=self._retry,
-            **body,
-        )
-
-    def _error_for(self, answer: BackendAnswerError, variable: str | None) -> PiperError:
-        """The Piper error a backend's 4xx/5xx answer means."""
-        said = f"Piper's {answer.function} answered {answer.status_code} {answer.code}"
-        fields: dict[str, Any] = {
-            "status_code": answer.status_code,
-            "error_code": answer.code,
-            "error_details": answer.details,
-        }
-        message = f"{said}: {answer.description}"
-        if answer.status_code >= 500:
-            return PiperBackendError(message, **fields)
-        if answer.function == protocol.EXCHANGE_SECRET_FUNCTION:
-            return PiperRawSecretExchangeError(message, **fields)
-        if answer.code == protocol.MAPPING_NOT_FOUND and variable is not None:
-            return PiperGrantNeededError(
-                f"The user has not granted this agent the variable {variable!r}.",
-                client_id=self._agent(),
-                variable_name=variable,
-                grant_page_url=self.settings.grant_page_url,
-                **fields,
-            )
-        if answer.status_code == 403 or answer.code == protocol.PERMISSION_DENIED:
-            return PiperForbiddenError(message, **fields)
-        if answer.code == protocol.INVALID_REQUEST and answer.function == protocol.TOKEN_FUNCTION:
-            return PiperAuthError(
-                message,
-                advice="Piper did not accept the user context: sign in to Piper Link again, "
-                "or check PIPER_INSTANCE_ID.",
-                **fields,
-            )
-        return PiperAuthError(message, **fields)
-
-    # --- agent authentication (v1) ---
-
-    async def _fetch_agent_token(
-        self, audience: str, instance_id: str | None
-    ) -> protocol.TokenResponse:
-        request = protocol.TokenRequest(
-            grant_type="client_credentials",
-            client_id=self._agent(),
-            client_secret=await self._agent_secret(),
-            audience=audience,
-            piper_link_instance_id=instance_id,
-        )
-        try:
-            answer = await self._post(
-                protocol.TOKEN_FUNCTION, protocol.TokenResponse, form_body=request
-            )
-        except BackendAnswerError as rejected:
-            raise self._error_for(rejected, None) from None
-        assert isinstance(answer, protocol.TokenResponse)
-        self.on_sensitive(answer.access_token)
-        return answer
-
-    async def _agent_secret(self) -> str:
-        """The agent's client secret: configured, or read once from Secret Manager by name."""
-        if self._client_secret is None:
-            async with self._client_secret_lock:
-                if self._client_secret is None:
-                    self._client_secret = SecretStr(await self._read_agent_secret())
-        secret = self._client_secret.get_secret_value()
-        self.on_sensitive(secret)
-        return secret
-
-    async def _read_agent_secret(self) -> str:
-        secret_name = self.settings.client_secret_name
-        assert secret_name  # protocol v1 means a secret or its name is configured
-        name = (
-            secret_name
-            if secret_name.startswith("projects/")
-            else secret_manager.secret_version_name(self.settings.project_id, secret_name)
-        )
-        # The thread cannot be cancelled at the deadline: give the library what is left of it.
-        left = time_left()
-        return await asyncio.to_thread(
-            secret_manager.read_with_adc,
-            name,
-            endpoint=self.settings.secret_manager_endpoint,
-            ca_bundle=self._ca_bundle,
-            timeout=self.settings.retry_deadline if left is None else max(left, 0.1),
         )

@@ -7,10 +7,13 @@ what the backend answered, from every endpoint (the token endpoint included).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from piper_mcp.piper.protocol import STORAGE_UNAVAILABLE
+from piper_mcp.piper import protocol
+
+if TYPE_CHECKING:
+    from piper_mcp.piper.wire import BackendAnswerError
 
 GRANT_PAGE_URL = "https://agentpiper.com/secrets"
 
@@ -20,11 +23,23 @@ class PiperError(Exception):
 
     advice: str = ""
 
-    def __init__(self, message: str, *, advice: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        error_details: Any = None,
+        advice: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if advice is not None:
             self.advice = advice
+        # What the backend answered, when the error is its answer.
+        self.status_code = status_code
+        self.error_code = error_code
+        self.error_details = error_details
         # What the fallback tiers tried after Piper failed, e.g.
         # "environment variable MYAPP_KEY: not set". Filled by the client.
         self.attempts: list[str] = []
@@ -79,20 +94,6 @@ class PiperAuthError(PiperError):
         "the agent registered in Piper."
     )
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        error_details: Any = None,
-        advice: str | None = None,
-    ) -> None:
-        super().__init__(message, advice=advice)
-        self.status_code = status_code
-        self.error_code = error_code
-        self.error_details = error_details
-
 
 class PiperGrantNeededError(PiperAuthError):
     """The user has not granted this agent the variable (`mapping_not_found`)."""
@@ -105,7 +106,7 @@ class PiperGrantNeededError(PiperAuthError):
         variable_name: str,
         grant_page_url: str = GRANT_PAGE_URL,
         status_code: int | None = 404,
-        error_code: str | None = "mapping_not_found",
+        error_code: str | None = protocol.MAPPING_NOT_FOUND,
         error_details: Any = None,
     ) -> None:
         self.agent_id_for_grant = client_id
@@ -135,20 +136,6 @@ class PiperRawSecretExchangeError(PiperError):
 
     advice = "Use the STS token instead, or ask the user to check the grant in Piper."
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        error_details: Any = None,
-        advice: str | None = None,
-    ) -> None:
-        super().__init__(message, advice=advice)
-        self.status_code = status_code
-        self.error_code = error_code
-        self.error_details = error_details
-
 
 class PiperBackendError(PiperError):
     """The backend could not be reached, failed (5xx), or answered something malformed."""
@@ -157,24 +144,6 @@ class PiperBackendError(PiperError):
         "Check that the Piper backend URLs (PIPER_*_URL) are right and that the backend is "
         "running and reachable from this machine."
     )
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        error_details: Any = None,
-        advice: str | None = None,
-    ) -> None:
-        if advice is None and error_code == STORAGE_UNAVAILABLE:
-            # The backend is reachable; its own storage failed, and its description (in
-            # the message) names the cause and the fix better than any advice here.
-            advice = ""
-        super().__init__(message, advice=advice)
-        self.status_code = status_code
-        self.error_code = error_code
-        self.error_details = error_details
 
 
 def grant_url(page_url: str, client_id: str, variable_name: str) -> str:
@@ -188,3 +157,43 @@ def grant_url(page_url: str, client_id: str, variable_name: str) -> str:
         }
     )
     return f"{page_url.rstrip('/')}?{query}"
+
+
+def error_for(
+    answer: BackendAnswerError, variable: str | None, *, client_id: str, grant_page_url: str
+) -> PiperError:
+    """The Piper error a backend's 4xx/5xx answer means (`variable`: the one asked about)."""
+    fields: dict[str, Any] = {
+        "status_code": answer.status_code,
+        "error_code": answer.code,
+        "error_details": answer.details,
+    }
+    message = (
+        f"Piper's {answer.function} answered {answer.status_code} {answer.code}: "
+        f"{answer.description}"
+    )
+    if answer.status_code >= 500:
+        # Storage: the backend is reachable, its own storage failed, and its description
+        # (in the message) names the cause and the fix better than any advice here.
+        advice = "" if answer.code == protocol.STORAGE_UNAVAILABLE else None
+        return PiperBackendError(message, advice=advice, **fields)
+    if answer.function == protocol.EXCHANGE_SECRET_FUNCTION:
+        return PiperRawSecretExchangeError(message, **fields)
+    if answer.code == protocol.MAPPING_NOT_FOUND and variable is not None:
+        return PiperGrantNeededError(
+            f"The user has not granted this agent the variable {variable!r}.",
+            client_id=client_id,
+            variable_name=variable,
+            grant_page_url=grant_page_url,
+            **fields,
+        )
+    if answer.status_code == 403 or answer.code == protocol.PERMISSION_DENIED:
+        return PiperForbiddenError(message, **fields)
+    if answer.code == protocol.INVALID_REQUEST and answer.function == protocol.TOKEN_FUNCTION:
+        return PiperAuthError(
+            message,
+            advice="Piper did not accept the user context: sign in to Piper Link again, "
+            "or check PIPER_INSTANCE_ID.",
+            **fields,
+        )
+    return PiperAuthError(message, **fields)

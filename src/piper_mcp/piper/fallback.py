@@ -1,7 +1,7 @@
 """The tiers after Piper: an environment variable, then a local JSON file.
 
 Each tier returns a `SecretResult` or a one-line account of what it tried,
-so the final error can say what every tier did.
+so the final error can say what every tier did; `first_fallback` walks them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,35 @@ from pathlib import Path
 
 from piper_mcp.piper.names import env_var_name, normalize_variable_name
 from piper_mcp.piper.result import SecretResult
+from piper_mcp.piper.settings import PiperSettings
+
+
+def first_fallback(
+    variable_name: str,
+    settings: PiperSettings,
+    *,
+    use_env: bool,
+    override_env_name: str | None = None,
+) -> tuple[SecretResult | None, list[str]]:
+    """The first tier that has `variable_name` (environment when `use_env`, then the local
+    file when one is configured), and what each tier before it tried."""
+    tried: list[str] = []
+    if use_env:
+        found = from_environment(
+            variable_name,
+            prefix=settings.env_prefix,
+            env_map=settings.env_map,
+            override_name=override_env_name,
+        )
+        if isinstance(found, SecretResult):
+            return found, tried
+        tried.append(found)
+    if settings.local_config_file:
+        found = from_local_file(variable_name, settings.local_config_file)
+        if isinstance(found, SecretResult):
+            return found, tried
+        tried.append(found)
+    return None, tried
 
 
 def from_environment(

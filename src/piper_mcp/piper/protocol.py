@@ -23,7 +23,6 @@ EXCHANGE_SECRET_FUNCTION = "piper-exchange-sts-for-secret"
 LINK_CONTEXT_PATH = "/piper-link-context"
 
 DEFAULT_LINK_PORT = 31477
-AGENT_SECRET_PREFIX = "agent-secret-"
 
 # Error codes the protocol names.
 INVALID_CLIENT = "invalid_client"

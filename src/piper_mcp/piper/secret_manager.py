@@ -1,30 +1,36 @@
 """Reading a secret from Google Secret Manager, with a Piper STS token or with ADC.
 
-An STS token is read with one REST `GET .../versions/{v}:access` on the
-client's own pooled `httpx` client, so the read ends at the deadline like every
-Piper call. Reading as this process's own Google identity (ADC) needs the
-google libraries, which know how to sign and refresh those credentials: they
-are imported on first use, never at start-up (they cost hundreds of
-milliseconds), and block, so the async client runs them in a worker thread.
+Either way the read is one REST `GET .../versions/{v}:access` on the client's
+own pooled `httpx` client (its CA bundle, its deadline). For this process's own
+Google identity (ADC), google-auth only mints the access token: it is imported
+on first use, never at start-up (it costs hundreds of milliseconds), and
+blocks, so it runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from typing import Any
+import functools
+from collections.abc import Callable
 
 import httpx
 
 from piper_mcp.piper.errors import PiperConfigError, PiperError
-from piper_mcp.piper.retry import RetryPolicy
+from piper_mcp.piper.retry import RetryPolicy, time_left
 from piper_mcp.piper.wire import send
 
 GOOGLE_ENDPOINT = "https://secretmanager.googleapis.com"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 REFUSED_ADVICE = (
     "Ask the user to check the grant in Piper, or check the IAM role "
     "secretmanager.secretAccessor for the agent's Google identity."
+)
+ADC_LOGIN_ADVICE = (
+    "Renew the login (`gcloud auth application-default login`) or check "
+    "GOOGLE_APPLICATION_CREDENTIALS."
 )
 
 
@@ -52,8 +58,9 @@ async def read_with_token(
     endpoint: str | None,
     attempt_timeout: float,
     retry: RetryPolicy,
+    who: str = "the STS token",
 ) -> str:
-    """Read `name` with a Piper-issued STS token (a Google OAuth access token)."""
+    """Read `name` with a Google OAuth access token: a Piper-issued STS token, or `who`'s."""
     url = f"{(endpoint or GOOGLE_ENDPOINT).rstrip('/')}/v1/{name}:access"
     response = await send(
         http,
@@ -69,14 +76,14 @@ async def read_with_token(
         expired = reason == "ACCESS_TOKEN_EXPIRED" or "expired" in message.lower()
         raise TokenRejected(
             PiperError(
-                f"Secret Manager did not accept the STS token for {name!r} "
+                f"Secret Manager did not accept {who} for {name!r} "
                 f"({'it has expired' if expired else 'expired or not valid'}).",
                 advice="Ask Piper for a fresh token (call get_secret again).",
             )
         )
     if response.status_code == 403:
         raise PiperError(
-            f"Secret Manager refused the STS token access to {name!r} (permission denied).",
+            f"Secret Manager refused {who} access to {name!r} (permission denied).",
             advice=REFUSED_ADVICE,
         )
     if response.status_code == 404:
@@ -112,21 +119,48 @@ def _google_error(response: httpx.Response) -> tuple[str, str, str]:
         return "", "", ""
 
 
-def read_with_adc(
+async def read_with_adc(
+    http: httpx.AsyncClient,
     name: str,
     *,
-    endpoint: str | None = None,
-    ca_bundle: str | None = None,
-    timeout: float,
+    endpoint: str | None,
+    attempt_timeout: float,
+    retry: RetryPolicy,
+    on_token: Callable[[str], None],
 ) -> str:
-    """Read `name` as this process's own Google identity (Application Default Credentials)."""
+    """Read `name` as this process's own Google identity (Application Default Credentials);
+    `on_token` is given the access token minted for it."""
+    # The thread cannot be cancelled at the deadline: give google-auth what is left of it.
+    left = time_left()
+    timeout = attempt_timeout if left is None else max(min(left, attempt_timeout), 0.1)
+    token = await asyncio.to_thread(adc_access_token, name, timeout=timeout)
+    on_token(token)
+    who = "this agent's Google identity"
+    try:
+        return await read_with_token(
+            http,
+            name,
+            token,
+            endpoint=endpoint,
+            attempt_timeout=attempt_timeout,
+            retry=retry,
+            who=who,
+        )
+    except TokenRejected:
+        raise PiperError(
+            f"Secret Manager did not accept {who} for {name!r} (expired or invalid).",
+            advice=ADC_LOGIN_ADVICE,
+        ) from None
+
+
+def adc_access_token(name: str, *, timeout: float) -> str:
+    """An access token for this process's Google identity, to read `name`; blocks."""
     import google.auth
     import google.auth.exceptions
+    import google.auth.transport.requests
 
     try:
-        credentials, _ = google.auth.default(
-            scopes=["https://www.googleapis.com/auth/cloud-platform"]
-        )
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
     except google.auth.exceptions.DefaultCredentialsError as error:
         raise PiperConfigError(
             "No Google Application Default Credentials to read the agent's client secret "
@@ -134,50 +168,17 @@ def read_with_adc(
             advice="Run `gcloud auth application-default login`, set "
             "GOOGLE_APPLICATION_CREDENTIALS, or give PIPER_CLIENT_SECRET directly.",
         ) from error
-    return _access(name, credentials, endpoint, ca_bundle, timeout)
-
-
-def _access(
-    name: str, credentials: Any, endpoint: str | None, ca_bundle: str | None, timeout: float
-) -> str:
-    from google.api_core import exceptions as google_errors
-    from google.cloud import secretmanager
-
-    who = "this agent's Google identity"
-    client = secretmanager.SecretManagerServiceClient(
-        transport="rest",
-        credentials=credentials,
-        client_options={"api_endpoint": endpoint} if endpoint else None,
-    )
-    if ca_bundle:
-        # The library has no public CA option: set it on the REST transport's requests
-        # session, and stop requests preferring REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over it.
-        transport: Any = client.transport
-        transport._session.verify = ca_bundle
-        transport._session.trust_env = False
+    if hasattr(credentials, "with_always_use_jwt_access"):
+        # A service account signs its own token (a self-signed JWT, as Google's client
+        # libraries do): no round trip to a token endpoint.
+        credentials = credentials.with_always_use_jwt_access(True)
+    request = functools.partial(google.auth.transport.requests.Request(), timeout=timeout)
     try:
-        response = client.access_secret_version(request={"name": name}, timeout=timeout)
-    except google_errors.Forbidden as error:
+        credentials.refresh(request)
+    except (google.auth.exceptions.GoogleAuthError, OSError) as error:
         raise PiperError(
-            f"Secret Manager refused {who} access to {name!r} (permission denied).",
-            advice=REFUSED_ADVICE,
+            f"Could not get an access token for this agent's Google identity to read {name!r} "
+            f"({type(error).__name__}).",
+            advice=ADC_LOGIN_ADVICE,
         ) from error
-    except google_errors.NotFound as error:
-        raise PiperError(
-            f"Secret Manager has no secret {name!r}.",
-            advice="Check PIPER_PROJECT_ID and the secret's name.",
-        ) from error
-    except google_errors.Unauthorized as error:
-        raise PiperError(
-            f"Secret Manager did not accept {who} for {name!r} (expired or invalid).",
-            advice="Renew the login (`gcloud auth application-default login`) or check "
-            "GOOGLE_APPLICATION_CREDENTIALS.",
-        ) from error
-    except (google_errors.GoogleAPIError, OSError) as error:
-        raise PiperError(
-            f"Could not read {name!r} from Secret Manager ({type(error).__name__}).",
-            advice="Check PIPER_SECRET_MANAGER_ENDPOINT and the network.",
-        ) from error
-    finally:
-        client.transport.close()
-    return bytes(response.payload.data).decode("utf-8")
+    return str(credentials.token)

@@ -6,8 +6,9 @@ machine (the local backend and Piper Link serve plain HTTP on loopback).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import protocol
 from piper_mcp.secret_strength import checked_secret
+from piper_mcp.validation import env_var_name
 
 DEFAULT_PROJECT_ID = "444535882337"
 DEFAULT_REGION = "us-central1"
@@ -58,7 +60,7 @@ def function_url(function: str, project_id: str, region: str) -> str:
 
 
 class PiperSettings(BaseSettings):
-    """Everything the Piper client needs; see README's configuration table."""
+    """Everything the Piper client needs; see the configuration table in docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="PIPER_", extra="ignore", frozen=True)
 
@@ -134,3 +136,58 @@ class PiperSettings(BaseSettings):
         url = urls[function]
         assert url is not None  # filled by _defaults_from_project
         return url
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting's names: its `PiperSettings` field, the `AsyncPiperClient` keyword that
+    gives it (the published SDK's name; None: environment only), and its environment variable."""
+
+    field: str
+    keyword: str | None = None
+
+    @property
+    def env_var(self) -> str:
+        return env_var_name(PiperSettings, self.field)
+
+
+SETTINGS = (
+    Setting("client_id", "client_id"),
+    Setting("client_secret", "client_secret"),
+    Setting("client_secret_name", "client_secret_name"),
+    Setting("project_id", "project_id"),
+    Setting("region", "region"),
+    Setting("token_url", "token_url"),
+    Setting("resolve_mapping_url", "resolve_mapping_url"),
+    Setting("get_scoped_url", "get_scoped_url"),
+    Setting("exchange_secret_url", "exchange_secret_url"),
+    Setting("link_url", "piper_link_service_url"),
+    Setting("instance_id", "piper_link_instance_id"),
+    Setting("secret_manager_endpoint", "secret_manager_endpoint"),
+    Setting("env_fallback", "enable_env_fallback"),
+    Setting("env_prefix", "env_variable_prefix"),
+    Setting("env_map", "env_variable_map"),
+    Setting("local_config_file", "local_config_file_path"),
+    Setting("ca_bundle", "ca_bundle"),
+    Setting("grant_page_url", "piper_ui_grant_page_url"),
+    Setting("token_timeout"),
+    Setting("resolve_timeout"),
+    Setting("scoped_timeout"),
+    Setting("exchange_timeout"),
+    Setting("link_timeout"),
+    Setting("revocation_window"),
+    Setting("retry_attempts"),
+    Setting("retry_deadline"),
+)
+
+_BY_KEYWORD = {setting.keyword: setting for setting in SETTINGS if setting.keyword}
+
+
+def fields_from_keywords(given: dict[str, Any]) -> dict[str, Any]:
+    """`AsyncPiperClient` keywords (those not None) as `PiperSettings` fields."""
+    return {_BY_KEYWORD[key].field: value for key, value in given.items() if value is not None}
+
+
+def env_var_for_keyword(keyword: str) -> str:
+    """The environment variable that sets what the client keyword `keyword` sets."""
+    return _BY_KEYWORD[keyword].env_var

@@ -21,6 +21,7 @@ from piper_mcp import __version__
 from piper_mcp.piper import protocol
 from piper_mcp.piper.errors import PiperBackendError
 from piper_mcp.piper.retry import RETRYABLE_STATUS, RetryPolicy, deadline_passed, time_left
+from piper_mcp.validation import first_problem
 
 USER_AGENT = f"piper-mcp/{__version__}"
 
@@ -97,7 +98,7 @@ async def call(
     except ValidationError as error:
         raise PiperBackendError(
             f"Piper's {function} answered HTTP {response.status_code} with a body that is not "
-            f"a valid {answer_model.__name__} ({_first_problem(error)}).",
+            f"a valid {answer_model.__name__} ({first_problem(error)}).",
             status_code=response.status_code,
             error_code="malformed_response",
         ) from None
@@ -168,12 +169,6 @@ def _tries(attempt: int) -> str:
 
 def _why(failure: Exception) -> str:
     return type(failure.__cause__).__name__
-
-
-def _first_problem(error: ValidationError) -> str:
-    first = error.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
 
 
 def new_http_client(

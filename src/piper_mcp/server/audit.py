@@ -13,10 +13,10 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 if sys.platform == "win32":  # no flock there: one server per audit file
     LOCK_EX = LOCK_SH = LOCK_UN = 0
@@ -29,6 +29,8 @@ else:
 
 BACKUPS = 3
 FIELD_LIMIT = 300
+READ_BLOCK = 65_536
+MAX_LINE = 65_536  # far longer than an entry, whose every field is cut at FIELD_LIMIT
 
 CAUSES = {
     errno.ENOSPC: "the disk is full",
@@ -157,26 +159,51 @@ class AuditTrail:
 
         Lines that are not a JSON object in UTF-8 (a torn line after a crash, a stray
         edit) are skipped and counted, among the lines read back to the `limit`th entry.
+        The file is read from its end, a block at a time: a huge trail costs no memory.
         """
+        entries = RecentEntries()
         try:
-            lines = self.path.read_bytes().split(b"\n")
+            with self.path.open("rb") as file:
+                for line in lines_backwards(file, os.fstat(file.fileno()).st_size):
+                    if len(entries) == limit:
+                        break
+                    if line == b"":
+                        continue  # the end of the file, or a blank line: nothing was lost there
+                    entry = None if line is None else parse(line)
+                    if entry is None:
+                        entries.skipped += 1
+                    else:
+                        entries.append(entry)
         except FileNotFoundError:
             return RecentEntries()
         except OSError as error:
             raise AuditError("read", self.path, error) from error
-        entries = RecentEntries()
-        for line in reversed(lines):
-            if len(entries) == limit:
-                break
-            if not line:
-                continue  # the end of the file, or a blank line: nothing was lost there
-            entry = parse(line)
-            if entry is None:
-                entries.skipped += 1
-            else:
-                entries.append(entry)
         entries.reverse()
         return entries
+
+
+def lines_backwards(file: BinaryIO, size: int) -> Iterator[bytes | None]:
+    """The lines of `file`'s first `size` bytes, last first; None for one over `MAX_LINE`.
+
+    A line that long is no entry (every field is cut at `FIELD_LIMIT`), so it is dropped
+    as it is read rather than held.
+    """
+    position, tail, dropped = size, b"", False
+    while position > 0:
+        start = max(0, position - READ_BLOCK)
+        file.seek(start)
+        first, *ends = file.read(position - start).split(b"\n")
+        position = start
+        if ends:  # the newline before `tail`'s line is in this block: that line is whole
+            *whole, last = ends
+            yield None if dropped else last + tail
+            yield from reversed(whole)
+            tail, dropped = first, False
+        elif not dropped:
+            tail = first + tail
+        if len(tail) > MAX_LINE:
+            tail, dropped = b"", True
+    yield None if dropped else tail
 
 
 def parse(line: bytes) -> dict[str, Any] | None:

@@ -1,17 +1,34 @@
 """Asking the user, through MCP elicitation, before a raw secret value leaves the server.
 
 The question names the variable, where the value comes from and which client
-asks; the answer is a yes/no (never a secret typed into a form) and can be
-remembered for the rest of the session, per variable. One answer releases one
-value: in the 2026-07-28 era, where the answer rides the retried call, the
-`ConsentLedger` refuses it a second time. A client that cannot be asked gets a
-refusal that says how the operator can opt in.
+asks; the answer is a yes/no (never a secret typed into a form). One answer
+releases one value: in the 2026-07-28 era, where the answer rides the retried
+call, the `ConsentLedger` refuses it a second time. A client that cannot be
+asked gets a refusal that says how the operator can opt in. Every outcome is a
+`Consent`; nothing is decided by comparing texts.
+
+"Remember" lasts for one handshake-era session (protocol 2025-11-25 and
+older), and exists only there. The SDK gives a tool no public handle on its
+connection: `ctx.session` is built anew for every request, and the connection
+behind it is a private attribute. What it does give is the session's
+`client_params`, the `initialize` request that opened the session: one object,
+which the connection holds for its whole life, on every transport (stdio, SSE,
+streamable HTTP, in-memory). Answers are remembered against that
+object's identity and forgotten with it, so another connection, or another
+HTTP session of the same client, is asked again.
+
+The 2026-07-28 era has no session: each request stands alone, and the SDK
+builds the client params anew from each request's envelope. Nothing the
+protocol gives there can carry "remember": the sealed request state lives for
+the round trips of one call, and the HTTP bearer token is the operator's one
+token, not a user (an answer tied to it would hold for every client of the
+server). So in that era the question does not offer "remember", and each call
+that wants a raw value asks.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 from mcp.server.elicitation import (
     AcceptedElicitation,
@@ -21,39 +38,55 @@ from mcp.server.elicitation import (
 )
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
+from mcp.types import InitializeRequestParams
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from piper_mcp.server.consent_ledger import ConsentLedger
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.results import Consent
 
-NO_ELICITATION = (
-    "This MCP client cannot ask the user (it does not support elicitation), and the reveal "
-    "policy for this variable is 'ask'. Use the STS token (mode='token'), or the operator can "
-    "start piper-mcp with --reveal allow (PIPER_MCP_REVEAL=allow) or allow this one variable "
-    "with PIPER_MCP_REVEAL_OVERRIDES."
-)
-CONSENT_SPENT = (
-    "This consent was already used: one answer from the user releases one value. Call "
-    "get_secret again so the user is asked again."
-)
+# Why a value was refused without asking, by the consent the resolver settled on.
+UNASKED_REFUSALS = {
+    Consent.NO_ELICITATION: (
+        "This MCP client cannot ask the user (it does not support elicitation), and the reveal "
+        "policy for this variable is 'ask'. Use the STS token (mode='token'), or the operator "
+        "can start piper-mcp with --reveal allow (PIPER_MCP_REVEAL=allow) or allow this one "
+        "variable with PIPER_MCP_REVEAL_OVERRIDES."
+    ),
+    Consent.CONSENT_SPENT: (
+        "This consent was already used: one answer from the user releases one value. Call "
+        "get_secret again so the user is asked again."
+    ),
+}
 
 
 class RevealConsent(BaseModel):
-    """What the user is asked: two yes/no answers, nothing to type."""
+    """What the user is asked: a yes/no, nothing to type."""
 
     reveal: bool = Field(description="Reveal this secret's value to the model")
+
+
+class RevealConsentForSession(RevealConsent):
+    """What the user is asked in a handshake-era session, which can remember the answer."""
+
     remember: bool = Field(
         default=False, description="Don't ask again for this variable in this session"
     )
 
 
 def client_name(ctx: Context) -> str:
-    params = getattr(ctx.session, "client_params", None)
-    info = getattr(params, "client_info", None)
-    if info is None:
+    params = ctx.request_context.session.client_params
+    if params is None:
         return "An MCP client"
-    return f"{info.name} {info.version}".strip()
+    return f"{params.client_info.name} {params.client_info.version}".strip()
+
+
+def handshake(ctx: Context) -> InitializeRequestParams | None:
+    """The `initialize` request that opened this call's session; None without a session."""
+    if ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    return ctx.request_context.session.client_params
 
 
 class ConsentKeeper:
@@ -62,56 +95,54 @@ class ConsentKeeper:
     def __init__(self, service: CredentialService) -> None:
         self.service = service
         self.ledger = ConsentLedger()
-        self._remembered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-
-    @staticmethod
-    def _connection(ctx: Context) -> Any:
-        # A ServerSession is made per request; the connection behind it is what a
-        # handshake-era session is. The SDK has no public accessor for it. In the
-        # 2026-07-28 era each request is its own connection, so nothing is remembered.
-        return getattr(ctx.session, "_connection", None)
+        # id(initialize params) -> variables; an entry goes when its params object does.
+        self._remembered: dict[int, set[str]] = {}
 
     def remember(self, ctx: Context, name: str) -> None:
-        connection = self._connection(ctx)
-        if connection is not None:
-            self._remembered.setdefault(connection, set()).add(name)
+        session = handshake(ctx)
+        if session is None:
+            return
+        key = id(session)
+        if key not in self._remembered:
+            self._remembered[key] = set()
+            weakref.finalize(session, self._remembered.pop, key, None)
+        self._remembered[key].add(name)
 
     def remembered(self, ctx: Context, name: str) -> bool:
-        connection = self._connection(ctx)
-        return connection is not None and name in self._remembered.get(connection, set())
+        session = handshake(ctx)
+        return session is not None and name in self._remembered.get(id(session), ())
 
-    async def ask(
-        self, variable: str, mode: Mode, ctx: Context
-    ) -> Elicit[RevealConsent] | Consent | str:
-        """Run before the tool body: a question for the user, or why none is needed.
+    async def ask(self, variable: str, mode: Mode, ctx: Context) -> Elicit[RevealConsent] | Consent:
+        """Run before the tool body: a question for the user, or the consent already settled.
 
-        Returns `Elicit` (ask), a `Consent` value (no question needed), or the
-        refusal text when the user cannot be asked.
+        Returns `Elicit` (ask), or a `Consent`: one that lets the tool body go on
+        (`NOT_NEEDED`, `REMEMBERED`), or one of `UNASKED_REFUSALS`.
         """
         if mode != "value":
-            return "not_needed"
+            return Consent.NOT_NEEDED
         try:
             name = self.service.declared_name(variable)
         except Refusal:
-            return "not_needed"  # the tool body refuses it, with the reason
+            return Consent.NOT_NEEDED  # the tool body refuses it, with the reason
         if self.service.policy.for_variable(name) != "ask":
-            return "not_needed"
+            return Consent.NOT_NEEDED
         if self.remembered(ctx, name):
-            return "remembered"
+            return Consent.REMEMBERED
         source = await self.service.raw_source(name)
         if source is None:
-            return "not_needed"  # nothing to reveal; the tool body says why
+            return Consent.NOT_NEEDED  # nothing to reveal; the tool body says why
         capabilities = ctx.client_capabilities
         if capabilities is None or capabilities.elicitation is None:
-            return NO_ELICITATION
+            return Consent.NO_ELICITATION
         # After the last await: checking and spending a returned state is one step.
         code = self.ledger.question_code(name, ctx.request_state)
         if code is None:
-            return CONSENT_SPENT
+            return Consent.CONSENT_SPENT
+        question = RevealConsentForSession if handshake(ctx) is not None else RevealConsent
         return Elicit(
             f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
             f"{source}. Reveal it to the model? (Question {code}.)",
-            RevealConsent,
+            question,
         )
 
     def decision(
@@ -121,30 +152,28 @@ class ConsentKeeper:
         if isinstance(outcome, DeclinedElicitation):
             raise Refusal(
                 "The user declined to reveal this secret's value to the model.",
-                reason="user_declined",
+                reason=Consent.USER_DECLINED,
             )
         if isinstance(outcome, CancelledElicitation):
             raise Refusal(
-                "The user dismissed the question; nothing was revealed.", reason="user_cancelled"
+                "The user dismissed the question; nothing was revealed.",
+                reason=Consent.USER_CANCELLED,
             )
-        if not isinstance(outcome, AcceptedElicitation):
-            raise Refusal("Unexpected consent outcome; nothing was revealed.")
-        answer = outcome.data
-        if isinstance(answer, RevealConsent):
-            if not answer.reveal:
-                raise Refusal(
-                    "The user chose not to reveal this secret's value to the model.",
-                    reason="user_declined",
-                )
-            if answer.remember:
-                self.remember(ctx, self.service.declared_name(variable))
-            return "user_allowed"
-        if answer in (NO_ELICITATION, CONSENT_SPENT):
-            reason = "consent_spent" if answer == CONSENT_SPENT else "no_elicitation"
-            raise Refusal(str(answer), reason=reason)
-        if answer in ("not_needed", "remembered"):
+        answer = outcome.data if isinstance(outcome, AcceptedElicitation) else None
+        if isinstance(answer, Consent):
+            if answer in UNASKED_REFUSALS:
+                raise Refusal(UNASKED_REFUSALS[answer], reason=answer)
             return answer
-        raise Refusal("Unexpected consent outcome; nothing was revealed.")
+        if not isinstance(answer, RevealConsent):
+            raise Refusal("Unexpected consent outcome; nothing was revealed.")
+        if not answer.reveal:
+            raise Refusal(
+                "The user chose not to reveal this secret's value to the model.",
+                reason=Consent.USER_DECLINED,
+            )
+        if isinstance(answer, RevealConsentForSession) and answer.remember:
+            self.remember(ctx, self.service.declared_name(variable))
+        return Consent.USER_ALLOWED
 
 
 def consent_asked(outcome: ElicitationResult[RevealConsent]) -> tuple[bool, bool | None]:

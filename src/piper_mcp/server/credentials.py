@@ -19,6 +19,7 @@ from typing import Literal
 from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
 from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, env_var_name, normalize_variable_name
 from piper_mcp.piper.secret_manager import secret_version_name
+from piper_mcp.printable import quoted
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.results import (
     Consent,
@@ -70,11 +71,6 @@ def reason_code(error: PiperError) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
-def shown(text: str, limit: int = 64) -> str:
-    """A name quoted for an error message: escaped, and cut if long."""
-    return repr(text[:limit]) + ("…" if len(text) > limit else "")
-
-
 def is_own_setting(env_name: str) -> bool:
     """`PIPER_*`: the server's own configuration, never served as a secret."""
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
@@ -116,7 +112,7 @@ class CredentialService:
                 f"This agent declares no variables yet. {self.how_to_declare}", reason="undeclared"
             )
         raise Refusal(
-            f"{shown(requested)} is not a variable this agent declares "
+            f"{quoted(requested)} is not a variable this agent declares "
             f"({', '.join(declared)}). Ask for one of those, or ask the user to declare "
             f"it: {self.how_to_declare}",
             reason="undeclared",
@@ -128,13 +124,9 @@ class CredentialService:
         """An STS token for a declared variable (reused within the revocation window)."""
         name = self.declared_name(variable)
         try:
-            result = await self.client.get_secret(name, enable_env_fallback_for_this_call=False)
+            result = await self.client.get_from_piper(name)
         except PiperError as error:
             raise Refusal(self._explain(name, error), reason=reason_code(error)) from None
-        if result.source != "piper_sts":  # a local-file fallback answered
-            raise Refusal(
-                f"Piper did not grant {name!r}. {self._raw_hint(name)}", reason="not_granted"
-            )
         expires_in, credential_id = result.expires_in, result.piper_credential_id
         return SecretCredential(
             variable=name,
@@ -168,7 +160,7 @@ class CredentialService:
                 "for the STS token instead (get_secret without mode='value').",
                 reason="reveal_denied",
             )
-        if rule == "ask" and consent not in ("user_allowed", "remembered"):
+        if rule == "ask" and consent not in (Consent.USER_ALLOWED, Consent.REMEMBERED):
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 raise Refusal(
@@ -194,7 +186,7 @@ class CredentialService:
             value=value,
             credential_id=result.piper_credential_id,
             env_var_name=result.env_var_name,
-            consent="operator_allowed" if rule == "allow" else consent,
+            consent=Consent.OPERATOR_ALLOWED if rule == "allow" else consent,
         )
 
     def _env_fallback_allowed(self, name: str) -> bool:

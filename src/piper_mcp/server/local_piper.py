@@ -5,78 +5,156 @@ act as one of the vault's agents over protocol v2, answered in-process: the
 Piper functions and Link have no port another process could use. Only the
 Secret Manager read route (for the STS tokens handed out) listens on loopback.
 Grants made with `piper-mcp local ...` in another terminal apply on the next call.
+
+`serve` opens the vault in a background thread while it answers `initialize`; what
+needs the vault awaits `ready()`, and a vault that cannot be opened stops the server
+with its one-line error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
-from piper_mcp.local.embedded import EmbeddedPiper
-from piper_mcp.local.vault import Vault, VaultError
-from piper_mcp.piper import PiperSettings, load_settings
+from piper_mcp.local.embedded import client_settings
+from piper_mcp.local.errors import VaultError
+from piper_mcp.local.files import DATABASE_FILE
+from piper_mcp.network import bind, url_of
+from piper_mcp.piper import load_settings
+from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
+from piper_mcp.piper.wire import new_http_client
+
+if TYPE_CHECKING:
+    from piper_mcp.local.embedded import EmbeddedPiper
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
 class LocalPiper:
-    backend: EmbeddedPiper
-    settings: PiperSettings
-    http_client: httpx.AsyncClient
-    declared: Callable[[], list[str]]
-    how_to_declare: str
+    """The local vault's backend for one agent, and the Piper client settings that reach it.
+
+    Built at once (it only binds the Secret Manager port); `open()` or
+    `open_in_background()` then opens the vault and starts the backend.
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.home = default_home()
+        self._sock = bind("127.0.0.1", 0)
+        self.settings = load_settings(
+            client_id=agent_id,
+            client_secret=None,  # protocol v2, in-process: no other process can send it
+            client_secret_name=None,
+            instance_id=None,
+            **client_settings(url_of(self._sock), DEFAULT_PROJECT_ID),
+        )
+        self.how_to_declare = (
+            f"Grant it in the local vault: `piper-mcp local grant {agent_id} VARIABLE SECRET` "
+            "(see `piper-mcp local --help`)."
+        )
+        self._backend: Future[EmbeddedPiper] = Future()
+        self._opener: threading.Thread | None = None
+        self._declared: tuple[object, list[str]] = (None, [])
+
+    def open(self) -> LocalPiper:
+        """Open the vault and start the backend in this thread; `VaultError` if it cannot."""
+        self._open()
+        self._backend.result()
+        return self
+
+    def open_in_background(self) -> LocalPiper:
+        self._opener = threading.Thread(target=self._open, name="piper-mcp vault", daemon=True)
+        self._opener.start()
+        return self
+
+    async def ready(self) -> EmbeddedPiper:
+        """The running backend, once the vault is open; raises what stopped it opening."""
+        if not self._backend.done():
+            return await asyncio.wrap_future(self._backend)
+        return self._backend.result()
+
+    def failure(self) -> BaseException | None:
+        """What stopped the vault opening (after waiting for it), or None."""
+        return self._backend.exception()
+
+    def http_client(self) -> httpx.AsyncClient:
+        """A Piper client's HTTP client answered in-process, by the backend once it is ready."""
+        return new_http_client(transport=httpx.ASGITransport(app=self._in_process))
+
+    async def _in_process(self, scope: Any, receive: Any, send: Any) -> None:
+        await (await self.ready()).in_process(scope, receive, send)
+
+    def declared(self) -> list[str]:
+        """The agent's declared variables, read again only when the vault has changed."""
+        vault = self._backend.result().vault
+        version = vault.version()
+        seen, variables = self._declared
+        if version != seen:
+            agent = vault.agent(self.agent_id)
+            variables = list(agent.variables) if agent else []
+            self._declared = (version, variables)
+        return list(variables)
 
     def stop(self) -> None:
-        self.backend.stop()
-        self.backend.vault.close()
+        if self._opener is not None:
+            self._opener.join()
+        if self._backend.done() and self._backend.exception() is None:
+            backend = self._backend.result()
+            backend.stop()
+            backend.vault.close()
+        else:
+            self._sock.close()
 
+    def _open(self) -> None:
+        try:
+            self._backend.set_result(self._start_backend())
+        except BaseException as error:  # handed to whoever waits for the backend
+            self._backend.set_exception(error)
 
-def start_local_piper(agent_id: str) -> LocalPiper:
-    home = default_home()
-    vault, created = Vault.init(home)
-    vault.check()  # a damaged vault is one line at start, not a failure on every call
-    if created:
-        print(
-            f"piper-mcp: created a local Piper vault in {home} with the agent "
-            f"{DEFAULT_AGENT!r}. Give it a secret:\n"
-            "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
-            f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'",
-            file=sys.stderr,
+    def _start_backend(self) -> EmbeddedPiper:
+        from piper_mcp.local.embedded import EmbeddedPiper
+        from piper_mcp.local.vault import Vault
+
+        if self.agent_id != DEFAULT_AGENT and not (self.home / DATABASE_FILE).exists():
+            # A new vault would have only the default agent: make none.
+            raise VaultError(
+                f"there is no vault in {self.home}, so no agent {self.agent_id!r}; create it "
+                f"with `piper-mcp local init`, then `piper-mcp local agent add {self.agent_id} "
+                "--variable NAME`"
+            )
+        vault, created = Vault.init(self.home)
+        try:
+            vault.check()  # a damaged vault is one line at start, not a failure on every call
+            if created:
+                print(
+                    f"piper-mcp: created a local Piper vault in {self.home} with the agent "
+                    f"{DEFAULT_AGENT!r}. Give it a secret:\n"
+                    "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
+                    f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'",
+                    file=sys.stderr,
+                )
+            agent = vault.agent(self.agent_id)
+            if agent is None:
+                raise VaultError(
+                    f"there is no agent {self.agent_id!r} in {self.home}; add it with "
+                    f"`piper-mcp local agent add {self.agent_id} --variable NAME`"
+                )
+            backend = EmbeddedPiper(vault, self.agent_id, sock=self._sock).start()
+        except BaseException:
+            vault.close()
+            raise
+        logger.info(
+            "Local Piper for agent %r in-process; Secret Manager reads at %s",
+            self.agent_id,
+            backend.secret_manager_url,
         )
-    if vault.agent(agent_id) is None:
-        raise VaultError(
-            f"there is no agent {agent_id!r} in {home}; add it with "
-            f"`piper-mcp local agent add {agent_id} --variable NAME`"
-        )
-    backend = EmbeddedPiper(vault, agent_id).start()
-    settings = load_settings(
-        client_id=agent_id,
-        client_secret=None,  # protocol v2, in-process: no other process can send it
-        client_secret_name=None,
-        instance_id=None,
-        **backend.client_settings(),
-    )
-    logger.info(
-        "Local Piper for agent %r in-process; Secret Manager reads at %s",
-        agent_id,
-        backend.secret_manager_url,
-    )
-
-    def declared() -> list[str]:
-        agent = vault.agent(agent_id)
-        return list(agent.variables) if agent else []
-
-    return LocalPiper(
-        backend,
-        settings,
-        backend.http_client(),
-        declared,
-        how_to_declare=f"Grant it in the local vault: `piper-mcp local grant {agent_id} "
-        "VARIABLE SECRET` (see `piper-mcp local --help`).",
-    )
+        if not agent.variables:
+            logger.warning("No variables are declared yet. %s", self.how_to_declare)
+        return backend

@@ -25,7 +25,3 @@ class RevealPolicy:
 
     def for_variable(self, name: str) -> Reveal:
         return self._overrides.get(normalize_variable_name(name), self.default)
-
-    @property
-    def allows_anything_unasked(self) -> bool:
-        return self.default == "allow" or "allow" in self._overrides.values()

@@ -7,11 +7,35 @@ value the reveal policy let through.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Consent = Literal["not_needed", "operator_allowed", "user_allowed", "remembered"]
+
+class Consent(StrEnum):
+    """What the reveal policy and the user decided about one raw value.
+
+    The values are what `SecretCredential.consent` says on the wire and the
+    audit trail's reason codes.
+    """
+
+    # The value may leave:
+    NOT_NEEDED = "not_needed"  # no question applies (a token, or a call refused anyway)
+    OPERATOR_ALLOWED = "operator_allowed"
+    USER_ALLOWED = "user_allowed"
+    REMEMBERED = "remembered"  # the user allowed it earlier in this session
+    # Nothing leaves:
+    USER_DECLINED = "user_declined"
+    USER_CANCELLED = "user_cancelled"
+    NO_ELICITATION = "no_elicitation"  # the client cannot ask the user
+    CONSENT_SPENT = "consent_spent"  # a 2026-07-28 answer brought back a second time
+
+
+# The consents a credential can carry: the output schema lists these values only.
+Released = Literal[
+    Consent.NOT_NEEDED, Consent.OPERATOR_ALLOWED, Consent.USER_ALLOWED, Consent.REMEMBERED
+]
 
 
 class SecretCredential(BaseModel):
@@ -46,8 +70,8 @@ class SecretCredential(BaseModel):
     env_var_name: str | None = Field(
         default=None, description="For environment_variable: the variable it was read from."
     )
-    consent: Consent = Field(
-        default="not_needed",
+    consent: Released = Field(
+        default=Consent.NOT_NEEDED,
         description="Why a raw value was released: the operator allowed it, the user "
         "allowed it when asked, or earlier in this session.",
     )

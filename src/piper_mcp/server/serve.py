@@ -8,8 +8,12 @@ before the server stops.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import signal
+import socket
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -18,20 +22,21 @@ import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp.types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.credentials import CredentialService
-from piper_mcp.server.http_guard import BearerGuard, SessionLimit, transport_security
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.settings import ServeSettings
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from piper_mcp.server.local_piper import LocalPiper
 
 logger = logging.getLogger("piper_mcp")
 # After the last call of a drain: its answer leaves a moment after its handler returns, and
@@ -68,12 +73,24 @@ def configure_logging(level: str) -> None:
 
 
 def build_service(options: ServeSettings, stack: ExitStack) -> CredentialService:
-    if options.local:
-        from piper_mcp.server.local_piper import start_local_piper
+    """The service `options` describe, its local vault (`--local`) open and checked."""
+    service, local = _service(options, stack)
+    if local is not None:
+        local.open()
+    return service
 
-        local = start_local_piper(options.agent)
+
+def _service(
+    options: ServeSettings, stack: ExitStack
+) -> tuple[CredentialService, LocalPiper | None]:
+    """The service, and with `--local` its backend, whose vault is not opened yet."""
+    local = None
+    if options.local:
+        from piper_mcp.server.local_piper import LocalPiper
+
+        local = LocalPiper(options.agent)
         stack.callback(local.stop)
-        settings, http_client = local.settings, local.http_client
+        settings, http_client = local.settings, local.http_client()
         declared, how_to_declare = local.declared, local.how_to_declare
     else:
         settings, http_client = load_settings(), None
@@ -84,12 +101,13 @@ def build_service(options: ServeSettings, stack: ExitStack) -> CredentialService
             "restart it."
         )
     client = AsyncPiperClient.from_settings(settings, http_client=http_client)
-    return CredentialService(
+    service = CredentialService(
         client,
         declared,
         how_to_declare=how_to_declare,
         policy=RevealPolicy(options.reveal, options.reveal_overrides),
     )
+    return service, local
 
 
 def serve(options: ServeSettings) -> int:
@@ -108,19 +126,82 @@ def serve(options: ServeSettings) -> int:
             {name: rule for name, rule in options.reveal_overrides.items() if rule == "allow"},
         )
     with ExitStack() as stack:
-        service = build_service(options, stack)
+        service, local = _service(options, stack)
         audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
         server = build_server(service, audit=audit, transport=options.transport, redactor=redactor)
-        if not service.declared:
-            logger.warning("No variables are declared yet. %s", service.how_to_declare)
+        # What start-up built stays: collections need not walk it (see cli.main).
+        gc.freeze()
+        gc.enable()
+        if local is None:
+            if not service.declared:
+                logger.warning("No variables are declared yet. %s", service.how_to_declare)
+        else:
+            # `initialize` needs no vault: it is answered while the vault opens.
+            server.middleware.append(VaultGate(local))
         if options.transport == "stdio":
-            from piper_mcp.server.stdio import serve_stdio
-
-            logger.info("Serving MCP over stdio.")
-            anyio.run(serve_stdio, server, options.max_request_bytes)
-            return 0
-        serve_http(server, options)
+            if local is not None:
+                local.open_in_background()
+            anyio.run(run_stdio, server, options.max_request_bytes, local)
+        else:
+            serve_http(server, options, local)
+        failure = local.failure() if local else None  # waits for the vault, if still opening
+        if failure is not None:
+            raise failure
     return 0
+
+
+class VaultGate:
+    """MCP middleware: requests other than `initialize` and `ping` wait for the local vault."""
+
+    def __init__(self, local: LocalPiper) -> None:
+        self.local = local
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.request_id is not None and ctx.method not in ("initialize", "ping"):
+            try:
+                await self.local.ready()
+            except Exception:
+                raise MCPError(
+                    INTERNAL_ERROR,
+                    "piper-mcp could not open its local vault and is stopping; its stderr "
+                    "says why.",
+                ) from None
+        return await call_next(ctx)
+
+
+async def until_vault_fails(local: LocalPiper | None, stop: Callable[[], None]) -> None:
+    """Once the vault is open, say that the server serves; if it cannot open, `stop()`."""
+    if local is not None:
+        try:
+            await local.ready()
+        except Exception:
+            stop()
+            return
+    logger.info("Serving MCP over stdio.")
+
+
+async def run_stdio(server: MCPServer, max_request_bytes: int, local: LocalPiper | None) -> None:
+    """Serve over stdin and stdout until stdin ends or SIGTERM comes, or the vault fails."""
+    from piper_mcp.server.stdio import serve_stdio
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(until_vault_fails, local, tasks.cancel_scope.cancel)
+        async with anyio.create_task_group() as serving:
+            if sys.platform != "win32":  # no signal handlers in an asyncio loop there
+                serving.start_soon(until_terminated, serving.cancel_scope.cancel)
+            await serve_stdio(server, max_request_bytes)
+            serving.cancel_scope.cancel()
+
+
+async def until_terminated(stop: Callable[[], None]) -> None:
+    """At SIGTERM (a host stopping its server), `stop()`: what is open is then closed."""
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            logger.info("Stopping: SIGTERM.")
+            stop()
+            return
 
 
 def check_http_exposure(options: ServeSettings) -> None:
@@ -134,10 +215,11 @@ def check_http_exposure(options: ServeSettings) -> None:
         )
 
 
-def serve_http(server: MCPServer, options: ServeSettings) -> None:
+def serve_http(server: MCPServer, options: ServeSettings, local: LocalPiper | None) -> None:
     import uvicorn
 
     from piper_mcp.network import bind, url_of
+    from piper_mcp.server.http_guard import BearerGuard, SessionLimit, transport_security
 
     sock = bind(options.host, options.port)
     base = url_of(sock)
@@ -175,13 +257,18 @@ def serve_http(server: MCPServer, options: ServeSettings) -> None:
     # log_config=None: uvicorn logs through the root handlers, and so through the redactor.
     # Once the calls are drained, only streams are left open, and the SSE library ends them
     # within half a second: the short bound is for anything else.
+    # The access log, a line a request (INFO to uvicorn), only at DEBUG: below that it is
+    # noise to a host, and time on every call.
     config = uvicorn.Config(
         guarded,
         log_level=options.log_level.lower(),
         log_config=None,
+        access_log=options.log_level == "DEBUG",
         timeout_graceful_shutdown=1,
     )
-    draining_server(config, calls, options.shutdown_grace_seconds).run(sockets=[sock])
+    if local is not None:  # once the port is ours: a busy port creates no vault
+        local.open_in_background()
+    draining_server(config, calls, options.shutdown_grace_seconds, local).run(sockets=[sock])
 
 
 class CallsInFlight:
@@ -239,19 +326,37 @@ class CallsInFlight:
         return 0
 
 
-def draining_server(config: uvicorn.Config, calls: CallsInFlight, grace: float) -> uvicorn.Server:
+def draining_server(
+    config: uvicorn.Config, calls: CallsInFlight, grace: float, local: LocalPiper | None = None
+) -> uvicorn.Server:
     """A uvicorn server whose first SIGTERM or SIGINT drains `calls` before its shutdown.
 
     uvicorn alone ends every open SSE stream at a signal, and the answer to a streamable
     HTTP call is one: the call is cut mid-answer. Instead, the server keeps serving while
     it refuses new requests and waits for the calls in flight, for `grace` seconds at
-    most; then uvicorn shuts down. A second signal stops it at once.
+    most; then uvicorn shuts down. A second signal stops it at once. It also stops if
+    the `local` vault cannot be opened.
     """
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
         signalled = False
         draining: asyncio.Task[None] | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            if local is None:
+                return await super().serve(sockets)
+            watch = asyncio.get_running_loop().create_task(self._watch(local))
+            try:
+                await super().serve(sockets)
+            finally:
+                watch.cancel()
+
+        async def _watch(self, local: LocalPiper) -> None:
+            try:
+                await local.ready()
+            except Exception:
+                self.should_exit = True
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.signalled or self.should_exit:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    AliasChoices,
     Field,
     SecretStr,
     ValidationInfo,
@@ -31,7 +30,7 @@ STANDARD_INPUT = {"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
 
 
 class ServeSettings(BaseSettings):
-    """See README's configuration table."""
+    """See the configuration table in docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="PIPER_MCP_", extra="ignore", frozen=True)
 
@@ -42,7 +41,7 @@ class ServeSettings(BaseSettings):
     local: bool = False
     agent: str = DEFAULT_AGENT
     variables: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=AliasChoices("variables", "PIPER_VARIABLES")
+        default_factory=list, validation_alias="PIPER_VARIABLES"
     )
     reveal: Reveal = "ask"
     reveal_overrides: dict[str, Reveal] = Field(default_factory=dict)

@@ -1,0 +1,71 @@
+"""What a backend's refusal becomes: the error class, its codes, and advice that fits."""
+
+from __future__ import annotations
+
+import pytest
+
+from piper_mcp.piper import protocol
+from piper_mcp.piper.errors import (
+    PiperAuthError,
+    PiperBackendError,
+    PiperError,
+    PiperForbiddenError,
+    PiperGrantNeededError,
+    PiperRawSecretExchangeError,
+    error_for,
+)
+from piper_mcp.piper.wire import BackendAnswerError
+
+
+def answer(function: str, status: int, code: str) -> PiperError:
+    said = BackendAnswerError(function, status, code, "the backend's words", {"error": code})
+    return error_for(said, "slack_token", client_id="agent-x", grant_page_url="https://p.example")
+
+
+@pytest.mark.parametrize(
+    ("function", "status", "code", "kind"),
+    [
+        (protocol.RESOLVE_MAPPING_FUNCTION, 503, "http_503", PiperBackendError),
+        (
+            protocol.EXCHANGE_SECRET_FUNCTION,
+            400,
+            protocol.INVALID_REQUEST,
+            PiperRawSecretExchangeError,
+        ),
+        (protocol.GET_SCOPED_FUNCTION, 403, protocol.PERMISSION_DENIED, PiperForbiddenError),
+        (protocol.TOKEN_FUNCTION, 401, protocol.INVALID_CLIENT, PiperAuthError),
+    ],
+)
+def test_each_answer_keeps_what_the_backend_said(
+    function: str, status: int, code: str, kind: type[PiperError]
+) -> None:
+    error = answer(function, status, code)
+    assert type(error) is kind
+    assert (error.status_code, error.error_code, error.error_details) == (
+        status,
+        code,
+        {"error": code},
+    )
+    assert error.message == f"Piper's {function} answered {status} {code}: the backend's words"
+
+
+def test_an_unmapped_variable_says_where_to_grant_it() -> None:
+    error = answer(protocol.RESOLVE_MAPPING_FUNCTION, 404, protocol.MAPPING_NOT_FOUND)
+    assert isinstance(error, PiperGrantNeededError)
+    assert error.grant_url == (
+        "https://p.example?response_type=code&scope=manage_grants&client=agent-x"
+        "&variable=slack_token"
+    )
+    assert error.status_code == 404
+
+
+def test_failed_storage_keeps_the_backends_own_advice_only() -> None:
+    error = answer(protocol.GET_SCOPED_FUNCTION, 503, protocol.STORAGE_UNAVAILABLE)
+    assert isinstance(error, PiperBackendError)
+    assert str(error) == error.message
+    assert "PIPER_*_URL" in str(answer(protocol.GET_SCOPED_FUNCTION, 500, "http_500"))
+
+
+def test_a_rejected_user_context_says_to_sign_in_again() -> None:
+    error = answer(protocol.TOKEN_FUNCTION, 400, protocol.INVALID_REQUEST)
+    assert "sign in to Piper Link again" in error.advice
