@@ -227,3 +227,33 @@ async def test_get_secret_withholds_the_credential_it_cannot_audit(
     assert "The credential was withheld because " + cannot + "the disk is full" in text_of(granted)
     assert refused.is_error
     assert "Refused (undeclared), and " + cannot + "the disk is full" in text_of(refused)
+
+
+def test_the_last_entries_are_read_without_reading_what_comes_before_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`piper-mcp audit --limit 1` on a trail whose last line follows a gigabyte of junk."""
+    trail = tmp_path / "audit.jsonl"
+    with trail.open("wb") as file:
+        file.truncate(1 << 30)  # sparse
+        file.seek(0, os.SEEK_END)
+        file.write(b"\n" + json.dumps({"variable": "last", "outcome": "ok"}).encode() + b"\n")
+    read: list[int] = []
+    real_open = Path.open
+
+    def counting_open(path: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        file = real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+        real_read = file.read
+
+        def read_counted(size: int = -1) -> bytes:
+            data: bytes = real_read(size)
+            read.append(len(data))
+            return data
+
+        file.read = read_counted
+        return file
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    entries = AuditTrail(trail).recent(1)
+    assert [entry["variable"] for entry in entries] == ["last"]
+    assert sum(read) <= 2 * 64 * 1024, f"read {sum(read)} bytes for one entry"

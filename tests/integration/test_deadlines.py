@@ -25,7 +25,7 @@ from piper_mcp.piper import AsyncPiperClient, PiperBackendError, PiperClient
 from tests.conftest import AGENT_ID, OPENAI_VALUE
 from tests.protocol.conftest import DECLARED, make_server, structured, text_of
 
-DEADLINE = 1.0
+DEADLINE = 0.5
 BOUND = DEADLINE * 2 + 1  # generous: the deadline plus scheduling on a busy machine
 RESOLVE = "/piper-resolve-variable-mapping"
 SECRET_MANAGER = "/v1/"

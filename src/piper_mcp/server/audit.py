@@ -162,18 +162,20 @@ class AuditTrail:
         The file is read from its end, a block at a time: a huge trail costs no memory.
         """
         entries = RecentEntries()
+        if limit <= 0:
+            return entries
         try:
             with self.path.open("rb") as file:
                 for line in lines_backwards(file, os.fstat(file.fileno()).st_size):
-                    if len(entries) == limit:
-                        break
                     if line == b"":
                         continue  # the end of the file, or a blank line: nothing was lost there
                     entry = None if line is None else parse(line)
                     if entry is None:
                         entries.skipped += 1
-                    else:
-                        entries.append(entry)
+                        continue
+                    entries.append(entry)
+                    if len(entries) >= limit:
+                        break  # before the next line is read: it may be a gigabyte away
         except FileNotFoundError:
             return RecentEntries()
         except OSError as error:
