@@ -7,12 +7,15 @@ remote client could then answer its own consent prompt.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import httpx
@@ -31,19 +34,60 @@ GOOD_TOKEN = "a-good-http-token-3c9e1f7a0b5d2e8f4a6c"
 WEAK = {"empty": "", "blank": "   ", "short": "x" * 31}
 
 
+def run_in_process(
+    env: dict[str, str], argv: list[str]
+) -> tuple[threading.Thread, subprocess.CompletedProcess[str]]:
+    """`piper_mcp.cli.main(argv)` on a thread with `env` as the environment, up to 20 s.
+
+    The thread is still alive if the command did not end (a server that started).
+    """
+    from piper_mcp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    codes: list[int] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in set(os.environ) - set(env):
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with redirect_stderr(err), redirect_stdout(out):
+            running = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
+            running.start()
+            running.join(20)
+    code = codes[0] if codes else -1
+    return running, subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def start_refused(env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
-    """Start `serve` over HTTP; it must refuse (a server that starts would time out)."""
-    command = [sys.executable, "-m", "piper_mcp", "serve", "--local"]
-    command += ["--transport", "streamable-http", "--port", "0", *flags]
-    try:
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=20, check=False
-        )
-    except subprocess.TimeoutExpired:
+    """Start `serve` over HTTP; it must refuse (a server that starts would time out).
+
+    In this process (`piper_mcp.cli.main` on a thread, `env` as the environment); the
+    console script's refusal is `test_the_console_script_refuses_a_weak_token_too`.
+    """
+    argv = ["serve", "--local", "--transport", "streamable-http", "--port", "0", *flags]
+    serving, done = run_in_process(env, argv)
+    if serving.is_alive():
         pytest.fail(f"served with {flags}: authentication was off")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     return done
+
+
+def test_the_console_script_refuses_a_weak_token_too(
+    piper_home: Path,  # noqa: F811
+    cli_env: dict[str, str],  # noqa: F811
+) -> None:
+    Vault.init(piper_home)[0].close()
+    command = [sys.executable, "-m", "piper_mcp", "serve", "--local", "--host", "0.0.0.0"]
+    command += ["--transport", "streamable-http", "--port", "0", "--auth-token", ""]
+    try:
+        done = subprocess.run(
+            command, env=cli_env, capture_output=True, text=True, timeout=20, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("served with an empty token: authentication was off")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "HTTP bearer token (PIPER_MCP_HTTP_TOKEN / --auth-token) is empty" in done.stderr
 
 
 @pytest.fixture
@@ -180,13 +224,6 @@ def test_a_weak_client_secret_is_a_configuration_error_not_protocol_v2(
     weak: str,
 ) -> None:
     env = {**cli_env, "PIPER_CLIENT_ID": "research", "PIPER_CLIENT_SECRET": weak}
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    _, done = run_in_process(env, ["check"])
     assert done.returncode == 1 and done.stdout == "" and done.stderr.count("\n") == 1
     assert "PIPER_CLIENT_SECRET: the agent's client secret is" in done.stderr
