@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -40,12 +41,22 @@ def guarded(piper_home: Path, cli_env: dict[str, str]) -> Iterator[Callable[...,
         yield lambda *flags: start("streamable-http", *flags)
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One guarded server for the tests that only send requests to it (changing nothing)."""
+    home = tmp_path_factory.mktemp("http-face") / "piper-home"
+    Vault.init(home)[0].close()
+    env = {**os.environ, "PIPER_HOME": str(home), "PIPER_MCP_HTTP_TOKEN": TOKEN}
+    with mcp_http_servers(env) as start:
+        yield start("streamable-http")
+
+
 def post(url: str, headers: dict[str, str], **kwargs: object) -> httpx.Response:
     return httpx.post(url, json=INITIALIZE, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
-def test_without_the_bearer_token_nothing_answers(guarded: Callable[..., str]) -> None:
-    url = guarded()
+def test_without_the_bearer_token_nothing_answers(served: str) -> None:
+    url = served
     assert post(url, {**HEADERS, "authorization": ""}).status_code == 401
     wrong = post(url, {**HEADERS, "authorization": "Bearer not-it"})
     assert wrong.status_code == 401
@@ -54,17 +65,15 @@ def test_without_the_bearer_token_nothing_answers(guarded: Callable[..., str]) -
     assert post(url, HEADERS).status_code == 200
 
 
-def test_a_token_in_the_query_string_is_refused(guarded: Callable[..., str]) -> None:
-    url = guarded()
+def test_a_token_in_the_query_string_is_refused(served: str) -> None:
+    url = served
     refused = post(f"{url}?access_token={TOKEN}", {**HEADERS, "authorization": ""})
     assert refused.status_code == 400
     assert "never accepted in the query string" in refused.json()["error"]
 
 
-def test_host_and_origin_are_checked_against_the_bound_address(
-    guarded: Callable[..., str],
-) -> None:
-    url = guarded()
+def test_host_and_origin_are_checked_against_the_bound_address(served: str) -> None:
+    url = served
     port = urlsplit(url).port
     assert post(url, {**HEADERS, "host": f"evil.example:{port}"}).status_code == 421
     assert post(url, {**HEADERS, "origin": "http://evil.example"}).status_code == 403
@@ -76,16 +85,16 @@ def test_an_extra_host_can_be_allowed(guarded: Callable[..., str]) -> None:
     assert post(url, {**HEADERS, "host": "piper.test:8080"}).status_code == 200
 
 
-def test_oversized_requests_are_refused(guarded: Callable[..., str]) -> None:
-    url = guarded()
+def test_oversized_requests_are_refused(served: str) -> None:
+    url = served
     big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 70_000}}
     response = httpx.post(url, json=big, headers=HEADERS, timeout=10)
     assert response.status_code == 413
 
 
 @pytest.mark.anyio
-async def test_a_client_with_the_token_works(guarded: Callable[..., str]) -> None:
-    url = guarded()
+async def test_a_client_with_the_token_works(served: str) -> None:
+    url = served
     http = httpx2.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"})
     async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
         tools = await client.list_tools()
