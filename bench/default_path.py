@@ -81,6 +81,13 @@ class Peer:
     process: subprocess.Popen[bytes]
     next_id = 0
 
+    def _start(self, command: list[str], env: dict[str, str], *, stdout: int, stderr: int) -> None:
+        """Start the server, the clock with it; stdin is a pipe, as hosts give it."""
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr
+        )
+
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -113,14 +120,7 @@ class StdioPeer(Peer):
     """A minimal line-delimited JSON-RPC client on a server's stdin/stdout."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        self._start(command, env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         self.notify(message)
@@ -145,14 +145,7 @@ class HttpPeer(Peer):
     """A minimal streamable HTTP client: one session, one keep-alive connection."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self._start(command, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = self._announced_url()
         self.http = httpx.Client(timeout=30)
         self.headers = {"accept": "application/json, text/event-stream"}
