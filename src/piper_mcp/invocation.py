@@ -20,7 +20,7 @@ from piper_mcp.home import APP_NAME
 def program() -> str:
     """`piper-mcp` when PATH finds this very program, else the path it was started by."""
     started = sys.argv[0] if sys.argv else ""
-    if Path(started).name == "__main__.py":  # python -m piper_mcp
+    if Path(started).parts[-2:] == ("piper_mcp", "__main__.py"):  # python -m piper_mcp
         return f"{shlex.quote(sys.executable)} -m piper_mcp"
     if not Path(started).name.startswith(APP_NAME):  # in-process (tests, an embedding host)
         return APP_NAME

@@ -23,7 +23,8 @@ def test_a_working_local_setup_passes(cli: Cli, cli_process: Cli, piper_home: Pa
     assert done.code == 0, done.out + done.err
     configuration, link, agent, variable = done.out.splitlines()[:4]
     assert configuration == (
-        "ok    configuration: agent local-agent, protocol v2, variables: openai_api_key"
+        f"ok    configuration: agent local-agent of the local vault {piper_home}, protocol v2, "
+        "variables: openai_api_key"
     )
     # The Link's address and latency vary; the instance id is shown by its last 4 characters.
     assert re.fullmatch(
@@ -44,14 +45,31 @@ def test_a_working_local_setup_passes(cli: Cli, cli_process: Cli, piper_home: Pa
     ]
 
 
-def test_a_missing_grant_fails_with_the_grant_page(cli: Cli, piper_home: Path) -> None:
+def test_a_missing_grant_fails_with_the_local_grant_command(cli: Cli, piper_home: Path) -> None:
+    """Issue 12.3: a local vault's fix is `piper-mcp local grant`, not the cloud's page."""
     vault, _ = Vault.init(piper_home)
     vault.add_agent("helper", None, owner_user_id=vault.local_user_id, variables=["slack_token"])
     vault.close()
     done = cli("check", "--local", "--agent", "helper")
     assert done.code == 1
     assert "FAIL  variable slack_token: missing: The user has not granted" in done.out
-    assert "fix: Ask the user to grant 'slack_token' to this agent: https://" in done.out
+    assert (
+        f"fix: Ask the user to grant it in the local vault {piper_home}: "
+        "`piper-mcp local grant helper slack_token SECRET`" in done.out
+    )
+    assert "`piper-mcp local secret list`" in done.out
+    assert "agentpiper.com" not in done.out
+
+
+def test_check_creates_no_vault(cli: Cli, piper_home: Path) -> None:
+    """Issue 12.2: a check only looks; it says where the vault it looked for would be."""
+    done = cli("check", "--local")
+    assert done.code == 1
+    assert done.err.splitlines() == [
+        f"piper-mcp: there is no vault in {piper_home}; create it with `piper-mcp local init`, "
+        "or start `piper-mcp serve --local`, which creates it"
+    ]
+    assert not piper_home.exists()
 
 
 @pytest.fixture

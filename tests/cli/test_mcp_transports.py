@@ -83,7 +83,8 @@ def test_a_fresh_home_gets_a_vault_and_instructions_on_stderr(
     assert (
         f"created a local Piper vault in {piper_home} with the agent 'local-agent'" in done.stderr
     )
-    assert "piper-mcp local grant local-agent openai_api_key" in done.stderr
+    # Started as `python -m piper_mcp`, the hint says so (issue 12.5).
+    assert "-m piper_mcp local grant local-agent openai_api_key" in done.stderr
     assert (piper_home / "vault.sqlite3").exists()
 
 

@@ -126,6 +126,7 @@ async def test_link_not_running_names_the_cause_and_the_fix(
         "latency_ms": 0,
         "problem": "not reachable (ConnectError)",
         "advice": link["advice"],
+        "vault": None,  # the Piper cloud: no local vault
     }
     assert "start the Piper Link app" in link["advice"]
 

@@ -45,11 +45,19 @@ class PiperError(Exception):
         self.attempts: list[str] = []
 
     def __str__(self) -> str:
+        return self.with_advice(self.advice)
+
+    def with_advice(self, advice: str) -> str:
+        """What happened and what was tried, then `advice` in place of the error's own.
+
+        For a caller that knows the better fix: a local vault's grant command, say,
+        rather than the Piper cloud's grant page.
+        """
         parts = [self.message]
         if self.attempts:
             parts.append("Also tried: " + "; ".join(self.attempts) + ".")
-        if self.advice:
-            parts.append(self.advice)
+        if advice:
+            parts.append(advice)
         return " ".join(parts)
 
 

@@ -24,6 +24,7 @@ from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, 
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
+from piper_mcp.server.tool_arguments import ArgumentCheckedServer
 
 INSTRUCTIONS = """\
 piper-mcp hands out user-approved credentials from Piper. Call list_variables to see \
@@ -46,13 +47,15 @@ GET_SECRET = (
 )
 CHECK_LINK = (
     "Check whether Piper Link (the local app that says which user this agent serves) "
-    "answers, how fast, and what the user should do if it does not."
+    "answers, how fast, and what the user should do if it does not; with a local Piper, "
+    "which vault it serves (its path)."
 )
 LIST_VARIABLES = (
     "List the variables this agent may ask for and where each would come from now: "
     "'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw "
     "fallback exists: get_secret with mode='value', as the reveal policy allows), or "
-    "'missing', with advice for the user. Never returns values or tokens."
+    "'missing', with advice for the user, and with a local Piper the vault served (its "
+    "path). Never returns values or tokens."
 )
 
 
@@ -68,7 +71,8 @@ def build_server(
     redactor = redactor or Redactor()
     redactor.watch(service.client)
     scrub = redactor.scrub
-    server = MCPServer(
+    server = ArgumentCheckedServer(
+        scrub=scrub,
         name="piper",
         title="Piper credentials",
         version=__version__,
@@ -270,7 +274,10 @@ def scrubbed(
 def fix_steps(status: dict[str, Any], link: dict[str, Any]) -> str:
     """The prompt's text: where the variable stands and the user's next steps."""
     name = status["variable"]
-    lines = [f"Help me make the Piper variable {name!r} available to this agent.", ""]
+    lines = [f"Help me make the Piper variable {name!r} available to this agent."]
+    if link.get("vault"):
+        lines.append(f"This server serves the local vault {link['vault']}.")
+    lines.append("")
     if status["source"] == "piper":
         lines.append(f"It is already granted in Piper; get_secret({name!r}) will work.")
         return "\n".join(lines)

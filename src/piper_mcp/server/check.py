@@ -27,14 +27,20 @@ class Finding:
 async def examine(service: CredentialService) -> list[Finding]:
     client = service.client
     settings = client.settings
+    agent = f"agent {settings.client_id or '(none)'}"
+    if service.vault:  # which vault: a host may be given another PIPER_HOME than this shell
+        agent += f" of the local vault {service.vault}"
+    configured = bool(settings.client_id and service.declared)
     findings = [
         Finding(
             "configuration",
-            bool(settings.client_id and service.declared),
-            f"agent {settings.client_id or '(none)'}, protocol v{client.protocol_version}, "
+            configured,
+            f"{agent}, protocol v{client.protocol_version}, "
             f"variables: {', '.join(service.declared) or '(none)'}",
             None
-            if settings.client_id and service.declared
+            if configured
+            else service.how_to_declare
+            if service.vault
             else "Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local).",
         )
     ]

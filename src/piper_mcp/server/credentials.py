@@ -14,8 +14,10 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
+from piper_mcp.invocation import command
 from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
 from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, env_var_name, normalize_variable_name
 from piper_mcp.piper.secret_manager import secret_version_name
@@ -76,6 +78,26 @@ def is_own_setting(env_name: str) -> bool:
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
+class Grants(Protocol):
+    """Where the user grants this agent its variables: the Piper cloud, or a local vault."""
+
+    @property
+    def vault(self) -> Path | None:
+        """The local vault served; None for the Piper cloud."""
+
+    def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
+        """What the user does to grant `variable` to this agent."""
+
+
+class PiperCloudGrants:
+    """Grants made on the Piper cloud's grant page (PIPER_GRANT_PAGE_URL)."""
+
+    vault = None
+
+    def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
+        return f"Ask the user to grant {variable!r} to this agent: {error.grant_url}"
+
+
 class CredentialService:
     """Serves the declared variables of one agent."""
 
@@ -86,11 +108,19 @@ class CredentialService:
         *,
         how_to_declare: str,
         policy: RevealPolicy | None = None,
+        grants: Grants | None = None,
     ) -> None:
         self.client = client
         self._declared = declared
         self.how_to_declare = how_to_declare
         self.policy = policy or RevealPolicy()
+        self.grants: Grants = grants or PiperCloudGrants()
+
+    @property
+    def vault(self) -> str | None:
+        """The path of the local vault served, as results show it; None for the Piper cloud."""
+        vault = self.grants.vault
+        return str(vault) if vault else None
 
     @property
     def declared(self) -> list[str]:
@@ -164,7 +194,7 @@ class CredentialService:
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 raise Refusal(
-                    f"No value for {name!r}: {located.piper_problem}",
+                    f"No value for {name!r}: {self._said(name, located.piper_problem)}",
                     reason=reason_code(located.piper_problem),
                 )
             raise Refusal(
@@ -178,7 +208,9 @@ class CredentialService:
                 enable_env_fallback_for_this_call=self._env_fallback_allowed(name),
             )
         except PiperError as error:
-            raise Refusal(f"No value for {name!r}: {error}", reason=reason_code(error)) from None
+            raise Refusal(
+                f"No value for {name!r}: {self._said(name, error)}", reason=reason_code(error)
+            ) from None
         value = result.value if isinstance(result.value, str) else json.dumps(result.value)
         return SecretCredential(
             variable=name,
@@ -219,7 +251,7 @@ class CredentialService:
         Piper is not asked again: its answer is `error`, and asking again would
         take each failing call past its deadline and double its requests.
         """
-        text = f"No credential for {name!r}: {error}"
+        text = f"No credential for {name!r}: {self._said(name, error)}"
         located = self.client.locate_fallback(name, error)
         if located.source == "environment" and self._env_fallback_allowed(name):
             text += (
@@ -229,6 +261,12 @@ class CredentialService:
         elif located.source == "local_file":
             text += f" A raw value exists in the local config file. {self._raw_hint(name)}"
         return text
+
+    def _said(self, name: str, error: PiperError) -> str:
+        """`error` in words; a missing grant with the fix where this agent's grants are made."""
+        if isinstance(error, PiperGrantNeededError):
+            return error.with_advice(self.grants.how_to_grant(name, error))
+        return str(error)
 
     # --- metadata ---
 
@@ -245,7 +283,7 @@ class CredentialService:
             advice = (
                 f"Piper Link did not answer at {link.url}. Ask the user to start the Piper Link "
                 "app and sign in, or to set PIPER_INSTANCE_ID; with a local Piper, run "
-                "`piper-mcp serve --local`."
+                f"`{command('serve', '--local')}`."
             )
         return LinkStatus(
             answered=probe.answered,
@@ -255,6 +293,7 @@ class CredentialService:
             latency_ms=probe.latency_ms,
             problem=probe.problem,
             advice=advice,
+            vault=self.vault,
         )
 
     async def variable_status(self, variable: str) -> VariableStatus:
@@ -268,7 +307,7 @@ class CredentialService:
         if source != "piper":
             advice = problem.advice if problem else None
             if isinstance(problem, PiperGrantNeededError):
-                advice = f"Ask the user to grant {name!r} to this agent: {problem.grant_url}"
+                advice = self.grants.how_to_grant(name, problem)
             if source != "missing":
                 advice = f"{self._raw_hint(name)} {advice or ''}".strip()
         return VariableStatus(
@@ -283,7 +322,7 @@ class CredentialService:
 
     async def list_variables(self) -> VariablesReport:
         statuses = await asyncio.gather(*(self.variable_status(n) for n in self.declared))
-        return VariablesReport(variables=list(statuses))
+        return VariablesReport(variables=list(statuses), vault=self.vault)
 
     def complete(self, partial: str) -> list[str]:
         """Declared names that start with `partial` (case-insensitive), for completion."""

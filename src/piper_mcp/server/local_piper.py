@@ -8,21 +8,26 @@ Grants made with `piper-mcp local ...` in another terminal apply on the next cal
 
 `serve` opens the vault in a background thread while it answers `initialize`; what
 needs the vault awaits `ready()`, and a vault that cannot be opened stops the server
-with its one-line error.
+with its one-line error. Every message names the vault's path: a host that starts the
+server without the user's PIPER_HOME serves another vault.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
+from piper_mcp.invocation import command
 from piper_mcp.local.embedded import client_settings
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
@@ -33,8 +38,28 @@ from piper_mcp.piper.wire import new_http_client
 
 if TYPE_CHECKING:
     from piper_mcp.local.embedded import EmbeddedPiper
+    from piper_mcp.piper import PiperGrantNeededError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalGrants:
+    """Grants made in a local vault, with `piper-mcp local grant` naming the agent.
+
+    The one place that says how: a local grant page, once there is one, goes here.
+    """
+
+    vault: Path
+    agent_id: str
+
+    def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
+        grant = command("local", "grant", self.agent_id, variable, "SECRET")
+        return (
+            f"Ask the user to grant it in the local vault {self.vault}: `{grant}`, where "
+            f"SECRET names a stored secret (`{command('local', 'secret', 'list')}`; store one "
+            f"with `{command('local', 'secret', 'set', 'SECRET')}`)."
+        )
 
 
 class LocalPiper:
@@ -55,29 +80,39 @@ class LocalPiper:
             instance_id=None,
             **client_settings(url_of(self._sock), DEFAULT_PROJECT_ID),
         )
+        self.grants = LocalGrants(self.home, agent_id)
         self.how_to_declare = (
-            f"Grant it in the local vault: `piper-mcp local grant {agent_id} VARIABLE SECRET` "
-            "(see `piper-mcp local --help`)."
+            f"Grant it in the local vault {self.home}: "
+            f"`{command('local', 'grant', agent_id, 'VARIABLE', 'SECRET')}` "
+            f"(see `{command('local', '--help')}`)."
         )
         self._backend: Future[EmbeddedPiper] = Future()
         self._opener: threading.Thread | None = None
         self._declared: tuple[object, list[str]] = (None, [])
 
     def open(self) -> LocalPiper:
-        """Open the vault and start the backend in this thread; `VaultError` if it cannot."""
-        self._open()
+        """Open the vault and start the backend in this thread; `VaultError` if it cannot.
+
+        Creates no vault: what only looks (`check`) changes nothing.
+        """
+        self._open(create=False)
         self._backend.result()
         return self
 
     def open_in_background(self) -> LocalPiper:
-        self._opener = threading.Thread(target=self._open, name="piper-mcp vault", daemon=True)
+        """Open the vault, creating it the first time, and start the backend in a thread."""
+        self._opener = threading.Thread(
+            target=self._open, args=(True,), name="piper-mcp vault", daemon=True
+        )
         self._opener.start()
         return self
 
     async def ready(self) -> EmbeddedPiper:
         """The running backend, once the vault is open; raises what stopped it opening."""
         if not self._backend.done():
-            return await asyncio.wrap_future(self._backend)
+            # Shielded: a waiter cancelled (the server stopping) must not cancel the
+            # opening, which the thread still finishes and `stop()` then closes.
+            return await asyncio.shield(asyncio.wrap_future(self._backend))
         return self._backend.result()
 
     def failure(self) -> BaseException | None:
@@ -112,49 +147,75 @@ class LocalPiper:
         else:
             self._sock.close()
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         try:
-            self._backend.set_result(self._start_backend())
+            self._backend.set_result(self._start_backend(create))
         except BaseException as error:  # handed to whoever waits for the backend
             self._backend.set_exception(error)
 
-    def _start_backend(self) -> EmbeddedPiper:
+    def _start_backend(self, create: bool) -> EmbeddedPiper:
         from piper_mcp.local.embedded import EmbeddedPiper
         from piper_mcp.local.vault import Vault
 
-        if self.agent_id != DEFAULT_AGENT and not (self.home / DATABASE_FILE).exists():
-            # A new vault would have only the default agent: make none.
-            raise VaultError(
-                f"there is no vault in {self.home}, so no agent {self.agent_id!r}; create it "
-                f"with `piper-mcp local init`, then `piper-mcp local agent add {self.agent_id} "
-                "--variable NAME`"
-            )
-        vault, created = Vault.init(self.home)
+        if not (self.home / DATABASE_FILE).exists() and (
+            not create or self.agent_id != DEFAULT_AGENT  # a new vault has only that agent
+        ):
+            raise VaultError(self._no_vault())
+        vault, created = Vault.init(self.home) if create else (Vault.open(self.home), False)
         try:
             vault.check()  # a damaged vault is one line at start, not a failure on every call
             if created:
+                secret_set = command("local", "secret", "set", "My OpenAI key")
+                grant = command("local", "grant", DEFAULT_AGENT, "openai_api_key", "My OpenAI key")
                 print(
                     f"piper-mcp: created a local Piper vault in {self.home} with the agent "
                     f"{DEFAULT_AGENT!r}. Give it a secret:\n"
-                    "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
-                    f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'",
+                    f"  {secret_set}   (asks for the value, hidden)\n"
+                    f"  {grant}",
                     file=sys.stderr,
                 )
             agent = vault.agent(self.agent_id)
             if agent is None:
-                raise VaultError(
-                    f"there is no agent {self.agent_id!r} in {self.home}; add it with "
-                    f"`piper-mcp local agent add {self.agent_id} --variable NAME`"
-                )
+                raise VaultError(self._no_agent([known.client_id for known in vault.agents()]))
             backend = EmbeddedPiper(vault, self.agent_id, sock=self._sock).start()
         except BaseException:
             vault.close()
             raise
         logger.info(
-            "Local Piper for agent %r in-process; Secret Manager reads at %s",
+            "Local Piper for agent %r in-process, vault %s; Secret Manager reads at %s",
             self.agent_id,
+            self.home,
             backend.secret_manager_url,
         )
         if not agent.variables:
             logger.warning("No variables are declared yet. %s", self.how_to_declare)
         return backend
+
+    def _no_vault(self) -> str:
+        init = f"`{command('local', 'init')}`"
+        if self.agent_id == DEFAULT_AGENT:
+            return (
+                f"there is no vault in {self.home}; create it with {init}, or start "
+                f"`{command('serve', '--local')}`, which creates it"
+            )
+        return (
+            f"there is no vault in {self.home}, so no agent {self.agent_id!r}; a new vault has "
+            f"only {DEFAULT_AGENT!r}.{_did_you_mean(self.agent_id, [DEFAULT_AGENT])} Create it "
+            f"with {init}, then add agents with "
+            f"`{command('local', 'agent', 'add', 'AGENT', '--variable', 'NAME')}`"
+        )
+
+    def _no_agent(self, agents: list[str]) -> str:
+        """The agents there are instead (and the likely one meant), not how to add the typo."""
+        known = ", ".join(agents) or "none"
+        said = f"there is no agent {self.agent_id!r} in {self.home}; agents: {known}."
+        meant = _did_you_mean(self.agent_id, agents)
+        if meant:
+            return said + meant
+        add = command("local", "agent", "add", "AGENT", "--variable", "NAME")
+        return f"{said} Choose one with --agent, or add one with `{add}`"
+
+
+def _did_you_mean(wanted: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(wanted, names, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -91,6 +91,11 @@ class LinkStatus(BaseModel):
     latency_ms: float = Field(description="How long Piper Link took to answer or fail.")
     problem: str | None = Field(description="Why Piper Link did not answer, if it did not.")
     advice: str | None = Field(description="What the user should do, if anything.")
+    vault: str | None = Field(
+        default=None,
+        description="With a local Piper (serve --local): the path of the vault served, "
+        "which `piper-mcp local ...` must use too (PIPER_HOME). Null with the Piper cloud.",
+    )
 
 
 class VariableStatus(BaseModel):
@@ -116,3 +121,8 @@ class VariablesReport(BaseModel):
     """The agent's declared variables and where each would come from."""
 
     variables: list[VariableStatus]
+    vault: str | None = Field(
+        default=None,
+        description="With a local Piper (serve --local): the path of the vault served, "
+        "which `piper-mcp local ...` must use too (PIPER_HOME). Null with the Piper cloud.",
+    )

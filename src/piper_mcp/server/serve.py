@@ -106,6 +106,7 @@ def _service(
         declared,
         how_to_declare=how_to_declare,
         policy=RevealPolicy(options.reveal, options.reveal_overrides),
+        grants=local.grants if local else None,
     )
     return service, local
 
@@ -165,8 +166,8 @@ class VaultGate:
             except Exception:
                 raise MCPError(
                     INTERNAL_ERROR,
-                    "piper-mcp could not open its local vault and is stopping; its stderr "
-                    "says why.",
+                    f"piper-mcp could not open its local vault in {self.local.home} and is "
+                    "stopping; its stderr says why.",
                 ) from None
         return await call_next(ctx)
 
