@@ -40,7 +40,7 @@ pytestmark = pytest.mark.anyio
 # Served from the environment fallback for the declared, ungranted `slack_token`.
 CANARY = 'xoxb-"consent"\\replay\nkey-é✓'
 VARIABLE = {"variable": "slack_token", "mode": "value"}
-YES = {"reveal": True, "remember": False}
+YES: dict[str, Any] = {}  # accepting the question is the yes (issue 12.9)
 VICTIM = {"name": "victim-host", "version": "1.0"}
 ATTACKER = {"name": "attacker-host", "version": "6.6"}
 
@@ -214,9 +214,9 @@ async def test_an_answer_given_with_remember_is_not_replayable_either(
     """The 2026-07-28 era has no session: "remember" covers the call it answered, nothing more."""
     victim = Wire(http, VICTIM)
     question = await victim.ask()
-    assert released(await question.answer(victim, {"reveal": True, "remember": True})) == CANARY
+    assert released(await question.answer(victim, {"remember": True})) == CANARY
 
-    replay = await question.answer(victim, {"reveal": True, "remember": True})
+    replay = await question.answer(victim, {"remember": True})
     later = await victim.call(VARIABLE)
 
     assert "already used" in refusal(replay)
@@ -268,7 +268,7 @@ class User:
 
     async def __call__(self, context: object, params: ElicitRequestParams) -> ElicitResult:
         self.asked.append(params.message)
-        return ElicitResult(action="accept", content={"reveal": True, "remember": True})
+        return ElicitResult(action="accept", content={"remember": True})
 
 
 async def test_remember_in_the_handshake_era_covers_that_variable_on_that_connection(

@@ -27,7 +27,7 @@ class User:
 
     def __init__(self, action: str = "accept", content: dict[str, Any] | None = None) -> None:
         self.action = action
-        self.content = content if content is not None else {"reveal": True, "remember": False}
+        self.content = content if content is not None else {}
         self.asked: list[ElicitRequestParams] = []
 
     async def __call__(self, context: object, params: ElicitRequestParams) -> ElicitResult:
@@ -72,12 +72,17 @@ async def test_ask_puts_the_question_to_the_user_and_reveals_on_yes(
     assert "'OpenAI API Key'" in question.message
     assert "from Piper (raw secret exchange)" in question.message
     assert "mcp" in question.message.lower()  # the requesting client's name
-    fields = {name: prop["type"] for name, prop in question.requested_schema["properties"].items()}
-    # Never a field to type a secret into; "remember" only where there is a session.
+    schema = question.requested_schema
+    fields = {name: prop["type"] for name, prop in schema["properties"].items()}
+    # Issue 12.9: accepting is the yes, so nothing asks to be confirmed a second time. Never
+    # a field to type a secret into; "remember" (optional) only where there is a session.
+    assert not schema.get("required")
     if era == "legacy":
-        assert fields == {"reveal": "boolean", "remember": "boolean"}
+        assert fields == {"remember": "boolean"}
+        assert schema["properties"]["remember"]["default"] is False
     else:
-        assert fields == {"reveal": "boolean"}
+        assert fields == {}
+    assert "Accept to reveal it" in question.message
 
 
 @pytest.mark.parametrize(
@@ -85,7 +90,6 @@ async def test_ask_puts_the_question_to_the_user_and_reveals_on_yes(
     [
         (User("decline"), "declined"),
         (User("cancel"), "dismissed"),
-        (User("accept", {"reveal": False}), "chose not to reveal"),
     ],
 )
 async def test_no_decline_or_cancel_reveals_nothing(
@@ -103,7 +107,7 @@ async def test_no_decline_or_cancel_reveals_nothing(
 async def test_remembering_for_the_session_stops_asking_for_that_variable(
     connect: Callable[..., Client], era: str
 ) -> None:
-    user = User(content={"reveal": True, "remember": True})
+    user = User(content={"remember": True})
     async with connect(RevealPolicy("ask"), user) as mcp:
         first = structured(await reveal(mcp))
         second = await reveal(mcp)
@@ -117,6 +121,19 @@ async def test_remembering_for_the_session_stops_asking_for_that_variable(
         assert structured(second)["consent"] == "user_allowed"
         assert len(user.asked) == 3
     assert structured(other)["variable"] == "database_url"
+
+
+async def test_accepting_without_remember_reveals_once_and_asks_again_next_time(
+    connect: Callable[..., Client],
+) -> None:
+    """Issue 12.9: an empty accepted form is the yes, for this call only."""
+    user = User(content={})
+    async with connect(RevealPolicy("ask"), user) as mcp:
+        first = structured(await reveal(mcp))
+        second = structured(await reveal(mcp))
+    assert (first["value"], first["consent"]) == (OPENAI_VALUE, "user_allowed")
+    assert (second["value"], second["consent"]) == (OPENAI_VALUE, "user_allowed")
+    assert len(user.asked) == 2
 
 
 async def test_deny_gives_tokens_only_and_never_asks(connect: Callable[..., Client]) -> None:

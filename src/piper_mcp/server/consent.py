@@ -1,11 +1,13 @@
 """Asking the user, through MCP elicitation, before a raw secret value leaves the server.
 
 The question names the variable, where the value comes from and which client
-asks; the answer is a yes/no (never a secret typed into a form). One answer
-releases one value: in the 2026-07-28 era, where the answer rides the retried
-call, the `ConsentLedger` refuses it a second time. A client that cannot be
-asked gets a refusal that says how the operator can opt in. Every outcome is a
-`Consent`; nothing is decided by comparing texts.
+asks. Accepting it is the yes, declining or dismissing it the no: the form has
+nothing to confirm a second time and never a field to type a secret into; its
+one field, where there is a session, says whether to remember the answer. One
+answer releases one value: in the 2026-07-28 era, where the answer rides the
+retried call, the `ConsentLedger` refuses it a second time. A client that
+cannot be asked gets a refusal that says how the operator can opt in. Every
+outcome is a `Consent`; nothing is decided by comparing texts.
 
 "Remember" lasts for one handshake-era session (protocol 2025-11-25 and
 older), and exists only there. The SDK gives a tool no public handle on its
@@ -40,7 +42,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
 from mcp.types import InitializeRequestParams
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from piper_mcp.server.consent_ledger import ConsentLedger
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
@@ -61,17 +63,22 @@ UNASKED_REFUSALS = {
 }
 
 
-class RevealConsent(BaseModel):
-    """What the user is asked: a yes/no, nothing to type."""
+# The forms the user answers. Accepting one is the yes, so there is nothing to
+# confirm: the one field, in a handshake-era session, is whether to remember the
+# answer, and the 2026-07-28 era's form is empty (`"properties": {}` is a valid
+# requested schema: the spec's `properties` is a map with no minimum size). No
+# docstrings: pydantic would put them in the schema, where a host shows them.
 
-    reveal: bool = Field(description="Reveal this secret's value to the model")
+
+class RevealConsent(BaseModel):
+    model_config = ConfigDict(title="Reveal this secret to the model")
 
 
 class RevealConsentForSession(RevealConsent):
-    """What the user is asked in a handshake-era session, which can remember the answer."""
-
     remember: bool = Field(
-        default=False, description="Don't ask again for this variable in this session"
+        default=False,
+        title="Remember for this session",
+        description="Don't ask again for this variable in this session",
     )
 
 
@@ -141,7 +148,8 @@ class ConsentKeeper:
         question = RevealConsentForSession if handshake(ctx) is not None else RevealConsent
         return Elicit(
             f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
-            f"{source}. Reveal it to the model? (Question {code}.)",
+            f"{source}. Accept to reveal it to the model, or decline to keep it hidden. "
+            f"(Question {code}.)",
             question,
         )
 
@@ -166,11 +174,6 @@ class ConsentKeeper:
             return answer
         if not isinstance(answer, RevealConsent):
             raise Refusal("Unexpected consent outcome; nothing was revealed.")
-        if not answer.reveal:
-            raise Refusal(
-                "The user chose not to reveal this secret's value to the model.",
-                reason=Consent.USER_DECLINED,
-            )
         if isinstance(answer, RevealConsentForSession) and answer.remember:
             self.remember(ctx, self.service.declared_name(variable))
         return Consent.USER_ALLOWED
@@ -181,5 +184,5 @@ def consent_asked(outcome: ElicitationResult[RevealConsent]) -> tuple[bool, bool
     if isinstance(outcome, DeclinedElicitation | CancelledElicitation):
         return True, False
     if isinstance(outcome, AcceptedElicitation) and isinstance(outcome.data, RevealConsent):
-        return True, outcome.data.reveal
+        return True, True
     return False, None
