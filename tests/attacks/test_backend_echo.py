@@ -92,7 +92,7 @@ async def test_an_echoing_backend_leaks_no_client_secret_or_token(
         exchange_secret_url=f"{base}/piper-exchange-sts-for-secret",
         enable_env_fallback=False,
     )
-    service = CredentialService(piper, lambda: ["openai_api_key"], how_to_declare="Declare it.")
+    service = CredentialService(piper, lambda: ["openai_api_key"])
     audit = AuditTrail(tmp_path / "audit.jsonl")
     server = build_server(service, audit=audit)
     async with Client(server, mode="legacy") as client:

@@ -146,9 +146,7 @@ def new_server(
 
     def build() -> MCPServer:
         client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-        service = CredentialService(
-            client, lambda: list(DECLARED), how_to_declare="Declare it.", policy=RevealPolicy("ask")
-        )
+        service = CredentialService(client, lambda: list(DECLARED), policy=RevealPolicy("ask"))
         return build_server(service, audit=audit, transport="streamable-http")
 
     return build

@@ -73,6 +73,20 @@ async def test_every_grant_fix_is_the_local_command(helper_mcp: Client, helper_v
         assert CLOUD not in text, where
 
 
+async def test_an_undeclared_variable_gets_the_grant_command_for_that_name(
+    helper_mcp: Client,
+) -> None:
+    asked = await helper_mcp.call_tool("get_secret", {"variable": "github_token"})
+    said = asked.content[0].text  # type: ignore[union-attr]
+    assert "Ask for one of those. Ask the user to grant it" in said
+    assert "`piper-mcp local grant helper github_token SECRET`" in said
+    # A name a model made up to be pasted into a shell is never put into the command.
+    hostile = await helper_mcp.call_tool("get_secret", {"variable": "x; rm -rf ~"})
+    said = hostile.content[0].text  # type: ignore[union-attr]
+    assert "`piper-mcp local grant helper VARIABLE SECRET`" in said
+    assert "rm -rf ~ " not in said.split("declares", 1)[1]
+
+
 async def test_the_tools_and_resources_say_which_vault_is_served(
     helper_mcp: Client, helper_vault: Path
 ) -> None:

@@ -40,7 +40,6 @@ def make_server(
     service = CredentialService(
         client,
         lambda: list(declared),
-        how_to_declare="Add it to PIPER_VARIABLES.",
         policy=policy,
     )
     return build_server(service)

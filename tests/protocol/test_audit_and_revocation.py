@@ -24,9 +24,7 @@ pytestmark = pytest.mark.anyio
 
 def audited_server(piper: LocalBackend, path: Path, max_bytes: int = 1_048_576) -> object:
     client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
-    service = CredentialService(
-        client, lambda: list(DECLARED), how_to_declare="-", policy=RevealPolicy("deny")
-    )
+    service = CredentialService(client, lambda: list(DECLARED), policy=RevealPolicy("deny"))
     return build_server(service, audit=AuditTrail(path, max_bytes=max_bytes), transport="test")
 
 

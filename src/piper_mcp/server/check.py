@@ -12,6 +12,7 @@ from piper_mcp.piper import PiperError
 from piper_mcp.printable import printable
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.redaction import Redactor
+from piper_mcp.server.results import LinkStatus
 from piper_mcp.server.serve import build_service
 from piper_mcp.server.settings import ServeSettings
 
@@ -39,20 +40,14 @@ async def examine(service: CredentialService) -> list[Finding]:
             f"variables: {', '.join(service.declared) or '(none)'}",
             None
             if configured
-            else service.how_to_declare
+            else service.grants.how_to_declare(None)
             if service.vault
             else "Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local).",
         )
     ]
     link = await service.check_link()
     findings.append(
-        Finding(
-            "piper link",
-            link.context != "none",
-            f"{link.context} context {link.instance_id_suffix or ''} via {link.link_url} "
-            f"({link.latency_ms:.0f} ms){': ' + link.problem if link.problem else ''}",
-            link.advice,
-        )
+        Finding("piper link", link.context != "none", _link_detail(link, service), link.advice)
     )
     try:
         await client.check_agent()
@@ -73,6 +68,19 @@ async def examine(service: CredentialService) -> list[Finding]:
             )
         )
     return findings
+
+
+def _link_detail(link: LinkStatus, service: CredentialService) -> str:
+    """Where the instance id came from, and from where, in words a user reads."""
+    # The embedded Link answers in this process: its placeholder URL would only puzzle.
+    where = "the local vault's Link, in-process" if service.vault else link.link_url
+    found = {
+        "piper_link": f"instance {link.instance_id_suffix} from {where}",
+        "configured": f"instance {link.instance_id_suffix} from PIPER_INSTANCE_ID",
+        "none": f"no instance id from {where}",
+    }[link.context]
+    problem = f": {link.problem}" if link.problem else ""
+    return f"{found} ({link.latency_ms:.0f} ms){problem}"
 
 
 def run_check(options: ServeSettings, out: TextIO, *, as_json: bool) -> int:

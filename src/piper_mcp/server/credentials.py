@@ -78,6 +78,14 @@ def is_own_setting(env_name: str) -> bool:
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
+# A requested name plain enough to put into a command the user may paste; else a placeholder.
+HINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _hint_name(requested: str) -> str | None:
+    return requested if HINT_NAME.fullmatch(requested) else None
+
+
 class Grants(Protocol):
     """Where the user grants this agent its variables: the Piper cloud, or a local vault."""
 
@@ -88,6 +96,9 @@ class Grants(Protocol):
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         """What the user does to grant `variable` to this agent."""
 
+    def how_to_declare(self, variable: str | None) -> str:
+        """What the user does to make `variable` (None: any) one this agent declares."""
+
 
 class PiperCloudGrants:
     """Grants made on the Piper cloud's grant page (PIPER_GRANT_PAGE_URL)."""
@@ -96,6 +107,12 @@ class PiperCloudGrants:
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         return f"Ask the user to grant {variable!r} to this agent: {error.grant_url}"
+
+    def how_to_declare(self, variable: str | None) -> str:
+        return (
+            "Ask the user to add it to PIPER_VARIABLES (comma-separated) in the server's "
+            "configuration and restart it."
+        )
 
 
 class CredentialService:
@@ -106,13 +123,11 @@ class CredentialService:
         client: AsyncPiperClient,
         declared: Callable[[], list[str]],
         *,
-        how_to_declare: str,
         policy: RevealPolicy | None = None,
         grants: Grants | None = None,
     ) -> None:
         self.client = client
         self._declared = declared
-        self.how_to_declare = how_to_declare
         self.policy = policy or RevealPolicy()
         self.grants: Grants = grants or PiperCloudGrants()
 
@@ -139,12 +154,13 @@ class CredentialService:
                     return name
         if not declared:
             raise Refusal(
-                f"This agent declares no variables yet. {self.how_to_declare}", reason="undeclared"
+                f"This agent declares no variables yet. {self.grants.how_to_declare(None)}",
+                reason="undeclared",
             )
         raise Refusal(
             f"{quoted(requested)} is not a variable this agent declares "
-            f"({', '.join(declared)}). Ask for one of those, or ask the user to declare "
-            f"it: {self.how_to_declare}",
+            f"({', '.join(declared)}). Ask for one of those. "
+            f"{self.grants.how_to_declare(_hint_name(requested))}",
             reason="undeclared",
         )
 

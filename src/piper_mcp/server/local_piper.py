@@ -54,7 +54,10 @@ class LocalGrants:
     agent_id: str
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
-        grant = command("local", "grant", self.agent_id, variable, "SECRET")
+        return self.how_to_declare(variable)
+
+    def how_to_declare(self, variable: str | None) -> str:
+        grant = command("local", "grant", self.agent_id, variable or "VARIABLE", "SECRET")
         return (
             f"Ask the user to grant it in the local vault {self.vault}: `{grant}`, where "
             f"SECRET names a stored secret (`{command('local', 'secret', 'list')}`; store one "
@@ -81,11 +84,6 @@ class LocalPiper:
             **client_settings(url_of(self._sock), DEFAULT_PROJECT_ID),
         )
         self.grants = LocalGrants(self.home, agent_id)
-        self.how_to_declare = (
-            f"Grant it in the local vault {self.home}: "
-            f"`{command('local', 'grant', agent_id, 'VARIABLE', 'SECRET')}` "
-            f"(see `{command('local', '--help')}`)."
-        )
         self._backend: Future[EmbeddedPiper] = Future()
         self._opener: threading.Thread | None = None
         self._declared: tuple[object, list[str]] = (None, [])
@@ -188,7 +186,7 @@ class LocalPiper:
             backend.secret_manager_url,
         )
         if not agent.variables:
-            logger.warning("No variables are declared yet. %s", self.how_to_declare)
+            logger.warning("No variables are declared yet. %s", self.grants.how_to_declare(None))
         return backend
 
     def _no_vault(self) -> str:

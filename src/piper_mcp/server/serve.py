@@ -91,20 +91,15 @@ def _service(
         local = LocalPiper(options.agent)
         stack.callback(local.stop)
         settings, http_client = local.settings, local.http_client()
-        declared, how_to_declare = local.declared, local.how_to_declare
+        declared = local.declared
     else:
         settings, http_client = load_settings(), None
         fixed = list(options.variables)
         declared = lambda: fixed  # noqa: E731
-        how_to_declare = (
-            "Add it to PIPER_VARIABLES (comma-separated) in the server's configuration and "
-            "restart it."
-        )
     client = AsyncPiperClient.from_settings(settings, http_client=http_client)
     service = CredentialService(
         client,
         declared,
-        how_to_declare=how_to_declare,
         policy=RevealPolicy(options.reveal, options.reveal_overrides),
         grants=local.grants if local else None,
     )
@@ -135,7 +130,8 @@ def serve(options: ServeSettings) -> int:
         gc.enable()
         if local is None:
             if not service.declared:
-                logger.warning("No variables are declared yet. %s", service.how_to_declare)
+                advice = service.grants.how_to_declare(None)
+                logger.warning("No variables are declared yet. %s", advice)
         else:
             # `initialize` needs no vault: it is answered while the vault opens.
             server.middleware.append(VaultGate(local))
