@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from piper_mcp.invocation import command
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import PiperClient, PiperGrantNeededError
@@ -70,7 +71,12 @@ def run(out: TextIO) -> int:
                 out.write("3. slack_token was served without a grant: unexpected.\n")
                 return 1
             except PiperGrantNeededError as error:
-                out.write(f"3. get_secret('slack_token'): no grant.\n   {error.grant_url}\n")
+                grant = command("local", "grant", AGENT_ID, "slack_token", "SECRET")
+                out.write(
+                    "3. get_secret('slack_token'): no grant. The error's grant page, for the "
+                    f"Piper cloud:\n   {error.grant_url}\n   In a local vault the user runs "
+                    f"`{grant}`.\n"
+                )
 
             os.environ["SLACK_TOKEN"] = "xoxb-demo-fallback"
             fallback = client.get_secret("slack_token")
@@ -79,5 +85,11 @@ def run(out: TextIO) -> int:
                 f"env_var_name={fallback['env_var_name']}\n"
             )
         ok = value == DEMO_VALUE and fallback["source"] == "environment_variable"
-    out.write("\nThe Piper flow works on this machine.\n" if ok else "\nSomething went wrong.\n")
-    return 0 if ok else 1
+    if not ok:
+        out.write("\nSomething went wrong.\n")
+        return 1
+    out.write(
+        "\nThe Piper flow works on this machine. Next, serve your own vault to an MCP host: "
+        f"`{command('serve', '--local')}` (README: Connecting a host).\n"
+    )
+    return 0

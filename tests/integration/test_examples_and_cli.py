@@ -28,6 +28,8 @@ def test_the_demo_walks_the_whole_flow_and_succeeds() -> None:
     assert "source=piper_sts" in lines
     assert "Secret Manager read with that STS token: sk-d…0000 (24 characters)" in lines
     assert "response_type=code&scope=manage_grants&client=demo-agent&variable=slack_token" in lines
+    assert "In a local vault the user runs `" in lines  # the local fix beside the cloud page
+    assert "local grant demo-agent slack_token SECRET`" in lines
     assert "source=environment_variable env_var_name=SLACK_TOKEN" in lines
     assert "sk-demo-0000000000000000" not in lines  # shown masked only
 
