@@ -68,7 +68,7 @@ async def test_every_grant_fix_is_the_local_command(helper_mcp: Client, helper_v
         "prompt": prompt.messages[0].content.text,  # type: ignore[union-attr]
     }
     for where, text in said.items():
-        assert f"in the local vault {helper_vault}: {LOCAL_GRANT}" in text, where
+        assert f"in the local vault {helper_vault} with {LOCAL_GRANT}" in text, where
         assert "`piper-mcp local secret list`" in text, where
         assert CLOUD not in text, where
 
@@ -78,7 +78,7 @@ async def test_an_undeclared_variable_gets_the_grant_command_for_that_name(
 ) -> None:
     asked = await helper_mcp.call_tool("get_secret", {"variable": "github_token"})
     said = asked.content[0].text  # type: ignore[union-attr]
-    assert "Ask for one of those. Ask the user to grant it" in said
+    assert "Ask for one of those. The user grants 'github_token' to the agent 'helper'" in said
     assert "`piper-mcp local grant helper github_token SECRET`" in said
     # A name a model made up to be pasted into a shell is never put into the command.
     hostile = await helper_mcp.call_tool("get_secret", {"variable": "x; rm -rf ~"})

@@ -58,8 +58,10 @@ class LocalGrants:
 
     def how_to_declare(self, variable: str | None) -> str:
         grant = command("local", "grant", self.agent_id, variable or "VARIABLE", "SECRET")
+        what = repr(variable) if variable else "a variable"
         return (
-            f"Ask the user to grant it in the local vault {self.vault}: `{grant}`, where "
+            f"The user grants {what} to the agent {self.agent_id!r} in the local vault "
+            f"{self.vault} with `{grant}`, where "
             f"SECRET names a stored secret (`{command('local', 'secret', 'list')}`; store one "
             f"with `{command('local', 'secret', 'set', 'SECRET')}`)."
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -24,6 +25,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR
 
+from piper_mcp.invocation import command
 from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.server.app import build_server
@@ -114,6 +116,8 @@ def serve(options: ServeSettings) -> int:
         redactor.remember(options.http_token.get_secret_value(), pinned=True)
     if options.transport != "stdio":
         check_http_exposure(options)
+    else:
+        check_stdio_open()
     if options.reveal == "allow" or "allow" in options.reveal_overrides.values():
         logger.warning(
             "Reveal policy allows raw secret values to reach the model without asking "
@@ -168,8 +172,13 @@ class VaultGate:
         return await call_next(ctx)
 
 
-async def until_vault_fails(local: LocalPiper | None, stop: Callable[[], None]) -> None:
-    """Once the vault is open, say that the server serves; if it cannot open, `stop()`."""
+async def until_vault_fails(
+    local: LocalPiper | None, stop: Callable[[], None], attended: bool
+) -> None:
+    """Once the vault is open, say that the server serves; if it cannot open, `stop()`.
+
+    `attended`: stdin is a terminal, so a person reads stderr: say what to do instead.
+    """
     if local is not None:
         try:
             await local.ready()
@@ -177,6 +186,33 @@ async def until_vault_fails(local: LocalPiper | None, stop: Callable[[], None]) 
             stop()
             return
     logger.info("Serving MCP over stdio.")
+    if attended:
+        print(terminal_hint(), file=sys.stderr, flush=True)
+
+
+def terminal_hint() -> str:
+    """Said once when a person, not a host, started the server in a terminal."""
+    return (
+        "piper-mcp: this is an MCP server: it waits for an MCP host (Claude Desktop, Claude "
+        "Code, Cursor, the MCP Inspector) to talk JSON-RPC on stdin, so typing here does "
+        "nothing useful. Let a host start it instead (README: Connecting a host; mcp.json "
+        f"holds ready entries), or try it with `npx @modelcontextprotocol/inspector "
+        f"{command('serve', '--local')}`. Ctrl-C or Ctrl-D stops it; "
+        f"`{command('demo')}` shows the whole flow without a host."
+    )
+
+
+def check_stdio_open() -> None:
+    """A host gives stdio pipes; refuse to start (and make no vault) if one is closed."""
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise PiperConfigError(
+                f"{name} is closed, and MCP over stdio speaks on stdin and stdout.",
+                advice="Let an MCP host start piper-mcp (it gives it pipes), or serve HTTP "
+                "with --transport streamable-http.",
+            ) from None
 
 
 async def run_stdio(server: MCPServer, max_request_bytes: int, local: LocalPiper | None) -> None:
@@ -184,7 +220,9 @@ async def run_stdio(server: MCPServer, max_request_bytes: int, local: LocalPiper
     from piper_mcp.server.stdio import serve_stdio
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(until_vault_fails, local, tasks.cancel_scope.cancel)
+        # Asked now: serving puts /dev/null on fd 0 (see stdio._claimed_stdio).
+        attended = os.isatty(0)
+        tasks.start_soon(until_vault_fails, local, tasks.cancel_scope.cancel, attended)
         async with anyio.create_task_group() as serving:
             if sys.platform != "win32":  # no signal handlers in an asyncio loop there
                 serving.start_soon(until_terminated, serving.cancel_scope.cancel)
