@@ -307,6 +307,11 @@ TEST_COMMAND = (
 
 ELSEWHERE: dict[str, Where] = {
     TEST_COMMAND: Where(".ci/run", (TEST_COMMAND,), "CI runs the test command exactly"),
+    '.venv/bin/python -m pytest -m "not e2e"': Where(
+        "tests/docs/test_fast_subset.py",
+        ('"-m", "not e2e"', '"--collect-only"'),
+        "the suite cannot run itself; collecting it shows what the subset runs",
+    ),
     ".venv/bin/ruff check .": Where(".ci/run", (".venv/bin/ruff check .",), "CI"),
     ".venv/bin/ruff format --check .": Where(".ci/run", (".venv/bin/ruff format --check .",), "CI"),
     ".venv/bin/mypy": Where(".ci/run", (".venv/bin/mypy",), "CI"),

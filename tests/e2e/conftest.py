@@ -25,6 +25,13 @@ BIN = E2E / "node_modules" / ".bin"
 VALUE = "sk-canary-e2e-value-8c3d"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything here is `e2e`: `pytest -m "not e2e"` is the suite without Node and npm."""
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def node_tools() -> Path:
     """node_modules/.bin with the Inspector, the conformance suite and Node 22's `node`."""
