@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
+
+
+class ListenError(Exception):
+    """A port this process cannot listen on; the message names it and why."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port = host, port
+        self.in_use = error.errno == errno.EADDRINUSE
+        why = "another program already listens there" if self.in_use else error.strerror
+        super().__init__(f"cannot listen on {host}:{port}: {why}")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -16,14 +27,18 @@ def is_loopback_host(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0: any free port)."""
+    """A listening TCP socket (port 0: any free port); `ListenError` if it cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # Naming IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they
     # are TCP. Without it, each keep-alive response stalls ~40 ms (Nagle + delayed ACK).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise ListenError(host, port, error) from None
     return sock
 
 

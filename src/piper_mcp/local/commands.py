@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
-from piper_mcp.network import is_loopback_host
+from piper_mcp.network import ListenError, is_loopback_host
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from piper_mcp.printable import printable
 
@@ -384,8 +384,12 @@ def serve(args: argparse.Namespace) -> int:
             link_port=args.link_port,
             tls=tls,
         )
-    except OSError as error:
-        raise CommandError(f"cannot listen: {error.strerror} (is another Piper running?)") from None
+    except ListenError as error:
+        hint = " (the Piper Link app, or another piper-mcp?)" if error.in_use else ""
+        raise CommandError(
+            f"{error}{hint}; choose other ports with --port and --link-port "
+            "(`--port 0 --link-port 0` takes free ones and prints them)"
+        ) from None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

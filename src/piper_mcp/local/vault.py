@@ -29,9 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from piper_mcp.home import DEFAULT_AGENT
+from piper_mcp.invocation import command
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.files import DATABASE_FILE, KEY_FILE, make_private_dir, write_private_file
+from piper_mcp.local.files import (
+    DATABASE_FILE,
+    KEY_FILE,
+    check_home,
+    make_private_dir,
+    write_private_file,
+)
 from piper_mcp.local.settings import audit_retention
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
@@ -340,6 +347,7 @@ class Vault:
         On failure (a full disk, say) nothing is left behind, so `init` can
         simply be run again.
         """
+        check_home(home)
         database = home / DATABASE_FILE
         if database.exists():
             return cls.open(home), False
@@ -363,9 +371,10 @@ class Vault:
 
     @classmethod
     def open(cls, home: Path) -> Vault:
+        check_home(home)
         database = home / DATABASE_FILE
         if not database.exists():
-            raise VaultError(f"no vault in {home}; create one with `piper-mcp local init`")
+            raise VaultError(f"no vault in {home}; create one with `{command('local', 'init')}`")
         try:
             key = VaultKey.load(home / KEY_FILE)
             vault = cls(home, key)

@@ -30,7 +30,7 @@ from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command
 from piper_mcp.local.embedded import client_settings
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.files import DATABASE_FILE
+from piper_mcp.local.files import DATABASE_FILE, check_home
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import load_settings
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
@@ -157,6 +157,7 @@ class LocalPiper:
         from piper_mcp.local.embedded import EmbeddedPiper
         from piper_mcp.local.vault import Vault
 
+        check_home(self.home)  # one line for a PIPER_HOME this user cannot use
         if not (self.home / DATABASE_FILE).exists() and (
             not create or self.agent_id != DEFAULT_AGENT  # a new vault has only that agent
         ):

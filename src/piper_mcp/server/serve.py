@@ -253,10 +253,17 @@ def check_http_exposure(options: ServeSettings) -> None:
 def serve_http(server: MCPServer, options: ServeSettings, local: LocalPiper | None) -> None:
     import uvicorn
 
-    from piper_mcp.network import bind, url_of
+    from piper_mcp.network import ListenError, bind, url_of
     from piper_mcp.server.http_guard import BearerGuard, SessionLimit, transport_security
 
-    sock = bind(options.host, options.port)
+    try:
+        sock = bind(options.host, options.port)
+    except ListenError as error:
+        raise PiperConfigError(
+            f"{error}.",
+            advice="Choose another port with --port (PIPER_MCP_PORT); `--port 0` takes any "
+            "free one and prints the URL.",
+        ) from None
     base = url_of(sock)
     port = sock.getsockname()[1]
     security = transport_security(options.host, port, options.allowed_hosts)
