@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 from collections.abc import Callable
 
 import pytest
@@ -98,18 +97,6 @@ def test_serve_stops_cleanly_on_a_signal(
     code, stderr = serve_local().stop(signum)
     assert code == 0
     assert stderr.strip() == "Stopped."
-
-
-def test_a_port_in_use_is_a_clear_error(cli: Cli) -> None:
-    cli("local", "init")
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    taken = str(busy.getsockname()[1])
-    done = cli("local", "serve", "--port", taken, "--link-port", "0")
-    busy.close()
-    assert done.code == 1
-    assert "cannot listen" in done.err and "another Piper running" in done.err
 
 
 @pytest.mark.parametrize(
