@@ -40,3 +40,10 @@ def _same_file(one: str, other: str) -> bool:
         return os.path.samefile(one, other)
     except OSError:
         return False
+
+
+def first_steps(agent: str) -> str:
+    """What to run in a new vault: store a secret, grant it; two indented lines."""
+    secret_set = command("local", "secret", "set", "My OpenAI key")
+    grant = command("local", "grant", agent, "openai_api_key", "My OpenAI key")
+    return f"  {secret_set}   (asks for the value, hidden)\n  {grant}"

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
+from piper_mcp.invocation import command as runnable
+from piper_mcp.invocation import first_steps
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
 from piper_mcp.network import ListenError, is_loopback_host
@@ -34,6 +36,10 @@ DEFAULT_PORT = 31478
 
 class CommandError(Exception):
     """A command that cannot do what was asked; the message is the one line shown."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def add_commands(commands: Any) -> None:
@@ -147,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         result: int = args.handler(args)
         return result
-    except (VaultError, CommandError) as error:
+    except CommandError as error:
+        print(f"piper-mcp local: {error}", file=sys.stderr)
+        return error.exit_code
+    except VaultError as error:
         print(f"piper-mcp local: {error}", file=sys.stderr)
     except sqlite3.Error as error:  # the disk or the lock, mid-command: say which
         print(
@@ -189,9 +198,8 @@ def init(args: argparse.Namespace) -> int:
     }
     text = (
         f"Created a vault in {home}, with the agent {DEFAULT_AGENT!r} for "
-        "`piper-mcp serve --local`.\nNext: store a secret and grant it:\n"
-        "  piper-mcp local secret set 'My OpenAI key'   (asks for the value, hidden)\n"
-        f"  piper-mcp local grant {DEFAULT_AGENT} openai_api_key 'My OpenAI key'"
+        f"`{runnable('serve', '--local')}`.\nNext: store a secret and grant it:\n"
+        f"{first_steps(DEFAULT_AGENT)}"
         if created
         else f"A vault already exists in {home}; nothing changed."
     )
@@ -422,7 +430,14 @@ def _read_stdin(what: str) -> str:
 
 
 def _prompt(name: str) -> str:
-    value = getpass.getpass(f"Value of {name!r} (hidden): ")
+    try:
+        value = getpass.getpass(f"Value of {name!r} (hidden): ")
+    except (EOFError, KeyboardInterrupt) as stopped:  # Ctrl-D, Ctrl-C at the prompt
+        print(file=sys.stderr)  # the prompt's line was left open
+        interrupted = isinstance(stopped, KeyboardInterrupt)
+        raise CommandError(
+            "no value given; nothing was stored", exit_code=130 if interrupted else 1
+        ) from None
     if not value:
         raise CommandError("the value is empty; nothing was written")
     return value

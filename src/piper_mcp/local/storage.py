@@ -13,13 +13,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shlex
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from piper_mcp.invocation import command
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import KEY_FILE
 
@@ -49,8 +49,7 @@ class DamagedSecretError(StorageError):
         super().__init__(
             DAMAGED,
             f"The stored value of {name!r} ({secret_id}) is damaged: it fails its integrity "
-            "check. Set it again with `piper-mcp local secret set "
-            f"{shlex.quote(name)}`.",
+            f"check. Set it again with `{command('local', 'secret', 'set', name)}`.",
         )
         self.secret_id = secret_id
 
@@ -115,7 +114,7 @@ def _said(cause: str, database: Path, detail: str) -> str:
         return (
             f"PIPER_HOME is damaged ({database}: {detail}): stop piper-mcp and restore "
             f"{database.name} from a backup (keep {database.parent / KEY_FILE}); without a "
-            "backup, move both files away and start again with `piper-mcp local init`."
+            f"backup, move both files away and start again with `{command('local', 'init')}`."
         )
     return (
         f"PIPER_HOME could not be read or written ({database}: {detail}): check the disk "

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
-from piper_mcp.invocation import command
+from piper_mcp.invocation import command, first_steps
 from piper_mcp.local.embedded import client_settings
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE, check_home
@@ -166,13 +166,9 @@ class LocalPiper:
         try:
             vault.check()  # a damaged vault is one line at start, not a failure on every call
             if created:
-                secret_set = command("local", "secret", "set", "My OpenAI key")
-                grant = command("local", "grant", DEFAULT_AGENT, "openai_api_key", "My OpenAI key")
                 print(
                     f"piper-mcp: created a local Piper vault in {self.home} with the agent "
-                    f"{DEFAULT_AGENT!r}. Give it a secret:\n"
-                    f"  {secret_set}   (asks for the value, hidden)\n"
-                    f"  {grant}",
+                    f"{DEFAULT_AGENT!r}. Give it a secret:\n{first_steps(DEFAULT_AGENT)}",
                     file=sys.stderr,
                 )
             agent = vault.agent(self.agent_id)
