@@ -231,10 +231,15 @@ async def run_stdio(server: MCPServer, max_request_bytes: int, local: LocalPiper
 
 
 async def until_terminated(stop: Callable[[], None]) -> None:
-    """At SIGTERM (a host stopping its server), `stop()`: what is open is then closed."""
-    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            logger.info("Stopping: SIGTERM.")
+    """At SIGTERM (a host stopping its server) or SIGINT (Ctrl-C), `stop()`.
+
+    Both are taken here, not left to asyncio: its SIGINT handling cancels the main task
+    once, and what closes the streams afterwards would then wait for a host that is not
+    reading. `stop()` cancels the whole serving scope, so closing takes no time.
+    """
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("Stopping: %s.", signal.Signals(signum).name)
             stop()
             return
 
