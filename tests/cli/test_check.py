@@ -112,4 +112,5 @@ def test_the_right_credentials_pass_and_each_variable_is_reported(
 def test_nothing_configured_says_what_to_set(cli: Cli) -> None:
     done = cli("check")
     assert done.code == 1
-    assert "fix: Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local)." in done.out
+    assert "fix: PIPER_CLIENT_ID is not set, so every get_secret fails: set it (and " in done.out
+    assert "or `piper-mcp serve --local` serves a local vault instead." in done.out

@@ -31,18 +31,14 @@ async def examine(service: CredentialService) -> list[Finding]:
     agent = f"agent {settings.client_id or '(none)'}"
     if service.vault:  # which vault: a host may be given another PIPER_HOME than this shell
         agent += f" of the local vault {service.vault}"
-    configured = bool(settings.client_id and service.declared)
+    problem = service.configuration_problem()
     findings = [
         Finding(
             "configuration",
-            configured,
+            problem is None,
             f"{agent}, protocol v{client.protocol_version}, "
             f"variables: {', '.join(service.declared) or '(none)'}",
-            None
-            if configured
-            else service.grants.how_to_declare(None)
-            if service.vault
-            else "Set PIPER_CLIENT_ID and PIPER_VARIABLES (or use --local).",
+            problem,
         )
     ]
     link = await service.check_link()

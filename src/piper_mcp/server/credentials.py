@@ -78,6 +78,17 @@ def is_own_setting(env_name: str) -> bool:
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
+# Values copied from an example and never filled in: `your-agent-client-id`, `<id>`, ...
+PLACEHOLDER = re.compile(
+    r"(your[-_ ].*|<.*>|\{.*\}|x{3,}|changeme|change[-_]me|replace[-_]?me|todo|placeholder)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_placeholder(value: str) -> bool:
+    return PLACEHOLDER.fullmatch(value.strip()) is not None
+
+
 # A requested name plain enough to put into a command the user may paste; else a placeholder.
 HINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -136,6 +147,36 @@ class CredentialService:
         """The path of the local vault served, as results show it; None for the Piper cloud."""
         vault = self.grants.vault
         return str(vault) if vault else None
+
+    def configuration_problem(self) -> str | None:
+        """What keeps this configuration from serving anything, with the fix; None if fine."""
+        if self.vault:
+            if self.declared:
+                return None
+            return f"This agent declares no variables yet. {self.grants.how_to_declare(None)}"
+        client_id = self.client.settings.client_id
+        local = f"`{command('serve', '--local')}` serves a local vault instead"
+        if not client_id:
+            return (
+                "PIPER_CLIENT_ID is not set, so every get_secret fails: set it (and "
+                f"PIPER_VARIABLES) to the agent's values from the Piper dashboard, or {local}."
+            )
+        placeholders = [
+            f"{name}={value!r}"
+            for name, value in [
+                ("PIPER_CLIENT_ID", client_id),
+                *(("PIPER_VARIABLES", variable) for variable in self.declared),
+            ]
+            if looks_like_placeholder(value)
+        ]
+        if placeholders:
+            return (
+                f"{', '.join(placeholders)} looks like an example value, not a real one: put in "
+                f"the agent's values from the Piper dashboard, or {local}."
+            )
+        if not self.declared:
+            return f"PIPER_VARIABLES is empty, so nothing can be served. {local}."
+        return None
 
     @property
     def declared(self) -> list[str]:

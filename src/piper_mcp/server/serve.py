@@ -133,9 +133,9 @@ def serve(options: ServeSettings) -> int:
         gc.freeze()
         gc.enable()
         if local is None:
-            if not service.declared:
-                advice = service.grants.how_to_declare(None)
-                logger.warning("No variables are declared yet. %s", advice)
+            problem = service.configuration_problem()
+            if problem:
+                logger.warning("%s", problem)
         else:
             # `initialize` needs no vault: it is answered while the vault opens.
             server.middleware.append(VaultGate(local))
