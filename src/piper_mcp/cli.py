@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from piper_mcp import __version__
 
@@ -14,23 +14,74 @@ if TYPE_CHECKING:
     from piper_mcp.server.settings import ServeSettings
 
 
+class _Help(argparse.HelpFormatter):
+    """Prose wrapped to the terminal; example lines (indented two spaces) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line
+            if line.startswith("  ")
+            else super(_Help, self)._fill_text(line, width, indent)
+            for line in text.splitlines()
+        )
+
+
+def add_command(
+    group: Any,
+    name: str,
+    summary: str,
+    description: str,
+    examples: list[str],
+    handler: Callable[..., Any] | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does and shows how it is run."""
+    parser: argparse.ArgumentParser = group.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + "\n".join(f"  {example}" for example in examples),
+        formatter_class=_Help,
+    )
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="piper-mcp",
-        description="User-approved, short-lived credentials from Piper for AI agents.",
+        description="User-approved, short-lived credentials from Piper for AI agents, over "
+        "the Model Context Protocol.",
+        epilog="start here:\n"
+        "  piper-mcp demo               the whole flow on a throwaway local Piper\n"
+        "  piper-mcp serve --local      an MCP server over your local vault (for a host)\n"
+        "  piper-mcp check --local      is everything a host needs working?",
+        formatter_class=_Help,
     )
     parser.add_argument("--version", action="version", version=f"piper-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
+    add_command(
+        commands,
         "demo",
-        help="run the whole Piper flow against a throwaway local Piper",
-        description="Start a local Piper with a demo vault and walk an agent through "
-        "an STS token, a Secret Manager read, a missing grant and the env fallback.",
+        "run the whole Piper flow against a throwaway local Piper",
+        "Start a local Piper with a demo vault and walk an agent through an STS token, a "
+        "Secret Manager read, a missing grant and the environment fallback. Touches no vault "
+        "of yours.",
+        ["piper-mcp demo"],
     )
-    serve = commands.add_parser(
+    serve = add_command(
+        commands,
         "serve",
-        help="serve Piper to MCP hosts (stdio by default)",
-        description="Run the MCP server. Flags override PIPER_MCP_* settings.",
+        "serve Piper to MCP hosts (stdio by default)",
+        "Run the MCP server. Over stdio (the default) it waits for an MCP host (Claude "
+        "Desktop, Claude Code, Cursor, the MCP Inspector) to talk JSON-RPC on stdin: let the "
+        "host start it. Ctrl-C (or Ctrl-D in a terminal) stops it. Flags override PIPER_MCP_* "
+        "settings.",
+        [
+            "piper-mcp serve --local",
+            "npx @modelcontextprotocol/inspector piper-mcp serve --local",
+            "piper-mcp serve --local --transport streamable-http --port 0",
+        ],
     )
     _server_options(serve)
     serve.add_argument(
@@ -67,18 +118,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="another Host header to accept over HTTP (repeat for more)",
     )
-    check = commands.add_parser(
+    check = add_command(
+        commands,
         "check",
-        help="check that everything a host needs works, with a fix for each problem",
-        description="Check configuration, Piper Link, the backend and agent credentials, "
-        "and each declared variable's grant. Exit code 0 only when all pass.",
+        "check that everything a host needs works, with a fix for each problem",
+        "Check configuration (which vault or agent), Piper Link, the backend and agent "
+        "credentials, and each declared variable's grant. Exit code 0 only when all pass.",
+        ["piper-mcp check --local", "piper-mcp check --json"],
     )
     _server_options(check)
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
-    audit = commands.add_parser(
+    audit = add_command(
+        commands,
         "audit",
-        help="the MCP server's audit trail: get_secret outcomes, never values",
-        description="Print the most recent get_secret outcomes (PIPER_MCP_AUDIT_FILE).",
+        "the MCP server's audit trail: get_secret outcomes, never values",
+        "Print the most recent get_secret outcomes (PIPER_MCP_AUDIT_FILE, by default "
+        "PIPER_HOME/audit.jsonl): time, client, variable, mode, outcome, source.",
+        ["piper-mcp audit --limit 20", "piper-mcp audit --json"],
     )
     audit.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
     audit.add_argument("--json", action="store_true", help="print JSON for scripts")

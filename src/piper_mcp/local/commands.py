@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,31 +43,52 @@ class CommandError(Exception):
 
 def add_commands(commands: Any) -> None:
     """Register the `local` command group on the top-level subparsers."""
-    local = commands.add_parser(
+    from piper_mcp.cli import add_command
+
+    local = add_command(
+        commands,
         "local",
-        help="run and administer a local, self-hosted Piper",
-        description="A Piper-compatible backend on this machine; its vault lives in "
-        "PIPER_HOME (default: the user data folder).",
+        "run and administer a local, self-hosted Piper",
+        "A Piper-compatible backend on this machine. Its vault lives in PIPER_HOME "
+        "(default: the user data folder); `piper-mcp serve --local` serves it to MCP hosts.",
+        ["piper-mcp local init", "PIPER_HOME=~/work-vault piper-mcp local secret list"],
     )
     group = local.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
-
-    def command(name: str, handler: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = group.add_parser(
-            name, help=help_text, description=help_text
-        )
-        parser.set_defaults(handler=handler)
-        return parser
 
     def with_json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
         return parser
 
-    with_json(command("init", init, "create a vault (changes nothing if one exists)"))
+    with_json(
+        add_command(
+            group,
+            "init",
+            "create a vault (changes nothing if one exists)",
+            "Create a vault in PIPER_HOME with the agent 'local-agent', which "
+            "`piper-mcp serve --local` acts as. Run again, it changes nothing.",
+            ["piper-mcp local init"],
+            init,
+        )
+    )
 
-    agent = group.add_parser("agent", help="register, list and remove agents")
+    agent = add_command(
+        group,
+        "agent",
+        "register, list and remove agents",
+        "Agents are the programs a user grants secrets to, each asking for variables by name.",
+        ["piper-mcp local agent list"],
+    )
     agents = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
-    add = agents.add_parser("add", help="register an agent and its variable names")
-    add.add_argument("client_id", metavar="ID")
+    add = add_command(
+        agents,
+        "add",
+        "register an agent and its variable names",
+        "Register an agent and the variables it asks for. Its client secret is generated "
+        "and shown once (only a hash is kept), read from stdin, or left out (--secretless).",
+        ["piper-mcp local agent add research --variable openai_api_key"],
+        agent_add,
+    )
+    add.add_argument("client_id", metavar="ID", help="the agent's client id, e.g. research")
     add.add_argument(
         "--variable",
         action="append",
@@ -88,43 +108,126 @@ def add_commands(commands: Any) -> None:
         help="no client secret: serve it over protocol v2, which trusts any process that can "
         "reach the ports as you",
     )
-    with_json(add).set_defaults(handler=agent_add)
-    secretless = agents.add_parser(
+    with_json(add)
+    secretless = add_command(
+        agents,
         "secretless",
-        help="allow or stop protocol v2 (no client secret) for an agent",
-        description="Protocol v2 requests carry no proof: with it on, any process that can "
-        "reach `local serve`'s ports as you can act as the agent.",
+        "allow or stop protocol v2 (no client secret) for an agent",
+        "Protocol v2 requests carry no proof: with it on, any process that can reach "
+        "`local serve`'s ports as you can act as the agent.",
+        ["piper-mcp local agent secretless research on"],
+        agent_secretless,
     )
-    secretless.add_argument("client_id", metavar="ID")
-    secretless.add_argument("state", choices=["on", "off"])
-    secretless.set_defaults(handler=agent_secretless)
-    with_json(agents.add_parser("list", help="list agents")).set_defaults(handler=agent_list)
-    remove = agents.add_parser("remove", help="remove an agent and its grants")
-    remove.add_argument("client_id", metavar="ID")
-    remove.set_defaults(handler=agent_remove)
+    secretless.add_argument("client_id", metavar="ID", help="the agent's client id")
+    secretless.add_argument("state", choices=["on", "off"], help="on: allow v2; off: v1 only")
+    with_json(
+        add_command(
+            agents,
+            "list",
+            "list agents",
+            "List the agents, how each proves itself, and the variables it asks for.",
+            ["piper-mcp local agent list --json"],
+            agent_list,
+        )
+    )
+    remove = add_command(
+        agents,
+        "remove",
+        "remove an agent and its grants",
+        "Remove an agent and every grant made to it; its tokens stop working.",
+        ["piper-mcp local agent remove research"],
+        agent_remove,
+    )
+    remove.add_argument("client_id", metavar="ID", help="the agent's client id")
 
-    secret = group.add_parser("secret", help="store, list and remove secrets")
+    secret = add_command(
+        group,
+        "secret",
+        "store, list and remove secrets",
+        "Secrets are the values agents are granted, stored encrypted (AES-GCM) in the vault.",
+        ["piper-mcp local secret list"],
+    )
     secrets_ = secret.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
-    put = secrets_.add_parser("set", help="store a secret; the value from stdin or a hidden prompt")
-    put.add_argument("name", metavar="NAME")
-    with_json(put).set_defaults(handler=secret_set)
-    with_json(secrets_.add_parser("list", help="list secrets (never values)")).set_defaults(
-        handler=secret_list
+    put = add_command(
+        secrets_,
+        "set",
+        "store a secret; the value from stdin or a hidden prompt",
+        "Store a secret under NAME, or replace its value. In a terminal the value is asked "
+        "for at a hidden prompt; otherwise it is read from stdin. It is never printed.",
+        [
+            "piper-mcp local secret set 'My OpenAI key'",
+            "pass show openai | piper-mcp local secret set 'My OpenAI key'",
+        ],
+        secret_set,
     )
-    drop = secrets_.add_parser("remove", help="remove a secret and every grant of it")
-    drop.add_argument("name", metavar="NAME")
-    drop.set_defaults(handler=secret_remove)
+    put.add_argument("name", metavar="NAME", help="the secret's name, e.g. 'My OpenAI key'")
+    with_json(put)
+    with_json(
+        add_command(
+            secrets_,
+            "list",
+            "list secrets (never values)",
+            "List the stored secrets by name and id, with when each was last set.",
+            ["piper-mcp local secret list"],
+            secret_list,
+        )
+    )
+    drop = add_command(
+        secrets_,
+        "remove",
+        "remove a secret and every grant of it",
+        "Remove a secret and every grant of it; tokens minted for it stop working.",
+        ["piper-mcp local secret remove 'My OpenAI key'"],
+        secret_remove,
+    )
+    drop.add_argument("name", metavar="NAME", help="the secret's name")
 
-    grant_parser = command("grant", grant, "let AGENT have SECRET when it asks for VARIABLE")
-    grant_parser.add_argument("agent", metavar="AGENT")
-    grant_parser.add_argument("variable", metavar="VARIABLE")
-    grant_parser.add_argument("secret", metavar="SECRET")
-    revoke_parser = command("revoke", revoke, "take VARIABLE away from AGENT")
-    revoke_parser.add_argument("agent", metavar="AGENT")
-    revoke_parser.add_argument("variable", metavar="VARIABLE")
-    with_json(command("grants", grants, "list grants"))
+    grant_parser = add_command(
+        group,
+        "grant",
+        "let AGENT have SECRET when it asks for VARIABLE",
+        "Grant AGENT the stored SECRET under the variable name VARIABLE (declared for the "
+        "agent if it was not). A running `serve --local` sees it on the next call.",
+        ["piper-mcp local grant local-agent openai_api_key 'My OpenAI key'"],
+        grant,
+    )
+    grant_parser.add_argument("agent", metavar="AGENT", help="the agent's client id")
+    grant_parser.add_argument("variable", metavar="VARIABLE", help="the name the agent asks for")
+    grant_parser.add_argument("secret", metavar="SECRET", help="a stored secret's name")
+    revoke_parser = add_command(
+        group,
+        "revoke",
+        "take VARIABLE away from AGENT",
+        "Revoke the grant: the agent's next request for VARIABLE is refused.",
+        ["piper-mcp local revoke local-agent openai_api_key"],
+        revoke,
+    )
+    revoke_parser.add_argument("agent", metavar="AGENT", help="the agent's client id")
+    revoke_parser.add_argument("variable", metavar="VARIABLE", help="the granted variable")
+    with_json(
+        add_command(
+            group,
+            "grants",
+            "list grants",
+            "List every grant: agent, variable, secret and status.",
+            ["piper-mcp local grants"],
+            grants,
+        )
+    )
 
-    serve_parser = with_json(command("serve", serve, "serve the Piper protocol until interrupted"))
+    serve_parser = with_json(
+        add_command(
+            group,
+            "serve",
+            "serve the Piper protocol until interrupted",
+            "Serve Piper's wire protocol and a Piper Link on this machine, for programs that "
+            "use a Piper client (the published SDK, piper_mcp.piper). Ctrl-C stops it. The "
+            f"default ports are Piper's ({DEFAULT_PORT}, Link {DEFAULT_LINK_PORT}); if the "
+            "Piper Link app holds them, take free ones with --port 0 --link-port 0.",
+            ["piper-mcp local serve", "piper-mcp local serve --port 0 --link-port 0"],
+            serve,
+        )
+    )
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     serve_parser.add_argument(
         "--port",
@@ -136,12 +239,22 @@ def add_commands(commands: Any) -> None:
         "--link-port",
         type=int,
         default=DEFAULT_LINK_PORT,
-        help=f"Piper Link port on 127.0.0.1 ({DEFAULT_LINK_PORT})",
+        help=f"Piper Link port on 127.0.0.1 ({DEFAULT_LINK_PORT}; 0 picks a free one)",
     )
     serve_parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate")
     serve_parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
 
-    audit_parser = with_json(command("audit", audit, "who asked for what, when, and the outcome"))
+    audit_parser = with_json(
+        add_command(
+            group,
+            "audit",
+            "who asked for what, when, and the outcome",
+            "The local backend's audit trail: each request, the agent, the variable and the "
+            "outcome, never a value.",
+            ["piper-mcp local audit --limit 20"],
+            audit,
+        )
+    )
     audit_parser.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
 
 
