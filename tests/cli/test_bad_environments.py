@@ -51,6 +51,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
 NO_VAULT = {
     ("demo",): "a throwaway vault of its own in a temporary folder",
     ("audit",): "reads the MCP server's audit file (its failures: test_audit_faults.py)",
+    ("local", "home"): "prints where the vault is; opens nothing",
 }
 
 

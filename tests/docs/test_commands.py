@@ -316,9 +316,18 @@ ELSEWHERE: dict[str, Where] = {
     ".venv/bin/ruff format --check .": Where(".ci/run", (".venv/bin/ruff format --check .",), "CI"),
     ".venv/bin/mypy": Where(".ci/run", (".venv/bin/mypy",), "CI"),
     "npx @modelcontextprotocol/inspector --cli --config mcp.json --server piper-local "
+    '-e PIPER_HOME="$(piper-mcp local home)" '
     "--method tools/call --tool-name get_secret --tool-arg variable=openai_api_key": Where(
         "tests/e2e/test_inspector.py",
-        ('"--config"', '"mcp.json"', '"piper-local"', '"tools/call"', "variable=openai_api_key"),
+        (
+            '"--config"',
+            '"mcp.json"',
+            '"piper-local"',
+            '"-e"',
+            "PIPER_HOME=",
+            '"tools/call"',
+            "variable=openai_api_key",
+        ),
         "the Inspector comes from npm, which the e2e tests install",
     ),
     "piper-mcp local serve --tls-cert server.pem --tls-key server.key": Where(

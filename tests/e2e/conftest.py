@@ -1,4 +1,4 @@
-"""Outside clients: the MCP Inspector CLI and the MCP conformance suite, from npm.
+"""Outside programs from npm: the MCP Inspector CLI, the conformance suite, Claude Code, mcpb.
 
 The pinned packages (package.json / package-lock.json here, Node 22 among
 them) are installed by the first test that needs them, so README's one test
@@ -34,8 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def node_tools() -> Path:
-    """node_modules/.bin with the Inspector, the conformance suite and Node 22's `node`."""
-    if not (BIN / "inspector").exists() or not (BIN / "conformance").exists():
+    """node_modules/.bin: the Inspector, the conformance suite, Claude Code, mcpb, Node 22."""
+    if not all((BIN / tool).exists() for tool in ("inspector", "conformance", "claude", "mcpb")):
         npm = shutil.which("npm")
         assert npm, "the e2e tests need npm (Node.js) on the machine"
         # `npm install --no-save` follows the lock file like `npm ci`, but tolerates an

@@ -174,16 +174,3 @@ def test_the_local_host_example_config_works(node_env: dict[str, str]) -> None:
     )
     assert code == 0, stderr
     assert len(listed["tools"]) == 3
-
-
-@pytest.mark.parametrize(
-    "config",
-    ["mcp.json", "examples/hosts/claude_desktop_config.json", "examples/hosts/cursor_mcp.json"],
-)
-def test_host_configs_run_piper_mcp_serve(config: str) -> None:
-    for entry in json.loads((ROOT / config).read_text())["mcpServers"].values():
-        if "command" in entry:
-            assert entry["command"] == "piper-mcp"
-            assert entry["args"][0] == "serve"
-        else:
-            assert entry["type"] == "http" and entry["url"].endswith("/mcp")

@@ -71,6 +71,21 @@ def add_commands(commands: Any) -> None:
         )
     )
 
+    add_command(
+        group,
+        "home",
+        "print the vault's folder (PIPER_HOME), for a host's configuration",
+        "Print the folder of the vault these commands use: PIPER_HOME, else the user data "
+        "folder. Hosts start piper-mcp without your shell's environment, so give them this "
+        "path as PIPER_HOME in their configuration.",
+        [
+            "piper-mcp local home",
+            'claude mcp add piper -e PIPER_HOME="$(piper-mcp local home)" -- '
+            "piper-mcp serve --local",
+        ],
+        home,
+    )
+
     agent = add_command(
         group,
         "agent",
@@ -296,6 +311,11 @@ def _when(timestamp: float) -> str:
 
 
 # --- commands ---
+
+
+def home(args: argparse.Namespace) -> int:
+    print(default_home())
+    return 0
 
 
 def init(args: argparse.Namespace) -> int:

@@ -33,6 +33,11 @@ def check_home(home: Path) -> None:
     folder that cannot be created, or another user's folder are fixed by choosing
     another PIPER_HOME, which a traceback about `vault.sqlite3` does not say.
     """
+    if "path/to/" in home.as_posix():
+        raise VaultError(
+            f"PIPER_HOME is {home}, the example value from a host configuration: replace it "
+            "with your vault's folder, which `piper-mcp local home` prints"
+        )
     try:
         found = home.stat()
     except FileNotFoundError:
