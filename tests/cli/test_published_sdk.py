@@ -137,3 +137,33 @@ def test_the_published_sdk_runs_its_documented_flow_against_local_serve(
     assert seen["fallback"] == {"source": "environment_variable", "value": digest(FALLBACK_VALUE)}
     code, stderr = serving.stop()
     assert code == 0 and "Stopped." in stderr
+
+
+def test_the_docs_sdk_example_runs_on_ports_serve_chose(
+    cli: Cli,
+    serve_local: Callable[..., Serving],
+    sdk_release: Callable[[str], Path],
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """docs_sdk_example: docs/local-backend.md's snippet, as written, with `--port 0
+    --link-port 0` (the Piper Link app holds the default ports) and the printed settings."""
+    from tests.docs.test_commands import commands
+
+    page = (HERE.parents[1] / "docs" / "local-backend.md").read_text()
+    [snippet] = [c for c in commands(page) if c.startswith("REQUESTS_CA_BUNDLE=client.pem python")]
+    program = snippet.split("\n", 1)[1].rsplit("\nPY", 1)[0]
+    cli("local", "init")
+    cli("local", "agent", "add", "research", "--variable", "openai_api_key", "--secretless")
+    cli("local", "secret", "set", "My OpenAI key", stdin=VALUE)
+    cli("local", "grant", "research", "openai_api_key", "My OpenAI key")
+    cert, key, ca = tls_files
+    # serve_local starts `local serve --port 0 --link-port 0 --json` with these flags added.
+    serving = serve_local("--tls-cert", str(cert), "--tls-key", str(key))
+    env = {**os.environ, **serving.info["env"], "REQUESTS_CA_BUNDLE": str(ca)}
+    env["PYTHONPATH"] = str(sdk_release("0.7.1"))
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["piper_sts", VALUE]
+    assert serving.stop()[0] == 0

@@ -292,11 +292,13 @@ class Where:
 
 
 SDK_HEREDOC = """REQUESTS_CA_BUNDLE=client.pem python - <<'PY'
+import os
 from piper_sdk.client import PiperClient
-base = "https://127.0.0.1:31478"
-piper = PiperClient("research", resolve_mapping_url=f"{base}/piper-resolve-variable-mapping",
-                    get_scoped_url=f"{base}/getscopedgcpcredentials",
-                    exchange_secret_url=f"{base}/piper-exchange-sts-for-secret")
+env = os.environ                                    # the settings `serve` printed
+piper = PiperClient("research", resolve_mapping_url=env["PIPER_RESOLVE_MAPPING_URL"],
+                    get_scoped_url=env["PIPER_GET_SCOPED_URL"],
+                    exchange_secret_url=env["PIPER_EXCHANGE_SECRET_URL"],
+                    piper_link_service_url=env["PIPER_LINK_URL"])
 print(piper.get_secret("openai_api_key")["source"])                          # piper_sts
 print(piper.get_secret("openai_api_key", fetch_raw_secret=True)["value"])    # sk-my-real-key
 PY"""
@@ -333,12 +335,12 @@ ELSEWHERE: dict[str, Where] = {
     "piper-mcp local serve --tls-cert server.pem --tls-key server.key": Where(
         "tests/cli/test_published_sdk.py",
         ('"--tls-cert"', '"--tls-key"', '"local", "init"', '"grant"'),
-        "serves on the fixed ports 31478/31477, which a test must not take",
+        "serves on Piper's ports 31478/31477, which a test must not take; the test chooses free ones",
     ),
     SDK_HEREDOC: Where(
         "tests/cli/test_published_sdk.py",
-        ('"REQUESTS_CA_BUNDLE"', "sdk_flow.py", '"0.7.1"'),
-        "needs the server above; sdk_flow.py makes these get_secret calls",
+        ("docs_sdk_example", '"REQUESTS_CA_BUNDLE"', "local serve --port 0 --link-port 0"),
+        "needs the server above; the test runs this very text against it",
     ),
     "piper-mcp serve --transport streamable-http --host 0.0.0.0 "
     "--auth-token-file ~/.piper-mcp-token": Where(
