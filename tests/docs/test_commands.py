@@ -335,7 +335,7 @@ ELSEWHERE: dict[str, Where] = {
     "piper-mcp local serve --tls-cert server.pem --tls-key server.key": Where(
         "tests/cli/test_published_sdk.py",
         ('"--tls-cert"', '"--tls-key"', '"local", "init"', '"grant"'),
-        "serves on Piper's ports 31478/31477, which a test must not take; the test chooses free ones",
+        "serves on Piper's ports 31478/31477, which a test must not take; it takes free ones",
     ),
     SDK_HEREDOC: Where(
         "tests/cli/test_published_sdk.py",
