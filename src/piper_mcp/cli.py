@@ -13,6 +13,8 @@ from piper_mcp import __version__
 if TYPE_CHECKING:
     from piper_mcp.server.settings import ServeSettings
 
+INTERRUPTED = 130  # the exit code a shell gives a command ended by Ctrl-C
+
 
 class _Help(argparse.HelpFormatter):
     """Prose wrapped to the terminal; example lines (indented two spaces) kept as written."""
@@ -187,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before the command took it over
+        return INTERRUPTED
     finally:
         gc.enable()
 
@@ -240,8 +244,8 @@ def _run_server_command(args: argparse.Namespace) -> int:
         print(f"piper-mcp: {setting} is not valid JSON; e.g. {example}", file=sys.stderr)
     except (PiperError, VaultError) as error:
         print(f"piper-mcp: {printable(str(error))}", file=sys.stderr)
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt:  # Ctrl-C is how a person stops `serve`
+        return 0 if args.command == "serve" else INTERRUPTED
     return 1
 
 

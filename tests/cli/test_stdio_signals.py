@@ -85,6 +85,30 @@ def test_a_signal_ends_the_server_while_the_host_keeps_stdin_open(
     process.stdin.close()
 
 
+def test_ctrl_c_while_it_starts_is_a_quiet_exit(piper_home: Path) -> None:
+    """A person who changes their mind at once: Ctrl-C while start-up still imports."""
+    process = subprocess.Popen(
+        [PROGRAM, "serve", "--local"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Python reports each import on stderr as it ends; `piper_mcp.local` is the first
+        # that `main()` itself imports, and a tenth of a second of them follows.
+        env={**host_env(piper_home), "PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert process.stderr
+    wait_for(process.stderr.fileno(), b" piper_mcp.local\n")
+    took = seconds_to_exit(process, lambda: process.send_signal(signal.SIGINT))
+    said = [
+        line
+        for line in process.communicate()[1].decode().splitlines()
+        if not line.startswith("import time:")
+    ]
+    assert process.returncode in (0, 130), said  # stopped, or interrupted before serving
+    assert took < 1.0, f"SIGINT took {took:.2f} s"
+    assert not said
+
+
 def _controlling_terminal() -> None:
     os.setsid()  # a session of its own, whose controlling terminal is the pty on stdin
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)

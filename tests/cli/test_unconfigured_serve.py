@@ -52,7 +52,17 @@ def test_mcp_json_cloud_entry_as_shipped_does_not_pass_check(
 
 
 @pytest.mark.parametrize(
-    "value", ["your-agent-client-id", "YOUR_CLIENT_ID", "<client-id>", "xxxx", "changeme", "TODO"]
+    "value",
+    [
+        "your-agent-client-id",
+        "YOUR_CLIENT_ID",
+        "<client-id>",
+        "xxxx",
+        "changeme",
+        "TODO",
+        "${input:piper-client-id}",  # VS Code's entry pasted into a host that does not expand it
+        "$PIPER_CLIENT_ID",
+    ],
 )
 def test_example_values_are_placeholders(value: str) -> None:
     assert looks_like_placeholder(value)

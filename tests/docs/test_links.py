@@ -1,4 +1,4 @@
-"""Links between README.md and docs/ lead somewhere: the file exists, and so does the heading."""
+"""Links between README.md, SECURITY.md and docs/ lead somewhere: the file and the heading exist."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", ROOT / "SECURITY.md", *DOCS]
 
 
 def anchors(page: Path) -> set[str]:
@@ -32,9 +33,13 @@ def test_every_relative_link_resolves(page: Path) -> None:
             assert anchor in anchors(target), f"{page.name}: {link}: no such heading"
 
 
-def test_readme_links_every_page_in_docs() -> None:
+def test_readme_links_every_page_in_docs_security_md_and_the_licence() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert [page.name for page in PAGES[1:] if f"(docs/{page.name})" not in readme] == []
+    assert [
+        page.name
+        for page in [*DOCS, ROOT / "SECURITY.md", ROOT / "LICENSE"]
+        if f"({page.relative_to(ROOT)})" not in readme
+    ] == []
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)

@@ -29,6 +29,10 @@ HOST_FILES = {
     "examples/hosts/vscode_mcp.json": "servers",
 }
 INPUT = re.compile(r"\$\{input:([^}]+)\}")
+# A local entry's PIPER_HOME: the example path piper-mcp refuses until it is replaced, or
+# (in Claude Code's project file, shared by a team) the user's own, else the default.
+PLACEHOLDER = "/absolute/path/to/your/piper-home"
+FROM_THE_SHELL = {"examples/hosts/claude_code_mcp.json": "${PIPER_HOME:-}"}
 
 
 def servers(path: str) -> dict[str, dict[str, Any]]:
@@ -50,8 +54,8 @@ def test_each_entry_is_a_piper_mcp_command_or_its_http_url(path: str) -> None:
         assert entry["command"] == "piper-mcp", name
         options = _parser().parse_args(entry["args"])  # exits on arguments it cannot parse
         env = entry.get("env", {})
-        if options.local:
-            assert "PIPER_HOME" in env, f"{name}: a host would silently use the default vault"
+        if options.local:  # without PIPER_HOME a host silently serves the default vault
+            assert env["PIPER_HOME"] == FROM_THE_SHELL.get(path, PLACEHOLDER), name
         else:  # the cloud: an example value `check` flags, or one the host asks for
             client_id = env["PIPER_CLIENT_ID"]
             assert looks_like_placeholder(client_id) or INPUT.fullmatch(client_id), name
@@ -96,24 +100,49 @@ def claude(node_env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout
 
 
+def shell_without_piper_home(node_env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """A shell with no PIPER_HOME, and the default vault's folder `local home` prints there."""
+    env = {name: value for name, value in node_env.items() if name != "PIPER_HOME"}
+    env["XDG_DATA_HOME"] = str(Path(env["HOME"]) / "data")
+    printed = subprocess.run(
+        ["piper-mcp", "local", "home"], env=env, capture_output=True, text=True, check=True
+    )
+    return env, Path(printed.stdout.strip())
+
+
 def test_claude_code_adds_readmes_entry_and_connects(
     node_env: dict[str, str], piper_home: Path, tmp_path: Path
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
+    shell, default_vault = shell_without_piper_home(node_env)
     # README: claude mcp add piper -e PIPER_HOME="$(piper-mcp local home)" -- piper-mcp ...
     claude(
-        node_env, project, "mcp", "add", "piper", "-e", f"PIPER_HOME={piper_home}", "--",
+        shell, project, "mcp", "add", "piper", "-e", f"PIPER_HOME={piper_home}", "--",
         "piper-mcp", "serve", "--local",
     )  # fmt: skip
-    assert f"PIPER_HOME={piper_home}" in claude(node_env, project, "mcp", "get", "piper")
-    assert "piper: piper-mcp serve --local - ✔ Connected" in claude(
-        node_env, project, "mcp", "list"
-    )
+    assert f"PIPER_HOME={piper_home}" in claude(shell, project, "mcp", "get", "piper")
+    assert "piper: piper-mcp serve --local - ✔ Connected" in claude(shell, project, "mcp", "list")
+    assert not default_vault.exists()  # the entry's vault was served, not the default
 
 
+def test_claude_code_writes_the_project_file_we_ship(
+    node_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    # README: claude mcp add --scope project piper -e 'PIPER_HOME=${PIPER_HOME:-}' -- ...
+    claude(
+        node_env, project, "mcp", "add", "--scope", "project", "piper",
+        "-e", "PIPER_HOME=${PIPER_HOME:-}", "--", "piper-mcp", "serve", "--local",
+    )  # fmt: skip
+    written = json.loads((project / ".mcp.json").read_text())
+    assert written == json.loads((ROOT / "examples/hosts/claude_code_mcp.json").read_text())
+
+
+@pytest.mark.parametrize("in_the_shell", [True, False], ids=["PIPER_HOME set", "unset"])
 def test_claude_code_connects_the_project_file(
-    node_env: dict[str, str], piper_home: Path, tmp_path: Path
+    in_the_shell: bool, node_env: dict[str, str], piper_home: Path, tmp_path: Path
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -132,5 +161,13 @@ def test_claude_code_connects_the_project_file(
             }
         )
     )
-    listed = claude({**node_env, "PIPER_HOME": str(piper_home)}, project, "mcp", "list")
+    shell, default_vault = shell_without_piper_home(node_env)
+    if in_the_shell:
+        shell["PIPER_HOME"] = str(piper_home)
+    listed = claude(shell, project, "mcp", "list")
     assert "piper: piper-mcp serve --local - ✔ Connected" in listed
+    assert "Missing environment variables" not in listed
+    # Unset, the server had the default vault: the one `piper-mcp local ...` uses in that
+    # shell, not a new one in a folder named `${PIPER_HOME}` inside the project.
+    assert default_vault.exists() != in_the_shell
+    assert {entry.name for entry in project.iterdir()} <= {".mcp.json", ".claude"}

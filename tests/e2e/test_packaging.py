@@ -17,11 +17,13 @@ import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from mcp import Client, StdioServerParameters
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from piper_mcp.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -113,43 +115,55 @@ class EnvironmentVariable(BaseModel, extra="forbid"):
     description: str
     isRequired: bool = False
     isSecret: bool = False
-    format: str = "string"
+    format: Literal["string", "number", "boolean", "filepath"] = "string"
 
 
 class Package(BaseModel, extra="forbid"):
     registryType: str
     registryBaseUrl: str
     identifier: str
-    version: str
+    version: str = Field(min_length=1, pattern=r"^[^^~<>=*x]+$")  # one version, no range
     runtimeHint: str
-    transport: dict[str, str]
+    transport: dict[str, Literal["stdio"]]
     packageArguments: list[dict[str, str]]
     environmentVariables: list[EnvironmentVariable]
 
 
 class ServerDetail(BaseModel, extra="forbid"):
-    """The registry's server.json (schema 2025-09-29), as far as this one uses it."""
+    """The registry's server.json (schema 2025-12-11, the one `mcp-publisher` takes), as
+    far as this file uses it: the fields, their types and the documented limits."""
 
-    schema_: str = Field(alias="$schema")
-    name: str = Field(pattern=r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")
+    schema_: str = Field(alias="$schema", pattern=r"/2025-12-11/server\.schema\.json$")
+    name: str = Field(pattern=r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$", min_length=3, max_length=200)
+    title: str = Field(min_length=1, max_length=100)
     description: str = Field(min_length=1, max_length=100)
     version: str
     packages: list[Package]
 
 
+def test_server_json_has_the_registrys_shape() -> None:
+    text = (ROOT / "server.json").read_text()
+    ServerDetail.model_validate_json(text)
+    broken = json.loads(text)
+    broken["packages"][0]["transport"] = {"type": "pipe"}
+    with pytest.raises(ValidationError):  # the shape is checked, not only parsed
+        ServerDetail.model_validate(broken)
+
+
 def test_server_json_describes_this_package() -> None:
-    detail = ServerDetail.model_validate_json((ROOT / "server.json").read_text())
-    assert detail.schema_.endswith("/2025-09-29/server.schema.json")
-    assert detail.version == PROJECT["version"]
-    for package in detail.packages:
-        assert (package.registryType, package.identifier) == ("pypi", PROJECT["name"])
-        assert package.version == PROJECT["version"] and package.transport == {"type": "stdio"}
-        arguments = [argument["value"] for argument in package.packageArguments]
-        assert arguments[0] == "serve"
-        for variable in package.environmentVariables:
-            assert f"`{variable.name}`" in DOCUMENTED, variable.name
-            assert variable.isSecret == ("SECRET" in variable.name), variable.name
-        names = {variable.name for variable in package.environmentVariables}
+    detail = json.loads((ROOT / "server.json").read_text())
+    assert detail["version"] == PROJECT["version"]
+    for package in detail["packages"]:
+        assert (package["registryType"], package["identifier"]) == ("pypi", PROJECT["name"])
+        assert package["version"] == PROJECT["version"]
+        assert package["transport"] == {"type": "stdio"}
+        arguments = [argument["value"] for argument in package["packageArguments"]]
+        _parser().parse_args(arguments)  # exits on arguments piper-mcp does not take
+        variables = package["environmentVariables"]
+        for variable in variables:
+            assert f"`{variable['name']}`" in DOCUMENTED, variable["name"]
+            assert variable.get("isSecret", False) == ("SECRET" in variable["name"]), variable
+        names = {variable["name"] for variable in variables}
         assert ("PIPER_HOME" in names) == ("--local" in arguments)
 
 
@@ -179,6 +193,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with zipfile.ZipFile(built) as packed:
         assert any(name.endswith("licenses/LICENSE") for name in packed.namelist())
     yield built
+
+
+def test_the_wheel_proves_the_registry_name(wheel: Path) -> None:
+    """The registry takes server.json for a PyPI package whose description names it."""
+    name = json.loads((ROOT / "server.json").read_text())["name"]
+    with zipfile.ZipFile(wheel) as packed:
+        [metadata] = [n for n in packed.namelist() if n.endswith(".dist-info/METADATA")]
+        assert f"mcp-name: {name}" in packed.read(metadata).decode()
 
 
 async def test_uvx_runs_serve_local_from_the_wheel(

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from pathlib import Path
 
+from piper_mcp.invocation import command
 from piper_mcp.local.errors import VaultError
 
 DATABASE_FILE = "vault.sqlite3"
 KEY_FILE = "vault.key"
+# `${PIPER_HOME}`, `$HOME/...`, `%LOCALAPPDATA%`: a host that does not expand variables in
+# its configuration passes them as they are, and as a relative folder they would be a
+# new, empty vault wherever the host happens to start the server.
+UNEXPANDED_VARIABLE = re.compile(r"\$\{?[A-Za-z_]|%[A-Za-z_]\w*%")
 
 
 def make_private_dir(path: Path) -> None:
@@ -36,7 +42,12 @@ def check_home(home: Path) -> None:
     if "path/to/" in home.as_posix():
         raise VaultError(
             f"PIPER_HOME is {home}, the example value from a host configuration: replace it "
-            "with your vault's folder, which `piper-mcp local home` prints"
+            f"with your vault's folder, which `{command('local', 'home')}` prints"
+        )
+    if UNEXPANDED_VARIABLE.search(str(home)):
+        raise VaultError(
+            f"PIPER_HOME is {home}, a variable the host did not expand: give the vault's "
+            f"folder itself, which `{command('local', 'home')}` prints"
         )
     try:
         found = home.stat()

@@ -78,9 +78,11 @@ def is_own_setting(env_name: str) -> bool:
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
-# Values copied from an example and never filled in: `your-agent-client-id`, `<id>`, ...
+# Values copied from an example and never filled in: `your-agent-client-id`, `<id>`, ...,
+# or a variable the host did not expand (`${input:piper-client-id}` outside VS Code).
 PLACEHOLDER = re.compile(
-    r"(your[-_ ].*|<.*>|\{.*\}|x{3,}|changeme|change[-_]me|replace[-_]?me|todo|placeholder)",
+    r"(your[-_ ].*|<.*>|\$?\{.*\}|\$\w+|x{3,}|changeme|change[-_]me|replace[-_]?me|todo"
+    r"|placeholder)",
     re.IGNORECASE,
 )
 

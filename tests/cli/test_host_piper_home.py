@@ -1,0 +1,51 @@
+"""Issue 12.2, hosts: a PIPER_HOME copied from a host example, unedited, is refused.
+
+Host configurations carry PIPER_HOME in the server's `env`. Left as the example path,
+or as a variable the host passes on unexpanded (`${PIPER_HOME}` where the host does not
+expand it, as Claude Code does not when the variable is unset), every command says so
+in one line, with the command that prints the real folder, and creates nothing: not
+the example path, not a folder named `${PIPER_HOME}` wherever the host started it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Cli
+from tests.cli.test_bad_environments import VAULT_COMMANDS, argv, assert_one_line_naming
+
+PLACEHOLDER = "/absolute/path/to/your/piper-home"  # the examples' (examples/hosts/, mcp.json)
+UNEXPANDED = ["${PIPER_HOME}", "$PIPER_HOME/vault", "%LOCALAPPDATA%\\piper-mcp"]
+
+
+@pytest.mark.parametrize("command", VAULT_COMMANDS, ids=" ".join)
+def test_the_example_path_is_refused_and_not_created(
+    command: tuple[str, ...], cli_env: dict[str, str], cli: Cli
+) -> None:
+    cli_env["PIPER_HOME"] = PLACEHOLDER
+    done = cli(*argv(command), stdin="sk-a-value-long-enough-1234567890")
+    assert_one_line_naming(done.code, done.err, "the example value")
+    assert "`piper-mcp local home`" in done.err
+    assert not Path(PLACEHOLDER).parents[-2].exists()  # /absolute
+
+
+@pytest.mark.parametrize("value", UNEXPANDED)
+@pytest.mark.parametrize("command", VAULT_COMMANDS, ids=" ".join)
+def test_an_unexpanded_variable_is_refused_and_not_created(
+    command: tuple[str, ...],
+    value: str,
+    cli_env: dict[str, str],
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started_in = tmp_path / "where-the-host-started-it"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)  # where a relative PIPER_HOME would land
+    cli_env["PIPER_HOME"] = value
+    done = cli(*argv(command), stdin="sk-a-value-long-enough-1234567890")
+    assert_one_line_naming(done.code, done.err, "a variable the host did not expand")
+    assert "`piper-mcp local home`" in done.err
+    assert list(started_in.iterdir()) == []
