@@ -275,3 +275,17 @@ def test_every_command_has_help(cli: Cli, command: tuple[str, ...]) -> None:
     done = cli("local", *command, "--help")
     assert done.code == 0
     assert "usage: piper-mcp local" in done.out
+
+
+def test_a_mistyped_agent_or_secret_gets_what_there_is_and_the_closest(cli: Cli) -> None:
+    """Issue 12.7's neighbours: `local grant` and friends list names, not how to add a typo."""
+    cli("local", "init")
+    cli("local", "secret", "set", "My OpenAI key", stdin="sk-a-value-long-enough-1234567890")
+    agent = cli("local", "grant", "local-agnt", "openai_api_key", "My OpenAI key")
+    assert agent.code == 1
+    assert agent.err.rstrip().endswith("agents: local-agent. Did you mean 'local-agent'?")
+    assert "agent add" not in agent.err
+    secret = cli("local", "grant", "local-agent", "openai_api_key", "My OpenAI ky")
+    assert secret.err.rstrip().endswith("secrets: 'My OpenAI key'. Did you mean 'My OpenAI key'?")
+    new = cli("local", "grant", "local-agent", "slack_token", "Slack bot")
+    assert new.err.rstrip().endswith("Store it first: `piper-mcp local secret set 'Slack bot'`")

@@ -31,7 +31,7 @@ from typing import Any
 from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.invocation import command
 from piper_mcp.local.encryption import VaultKey, VaultKeyError
-from piper_mcp.local.errors import VaultError
+from piper_mcp.local.errors import VaultError, did_you_mean
 from piper_mcp.local.files import (
     DATABASE_FILE,
     KEY_FILE,
@@ -564,7 +564,25 @@ class Vault:
                 (int(secretless), client_id),
             ).rowcount
         if not changed:
-            raise VaultError(f"there is no agent {client_id!r}")
+            raise self._no_agent(client_id)
+
+    def _no_agent(self, client_id: str) -> VaultError:
+        """The agents there are, and the one likely meant; adding is for a new name only."""
+        known = [agent.client_id for agent in self.agents()]
+        return VaultError(
+            f"there is no agent {_shown(client_id)} in {self.home}; agents: "
+            f"{', '.join(known) or 'none'}.{did_you_mean(client_id, known)}"
+        )
+
+    def _no_secret(self, name: str, *, to_grant: bool = False) -> VaultError:
+        known = [secret.name for secret in self.secrets()]
+        meant = did_you_mean(name, known)
+        if not meant and to_grant:
+            meant = f" Store it first: `{command('local', 'secret', 'set', name)}`"
+        shown = ", ".join(_shown(n) for n in known) or "none"
+        return VaultError(
+            f"there is no secret {_shown(name)} in {self.home}; secrets: {shown}.{meant}"
+        )
 
     def agents(self) -> list[Agent]:
         rows = self._db().execute(f"{_SELECT_AGENTS} ORDER BY client_id")
@@ -585,7 +603,7 @@ class Vault:
     def remove_agent(self, client_id: str) -> None:
         with self._write() as db:
             if not db.execute("DELETE FROM agents WHERE client_id = ?", (client_id,)).rowcount:
-                raise VaultError(f"there is no agent {client_id!r}")
+                raise self._no_agent(client_id)
 
     def verify_client_secret(self, client_id: str, client_secret: str) -> Agent | None:
         agent = self.agent(client_id)
@@ -629,7 +647,7 @@ class Vault:
         """Delete a secret and every grant of it."""
         with self._write() as db:
             if not db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount:
-                raise VaultError(f"there is no secret {_shown(name)}")
+                raise self._no_secret(name)
 
     def find_secret(self, id_or_name: str) -> SecretInfo | None:
         row = (
@@ -686,15 +704,13 @@ class Vault:
         """
         agent = self.agent(client_id)
         if agent is None:
-            raise VaultError(f"there is no agent {client_id!r}; add it with `local agent add`")
+            raise self._no_agent(client_id)
         declared = checked_declared_variable(variable)
         wanted = normalize_variable_name(declared)
         newly_declared = wanted not in {normalize_variable_name(v) for v in agent.variables}
         secret = self.find_secret(secret_name)
         if secret is None:
-            raise VaultError(
-                f"there is no secret {_shown(secret_name)}; store it with `local secret set`"
-            )
+            raise self._no_secret(secret_name, to_grant=True)
         now = time.time()
         # A fresh id on every grant: tokens minted under an earlier one never come back.
         grant_id = "grant-" + secrets.token_hex(10)

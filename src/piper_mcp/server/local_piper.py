@@ -15,7 +15,6 @@ server without the user's PIPER_HOME serves another vault.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 import sys
 import threading
@@ -29,7 +28,7 @@ import httpx
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command, first_steps
 from piper_mcp.local.embedded import client_settings
-from piper_mcp.local.errors import VaultError
+from piper_mcp.local.errors import VaultError, did_you_mean
 from piper_mcp.local.files import DATABASE_FILE, check_home
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import load_settings
@@ -197,7 +196,7 @@ class LocalPiper:
             )
         return (
             f"there is no vault in {self.home}, so no agent {self.agent_id!r}; a new vault has "
-            f"only {DEFAULT_AGENT!r}.{_did_you_mean(self.agent_id, [DEFAULT_AGENT])} Create it "
+            f"only {DEFAULT_AGENT!r}.{did_you_mean(self.agent_id, [DEFAULT_AGENT])} Create it "
             f"with {init}, then add agents with "
             f"`{command('local', 'agent', 'add', 'AGENT', '--variable', 'NAME')}`"
         )
@@ -206,13 +205,8 @@ class LocalPiper:
         """The agents there are instead (and the likely one meant), not how to add the typo."""
         known = ", ".join(agents) or "none"
         said = f"there is no agent {self.agent_id!r} in {self.home}; agents: {known}."
-        meant = _did_you_mean(self.agent_id, agents)
+        meant = did_you_mean(self.agent_id, agents)
         if meant:
             return said + meant
         add = command("local", "agent", "add", "AGENT", "--variable", "NAME")
         return f"{said} Choose one with --agent, or add one with `{add}`"
-
-
-def _did_you_mean(wanted: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(wanted, names, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
