@@ -23,6 +23,7 @@ import pytest
 
 from piper_mcp.cli import _parser
 from piper_mcp.local.vault import Vault
+from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
 from tests.cli.conftest import Cli
 
 PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
@@ -100,6 +101,23 @@ def test_piper_home_cannot_be_created(
     cli_env["PIPER_HOME"] = str(blocker / "vault")
     done = cli(*argv(command), stdin="sk-a-value-long-enough-1234567890")
     assert_one_line_naming(done.code, done.err, f"{blocker} is a file")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", VAULT_COMMANDS, ids=" ".join)
+def test_piper_home_the_system_will_not_create(
+    command: tuple[str, ...], cli_env: dict[str, str], cli: Cli
+) -> None:
+    """/proc takes no new folder, even from root, whom no permission check stops."""
+    home = "/proc/piper-mcp-vault"
+    cli_env["PIPER_HOME"] = home
+    done = cli(*argv(command), stdin="sk-a-value-long-enough-1234567890")
+    assert done.code != 0, done.err
+    assert "Traceback" not in done.err, done.err
+    [line] = [line for line in done.err.splitlines() if line.strip()]
+    assert home in line, line
+    if command in (("local", "init"), ("serve",)):  # the two that create a vault
+        assert f"cannot create PIPER_HOME {home}" in line, line
 
 
 # --- as a user who may not write the folder ---------------------------------------------
@@ -210,3 +228,23 @@ def test_a_port_in_use_for_local_serve_names_it_and_both_flags(
     assert "Traceback" not in done.err
     assert f"cannot listen on 127.0.0.1:{taken_port}" in done.err
     assert "`--port 0 --link-port 0`" in done.err
+    assert "Piper Link app" not in done.err  # a port of the user's choosing, not Piper's
+
+
+def test_piper_links_own_port_in_use_is_said_so(cli: Cli) -> None:
+    """The default Link port, 31477, is the Piper Link app's (held here for an instant)."""
+    assert cli("local", "init").code == 0
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", DEFAULT_LINK_PORT))
+        holder.listen()
+    except OSError:  # the Piper Link app (or another run) holds it already
+        pass
+    try:
+        done = cli("local", "serve", "--port", "0")
+    finally:
+        holder.close()
+    assert done.code == 1
+    [line] = done.err.splitlines()
+    assert line.startswith(f"piper-mcp local: cannot listen on 127.0.0.1:{DEFAULT_LINK_PORT}: ")
+    assert "the Piper Link app" in line and "`--port 0 --link-port 0`" in line

@@ -141,29 +141,60 @@ def test_the_published_sdk_runs_its_documented_flow_against_local_serve(
 
 def test_the_docs_sdk_example_runs_on_ports_serve_chose(
     cli: Cli,
-    serve_local: Callable[..., Serving],
+    cli_env: dict[str, str],
     sdk_release: Callable[[str], Path],
     tls_files: tuple[Path, Path, Path],
+    tmp_path: Path,
 ) -> None:
-    """docs_sdk_example: docs/local-backend.md's snippet, as written, with `--port 0
-    --link-port 0` (the Piper Link app holds the default ports) and the printed settings."""
+    """docs_sdk_example: docs/local-backend.md's snippet, as written, after the `export`
+    lines `local serve --port 0 --link-port 0` printed (the Piper Link app holds the
+    default ports), pasted into a shell as the page says."""
     from tests.docs.test_commands import commands
 
     page = (HERE.parents[1] / "docs" / "local-backend.md").read_text()
     [snippet] = [c for c in commands(page) if c.startswith("REQUESTS_CA_BUNDLE=client.pem python")]
-    program = snippet.split("\n", 1)[1].rsplit("\nPY", 1)[0]
     cli("local", "init")
     cli("local", "agent", "add", "research", "--variable", "openai_api_key", "--secretless")
     cli("local", "secret", "set", "My OpenAI key", stdin=VALUE)
     cli("local", "grant", "research", "openai_api_key", "My OpenAI key")
     cert, key, ca = tls_files
-    # serve_local starts `local serve --port 0 --link-port 0 --json` with these flags added.
-    serving = serve_local("--tls-cert", str(cert), "--tls-key", str(key))
-    env = {**os.environ, **serving.info["env"], "REQUESTS_CA_BUNDLE": str(ca)}
-    env["PYTHONPATH"] = str(sdk_release("0.7.1"))
-    done = subprocess.run(
-        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    shutil.copy(ca, tmp_path / "client.pem")
+    serve = ["local", "serve", "--port", "0", "--link-port", "0"]
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "piper_mcp", *serve, "--tls-cert", str(cert), "--tls-key", str(key)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["piper_sts", VALUE]
-    assert serving.stop()[0] == 0
+    try:
+        assert serving.stdout is not None
+        printed = []
+        for line in serving.stdout:  # until serve says it is ready (or ends)
+            printed.append(line)
+            if line.startswith("Stop with Ctrl-C."):
+                break
+        exports = [line.strip() for line in printed if line.startswith("  export PIPER_")]
+        assert any("PIPER_LINK_URL=" in line for line in exports), printed
+        shell = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.defpath}",
+            "HOME": str(tmp_path),
+            "PYTHONPATH": str(sdk_release("0.7.1")),
+        }
+        done = subprocess.run(
+            ["sh", "-c", "\n".join([*exports, snippet])],
+            cwd=tmp_path,
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.splitlines() == ["piper_sts", VALUE]
+        serving.terminate()
+        assert serving.wait(timeout=20) == 0
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+        serving.communicate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import httpx
 import pytest
@@ -162,3 +163,16 @@ async def test_link_refuses_callers_from_other_machines() -> None:
             response = await http.get("/piper-link-context")
         assert response.status_code == status
         assert (INSTANCE_ID in response.text) is (status == 200)
+
+
+def test_an_agent_not_allowed_v2_is_told_the_command_as_the_operator_runs_it(
+    piper: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.5: `local serve` started as `.venv/bin/piper-mcp`, the venv off PATH."""
+    monkeypatch.setattr(sys, "argv", [".venv/bin/piper-mcp", "local", "serve"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    response = post(piper, RESOLVE, json={**V2_RESOLVE, "agentClientId": "not-secretless"})
+    assert response.status_code == 401
+    assert response.json()["error_description"].endswith(
+        "`.venv/bin/piper-mcp local agent secretless AGENT on`."
+    )

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from piper_mcp.invocation import command
 from piper_mcp.local import secret_manager
 from piper_mcp.local.audit_writer import AuditWriter, Caller
 from piper_mcp.local.request_body import (
@@ -252,7 +253,7 @@ class PiperBackendApp:
                 INVALID_CLIENT,
                 "Unknown agentClientId, or an agent that must prove itself with its client "
                 "secret (protocol v1). The vault's operator can allow protocol v2 for it with "
-                "`piper-mcp local agent secretless AGENT on`.",
+                f"`{command('local', 'agent', 'secretless', 'AGENT', 'on')}`.",
             )
         # The instance id selects the user; it authenticates no one.
         caller.user_id = self.vault.user_for_instance(instance_id)

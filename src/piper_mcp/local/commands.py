@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -526,7 +527,8 @@ def serve(args: argparse.Namespace) -> int:
             tls=tls,
         )
     except ListenError as error:
-        hint = " (the Piper Link app, or another piper-mcp?)" if error.in_use else ""
+        held = error.in_use and error.port in (DEFAULT_PORT, DEFAULT_LINK_PORT)
+        hint = " (Piper's own port: the Piper Link app, or another piper-mcp?)" if held else ""
         raise CommandError(
             f"{error}{hint}; choose other ports with --port and --link-port "
             "(`--port 0 --link-port 0` takes free ones and prints them)"
@@ -544,7 +546,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  Piper Link: {backend.link_url}")
         print("Point a Piper client at it with:")
         for name, value in settings.items():
-            print(f"  export {name}={value}")
+            print(f"  export {name}={shlex.quote(value)}")  # pasted into a shell as is
         print("Stop with Ctrl-C.")
     sys.stdout.flush()
     stop.wait()

@@ -357,6 +357,14 @@ class Vault:
         audit_retention()  # a wrong setting is said before anything is written
         try:
             make_private_dir(home)
+        except OSError as error:
+            if made_home:  # /proc, a read-only disk: what check_home cannot foresee
+                raise VaultError(
+                    f"cannot create PIPER_HOME {home} ({error.strerror or error}); set "
+                    "PIPER_HOME to a folder you can create"
+                ) from None
+            raise storage_error(error, database) from None
+        try:
             _build(home)
         except FileExistsError:
             # Another process linked its vault into place first: use that one.
