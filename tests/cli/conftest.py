@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# The console script a person runs, beside this Python (the venv's bin).
+PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
+
 
 @dataclass
 class Done:

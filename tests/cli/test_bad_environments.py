@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +23,8 @@ import pytest
 from piper_mcp.cli import _parser
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
-from tests.cli.conftest import Cli
+from tests.cli.conftest import PROGRAM, Cli
 
-PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv") or "setpriv"
 

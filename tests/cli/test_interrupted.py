@@ -9,10 +9,9 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
+from tests.cli.conftest import PROGRAM
 
 
 def test_ctrl_c_while_check_waits_exits_130_without_a_traceback(tmp_path: Path) -> None:

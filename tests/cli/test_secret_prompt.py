@@ -6,42 +6,16 @@ controlling terminal, as in a person's shell.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pty
-import select
 import subprocess
-import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
 
 from piper_mcp.local.vault import Vault
-
-PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
-
-
-def _controlling_terminal() -> None:
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def read_until(terminal: int, text: bytes, seconds: float = 20.0) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + seconds
-    while text not in seen:
-        ready, _, _ = select.select([terminal], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"no {text!r}: {seen!r}"
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:  # the command ended and closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    return seen
+from tests.cli.conftest import PROGRAM
+from tests.cli.terminal import controlling_terminal, read_until
 
 
 @pytest.mark.parametrize(("key", "code"), [(b"\x03", 130), (b"\x04", 1)], ids=["ctrl-c", "ctrl-d"])
@@ -56,7 +30,7 @@ def test_stopping_at_the_hidden_prompt_stores_nothing(
         stdout=tty,
         stderr=tty,
         env={"PATH": "/usr/bin:/bin", "PIPER_HOME": str(piper_home), "TERM": "xterm"},
-        preexec_fn=_controlling_terminal,
+        preexec_fn=controlling_terminal,
     )
     os.close(tty)
     try:

@@ -7,21 +7,19 @@ pressed Ctrl-C or Ctrl-D. In a terminal, stderr says once what the server is wai
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
-import sys
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
-PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
+from tests.cli.conftest import PROGRAM
+from tests.cli.terminal import controlling_terminal, read_until
+
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -46,19 +44,6 @@ def seconds_to_exit(process: subprocess.Popen[bytes], send: object) -> float:
     send()  # type: ignore[operator]
     process.wait(timeout=5)
     return time.monotonic() - started
-
-
-def wait_for(stream: int, text: bytes, seconds: float = 20.0) -> bytes:
-    """Read `stream` until `text` has come (the server is serving)."""
-    seen = b""
-    deadline = time.monotonic() + seconds
-    while text not in seen:
-        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"no {text!r} within {seconds} s: {seen.decode(errors='replace')}"
-        chunk = os.read(stream, 65536)
-        assert chunk, f"the server ended: {seen.decode(errors='replace')}"
-        seen += chunk
-    return seen
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -97,7 +82,7 @@ def test_ctrl_c_while_it_starts_is_a_quiet_exit(piper_home: Path) -> None:
         env={**host_env(piper_home), "PYTHONPROFILEIMPORTTIME": "1"},
     )
     assert process.stderr
-    wait_for(process.stderr.fileno(), b" piper_mcp.local\n")
+    read_until(process.stderr.fileno(), b" piper_mcp.local\n")
     took = seconds_to_exit(process, lambda: process.send_signal(signal.SIGINT))
     said = [
         line
@@ -107,11 +92,6 @@ def test_ctrl_c_while_it_starts_is_a_quiet_exit(piper_home: Path) -> None:
     assert process.returncode in (0, 130), said  # stopped, or interrupted before serving
     assert took < 1.0, f"SIGINT took {took:.2f} s"
     assert not said
-
-
-def _controlling_terminal() -> None:
-    os.setsid()  # a session of its own, whose controlling terminal is the pty on stdin
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @pytest.mark.parametrize(("key", "name"), [(b"\x03", "Ctrl-C"), (b"\x04", "Ctrl-D")])
@@ -125,11 +105,11 @@ def test_ctrl_c_or_ctrl_d_in_a_terminal_ends_it_after_one_explanation(
         stdout=tty,
         stderr=tty,
         env={**host_env(piper_home), "TERM": "xterm"},
-        preexec_fn=_controlling_terminal,
+        preexec_fn=controlling_terminal,
     )
     os.close(tty)
     try:
-        said = wait_for(terminal, b"shows the whole flow").decode()
+        said = read_until(terminal, b"shows the whole flow").decode()
         took = seconds_to_exit(process, lambda: os.write(terminal, key))
     finally:
         if process.poll() is None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from piper_mcp.server.credentials import looks_like_placeholder
-from tests.cli.conftest import Cli
+from tests.cli.conftest import PROGRAM, Cli
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAM = str(Path(sys.executable).with_name("piper-mcp"))
 
 
 def test_serve_without_a_client_id_says_what_is_missing_and_offers_local(tmp_path: Path) -> None:
