@@ -139,7 +139,8 @@ def run_as(uid: int | None, home: Path, command: list[str]) -> tuple[int, str]:
         [*as_user, PROGRAM, *command],
         env={"PATH": "/usr/bin:/bin", "HOME": str(home.parent), "PIPER_HOME": str(home)},
         cwd=home.parent,
-        input="sk-a-value-long-enough-1234567890",
+        # A value for `secret set`; `serve` would read it as a (broken) MCP message.
+        input="" if command[0] == "serve" else "sk-a-value-long-enough-1234567890",
         capture_output=True,
         text=True,
         timeout=60,
