@@ -4,7 +4,7 @@ The Piper functions and Link answer only through an `httpx.ASGITransport`, so
 no other process on the machine can act as the served agent or learn the
 user's instance id from it. Only the Secret Manager read route listens on
 loopback: an STS token handed to the model needs it, and the token is its
-authorisation.
+authorisation. The grant page shares that port: only its one-time links open it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
 
 if TYPE_CHECKING:
+    from piper_mcp.local.grant_requests import GrantRequests
     from piper_mcp.local.tokens import TokenIssuer
     from piper_mcp.local.vault import Vault
 
@@ -45,7 +46,8 @@ class EmbeddedPiper:
     """A vault's backend for one agent: `client_settings()` and `http_client()` reach it.
 
     `sock`: the loopback socket for the Secret Manager route, if bound already (its URL
-    goes into the settings before the backend exists).
+    goes into the settings before the backend exists). `grant_requests`: the server's
+    open grant requests, whose page is then served on that socket too.
     """
 
     def __init__(
@@ -56,12 +58,14 @@ class EmbeddedPiper:
         tokens: TokenIssuer | None = None,
         project_id: str = DEFAULT_PROJECT_ID,
         sock: socket.socket | None = None,
+        grant_requests: GrantRequests | None = None,
     ) -> None:
         # Here, not at the top: `serve --local` answers `initialize` before it needs these.
         from starlette.applications import Starlette
         from starlette.routing import Mount
 
         from piper_mcp.local.app import PiperBackendApp
+        from piper_mcp.local.grant_page import GrantPage
         from piper_mcp.local.link import link_app
         from piper_mcp.local.server_thread import ServerThread, Site
         from piper_mcp.local.tokens import TokenIssuer
@@ -77,9 +81,13 @@ class EmbeddedPiper:
                 Mount("/", self.app.asgi),
             ]
         )
-        site = Site(self.app.secret_manager_asgi, sock or bind("127.0.0.1", 0))
-        self.secret_manager_url = url_of(site.sock)
-        self._server = ServerThread([site])
+        sock = sock or bind("127.0.0.1", 0)
+        self.secret_manager_url = url_of(sock)
+        loopback = self.app.secret_manager_asgi
+        if grant_requests is not None:
+            page = GrantPage(vault, grant_requests, self.secret_manager_url)
+            loopback = Starlette(routes=[*page.routes, Mount("/", self.app.secret_manager_asgi)])
+        self._server = ServerThread([Site(loopback, sock)])
 
     def http_client(self) -> httpx.AsyncClient:
         """A Piper client's HTTP client whose every request is answered in-process."""

@@ -22,9 +22,9 @@ from piper_mcp import __version__
 from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
 from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
+from piper_mcp.server.just_in_time import GrantingServer, tool_error
 from piper_mcp.server.redaction import Redactor
 from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
-from piper_mcp.server.tool_arguments import ArgumentCheckedServer
 
 INSTRUCTIONS = """\
 piper-mcp hands out user-approved credentials from Piper. Call list_variables to see \
@@ -65,13 +65,19 @@ def build_server(
     audit: AuditTrail | None = None,
     transport: str = "stdio",
     redactor: Redactor | None = None,
+    grant_wait: float = 120.0,
 ) -> MCPServer:
-    """The MCP server over `service`; everything it says passes `redactor` (the log's, if given)."""
+    """The MCP server over `service`; everything it says passes `redactor` (the log's, if given).
+
+    `grant_wait`: how long a call waits for the user to grant a variable it lacks.
+    """
     keeper = ConsentKeeper(service)
     redactor = redactor or Redactor()
     redactor.watch(service.client)
     scrub = redactor.scrub
-    server = ArgumentCheckedServer(
+    server = GrantingServer(
+        service=service,
+        grant_wait=grant_wait,
         scrub=scrub,
         name="piper",
         title="Piper credentials",
@@ -136,7 +142,7 @@ def build_server(
                 result = await service.reveal(variable, keeper.decision(consent, variable, ctx))
         except Refusal as refusal:
             record("refused", variable, None, refusal.reason)
-            raise ToolError(scrub(str(refusal))) from None
+            raise tool_error(refusal, variable, scrub(str(refusal))) from None
         record("ok", result.variable, result.source, result.consent)
         return scrubbed(result, scrub, keep=frozenset({"token", "value"}))
 

@@ -13,6 +13,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
@@ -38,12 +39,26 @@ class Refusal(Exception):
     """A request the service will not or cannot serve; the text is for the model and the user.
 
     `reason` is a short code for the audit trail, which never stores free text: a
-    backend's words could echo a client secret or a token.
+    backend's words could echo a client secret or a token. `ungranted`: Piper's answer
+    when the refusal is only a missing grant, which the user may make at once.
     """
 
-    def __init__(self, text: str, *, reason: str = "refused") -> None:
+    def __init__(
+        self,
+        text: str,
+        *,
+        reason: str = "refused",
+        ungranted: PiperGrantNeededError | None = None,
+    ) -> None:
         super().__init__(text)
         self.reason = reason
+        self.ungranted = ungranted
+
+
+def refusal(text: str, error: PiperError) -> Refusal:
+    """A `Refusal` for Piper's `error`, carrying it when a grant is all that is missing."""
+    ungranted = error if isinstance(error, PiperGrantNeededError) else None
+    return Refusal(text, reason=reason_code(error), ungranted=ungranted)
 
 
 # Only codes the protocol defines: a backend chooses its `error` field, and could echo
@@ -99,6 +114,24 @@ def _hint_name(requested: str) -> str | None:
     return requested if HINT_NAME.fullmatch(requested) else None
 
 
+Decided = Literal["granted", "denied", "expired"]
+
+
+@dataclass(frozen=True)
+class GrantLink:
+    """Where to send the user to grant a variable now, and how to learn they did.
+
+    `reference` finds the same request again on a retried call (`Grants.link_for`);
+    `decided()` is what the user chose on the page, when the page can say (None:
+    not yet, or a page that cannot tell, like the Piper cloud's, which is polled).
+    """
+
+    url: str
+    reference: str
+    decided: Callable[[], Decided | None]
+    poll_seconds: float
+
+
 class Grants(Protocol):
     """Where the user grants this agent its variables: the Piper cloud, or a local vault."""
 
@@ -112,11 +145,28 @@ class Grants(Protocol):
     def how_to_declare(self, variable: str | None) -> str:
         """What the user does to make `variable` (None: any) one this agent declares."""
 
+    def request_grant(self, variable: str, client: str, error: PiperGrantNeededError) -> GrantLink:
+        """A page where the user grants `variable` to this agent now, for `client`'s call."""
+
+    def link_for(self, reference: str) -> GrantLink | None:
+        """The link `request_grant` gave under `reference`, while it lasts."""
+
+
+def _undecided() -> Decided | None:
+    return None
+
 
 class PiperCloudGrants:
     """Grants made on the Piper cloud's grant page (PIPER_GRANT_PAGE_URL)."""
 
     vault = None
+    POLL_SECONDS = 2.0  # the cloud's page cannot say when it is done: Piper is asked again
+
+    def request_grant(self, variable: str, client: str, error: PiperGrantNeededError) -> GrantLink:
+        return GrantLink(error.grant_url, error.grant_url, _undecided, self.POLL_SECONDS)
+
+    def link_for(self, reference: str) -> GrantLink | None:
+        return GrantLink(reference, reference, _undecided, self.POLL_SECONDS)
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         return f"Ask the user to grant {variable!r} to this agent: {error.grant_url}"
@@ -215,7 +265,7 @@ class CredentialService:
         try:
             result = await self.client.get_from_piper(name)
         except PiperError as error:
-            raise Refusal(self._explain(name, error), reason=reason_code(error)) from None
+            raise refusal(self._explain(name, error), error) from None
         expires_in, credential_id = result.expires_in, result.piper_credential_id
         return SecretCredential(
             variable=name,
@@ -252,10 +302,8 @@ class CredentialService:
         if rule == "ask" and consent not in (Consent.USER_ALLOWED, Consent.REMEMBERED):
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
-                raise Refusal(
-                    f"No value for {name!r}: {self._said(name, located.piper_problem)}",
-                    reason=reason_code(located.piper_problem),
-                )
+                problem = located.piper_problem
+                raise refusal(f"No value for {name!r}: {self._said(name, problem)}", problem)
             raise Refusal(
                 f"The user did not allow revealing the raw value of {name!r}.",
                 reason="no_consent",
@@ -267,9 +315,7 @@ class CredentialService:
                 enable_env_fallback_for_this_call=self._env_fallback_allowed(name),
             )
         except PiperError as error:
-            raise Refusal(
-                f"No value for {name!r}: {self._said(name, error)}", reason=reason_code(error)
-            ) from None
+            raise refusal(f"No value for {name!r}: {self._said(name, error)}", error) from None
         value = result.value if isinstance(result.value, str) else json.dumps(result.value)
         return SecretCredential(
             variable=name,
@@ -326,6 +372,27 @@ class CredentialService:
         if isinstance(error, PiperGrantNeededError):
             return error.with_advice(self.grants.how_to_grant(name, error))
         return str(error)
+
+    # --- grants made while a call waits ---
+
+    async def wait_for_grant(self, variable: str, link: GrantLink, within: float) -> Decided:
+        """What the user did about `link` within `within` seconds.
+
+        Granted on the page, or anywhere else (`piper-mcp local grant`, the Piper
+        dashboard), which Piper is asked about every `link.poll_seconds`.
+        """
+        name = self.declared_name(variable)
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            decided = link.decided()
+            if decided is not None:
+                return decided
+            if (await self.client.locate(name)).source == "piper":
+                return "granted"
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return "expired"
+            await asyncio.sleep(min(link.poll_seconds, left))
 
     # --- metadata ---
 

@@ -30,10 +30,12 @@ from piper_mcp.invocation import command, first_steps
 from piper_mcp.local.embedded import client_settings
 from piper_mcp.local.errors import VaultError, did_you_mean
 from piper_mcp.local.files import DATABASE_FILE, check_home
+from piper_mcp.local.grant_requests import GrantRequest, GrantRequests
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import load_settings
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
+from piper_mcp.server.credentials import GrantLink
 
 if TYPE_CHECKING:
     from piper_mcp.local.embedded import EmbeddedPiper
@@ -44,16 +46,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LocalGrants:
-    """Grants made in a local vault, with `piper-mcp local grant` naming the agent.
-
-    The one place that says how: a local grant page, once there is one, goes here.
+    """Grants made in a local vault: with `piper-mcp local grant` naming the agent, or, while
+    a call waits, on the grant page this server serves (`page_url`) for its open `requests`.
     """
 
     vault: Path
     agent_id: str
+    requests: GrantRequests
+    page_url: str
+    POLL_SECONDS = 0.25  # a grant made with the CLI meanwhile is noticed this soon
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         return self.how_to_declare(variable)
+
+    def request_grant(self, variable: str, client: str, error: PiperGrantNeededError) -> GrantLink:
+        request = self.requests.open(self.agent_id, variable, client)
+        url = f"{self.page_url}/grant/{request.request_id}?key={request.key}"
+        return self._link(request, url)
+
+    def link_for(self, reference: str) -> GrantLink | None:
+        request = self.requests.find(reference)
+        return self._link(request, "") if request is not None else None
+
+    def _link(self, request: GrantRequest, url: str) -> GrantLink:
+        return GrantLink(url, request.request_id, lambda: request.outcome, self.POLL_SECONDS)
 
     def how_to_declare(self, variable: str | None) -> str:
         grant = command("local", "grant", self.agent_id, variable or "VARIABLE", "SECRET")
@@ -84,7 +100,8 @@ class LocalPiper:
             instance_id=None,
             **client_settings(url_of(self._sock), DEFAULT_PROJECT_ID),
         )
-        self.grants = LocalGrants(self.home, agent_id)
+        self.grant_requests = GrantRequests()
+        self.grants = LocalGrants(self.home, agent_id, self.grant_requests, url_of(self._sock))
         self._backend: Future[EmbeddedPiper] = Future()
         self._opener: threading.Thread | None = None
         self._declared: tuple[object, list[str]] = (None, [])
@@ -173,7 +190,9 @@ class LocalPiper:
             agent = vault.agent(self.agent_id)
             if agent is None:
                 raise VaultError(self._no_agent([known.client_id for known in vault.agents()]))
-            backend = EmbeddedPiper(vault, self.agent_id, sock=self._sock).start()
+            backend = EmbeddedPiper(
+                vault, self.agent_id, sock=self._sock, grant_requests=self.grant_requests
+            ).start()
         except BaseException:
             vault.close()
             raise

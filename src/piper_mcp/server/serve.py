@@ -128,7 +128,13 @@ def serve(options: ServeSettings) -> int:
     with ExitStack() as stack:
         service, local = _service(options, stack)
         audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
-        server = build_server(service, audit=audit, transport=options.transport, redactor=redactor)
+        server = build_server(
+            service,
+            audit=audit,
+            transport=options.transport,
+            redactor=redactor,
+            grant_wait=options.grant_wait_seconds,
+        )
         # What start-up built stays: collections need not walk it (see cli.main).
         gc.freeze()
         gc.enable()

@@ -54,6 +54,7 @@ class ServeSettings(BaseSettings):
     session_idle_seconds: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=100, ge=1)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    grant_wait_seconds: float = Field(default=120.0, gt=0)
 
     @field_validator("variables", "allowed_hosts", mode="before")
     @classmethod

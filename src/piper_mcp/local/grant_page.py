@@ -1,0 +1,207 @@
+"""The local grant page: where a user decides a grant request a model's call raised.
+
+Served on loopback beside the Secret Manager route of `serve --local`. It is meant
+for one person's browser and guarded against everyone else on the machine or the
+web:
+- the way in is the request's one-time link (`GrantRequests.open_page`); it sets a
+  session cookie (HttpOnly, SameSite=Strict, this request's path only) and puts a
+  CSRF token in the form, and a decision needs both;
+- the Host header must name this server (DNS rebinding), and a decision must come
+  from this origin (the Origin header, and Sec-Fetch-Site where the browser sends it);
+- every answer forbids framing, caching and referrers, under a Content-Security-Policy
+  that lets the page load nothing but its own stylesheet.
+A value typed into the page is stored in the vault and never shown, logged or echoed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from piper_mcp.invocation import command
+from piper_mcp.local.errors import VaultError
+from piper_mcp.local.grant_requests import GrantRequest, GrantRequests, LinkProblem
+from piper_mcp.local.vault import Vault
+
+STYLESHEET = Path(__file__).parent / "pages" / "piper.css"
+COOKIE = "piper_grant"
+MAX_FORM_BYTES = 65_536
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+_pages = Environment(
+    loader=PackageLoader("piper_mcp.local", "pages"),
+    autoescape=select_autoescape(["html"]),
+    auto_reload=False,
+)
+
+
+class GrantPage:
+    """The page's routes over one vault and one server's open requests.
+
+    `origins`: the origins this server answers as (`http://127.0.0.1:PORT`, and its
+    `localhost` twin); a request naming another host is refused.
+    """
+
+    def __init__(self, vault: Vault, requests: GrantRequests, origin: str) -> None:
+        self.vault = vault
+        self.requests = requests
+        port = origin.rsplit(":", 1)[1]
+        self.hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        self.origins = {f"http://{host}" for host in self.hosts}
+        self.routes = [
+            Route("/grant/{request_id}", self.show, methods=["GET"]),
+            Route("/grant/{request_id}", self.decide, methods=["POST"]),
+            Route("/assets/piper.css", self.stylesheet, methods=["GET"]),
+        ]
+        self.asgi = Starlette(routes=self.routes)
+
+    def show(self, request: Request) -> Response:
+        if (refused := self._wrong_host(request)) is not None:
+            return refused
+        key = request.query_params.get("key", "")
+        try:
+            grant_request, session = self.requests.open_page(request.path_params["request_id"], key)
+        except LinkProblem as problem:
+            return _page("This link does not work", status=403, problem=str(problem))
+        response = self._form(grant_request)
+        response.set_cookie(
+            COOKIE,
+            session,
+            path=f"/grant/{grant_request.request_id}",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def decide(self, request: Request) -> Response:
+        if (refused := self._wrong_host(request) or self._cross_site(request)) is not None:
+            return refused
+        if int(request.headers.get("content-length") or MAX_FORM_BYTES + 1) > MAX_FORM_BYTES:
+            return _page("Nothing was changed", status=413, problem="The form was too large.")
+        form = await request.form()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        try:
+            grant_request = self.requests.session_request(
+                request.path_params["request_id"],
+                request.cookies.get(COOKIE, ""),
+                fields.get("csrf"),
+            )
+        except LinkProblem as problem:
+            return _page("Nothing was changed", status=403, problem=str(problem))
+        # The vault's writes wait for a lock; not on the loop that also serves Secret Manager.
+        return await anyio.to_thread.run_sync(self._decided, grant_request, fields)
+
+    def _decided(self, grant_request: GrantRequest, fields: dict[str, str]) -> Response:
+        if fields.get("action") == "deny":
+            self.requests.decide(grant_request, "denied")
+            self._record(grant_request, "denied")
+            return _page(
+                "Denied",
+                done=f"{grant_request.client} does not get {grant_request.variable!r}. "
+                "You can close this page.",
+            )
+        try:
+            secret = self._secret_to_grant(fields)
+            self.vault.grant(
+                self.vault.local_user_id, grant_request.agent_id, grant_request.variable, secret
+            )
+        except VaultError as error:
+            return self._form(grant_request, problem=f"Not granted: {error}.", status=400)
+        self.requests.decide(grant_request, "granted")
+        self._record(grant_request, "granted", subject=secret)
+        revoke = command("local", "revoke", grant_request.agent_id, grant_request.variable)
+        return _page(
+            "Granted",
+            done=f"The agent {grant_request.agent_id!r} may now use {grant_request.variable!r} "
+            f"(secret {secret!r}). {grant_request.client} goes on by itself; you can close "
+            f"this page. Revoke it with `{revoke}`.",
+        )
+
+    def stylesheet(self, request: Request) -> Response:
+        if (refused := self._wrong_host(request)) is not None:
+            return refused
+        return Response(STYLESHEET.read_bytes(), media_type="text/css", headers=SECURITY_HEADERS)
+
+    def _secret_to_grant(self, fields: dict[str, str]) -> str:
+        """The stored secret the form chose, or the new one it stores first."""
+        chosen = fields.get("secret", "").strip()
+        value = fields.get("new_value", "")
+        if chosen and value:
+            raise VaultError("choose a stored secret or type a new value, not both")
+        if chosen:
+            if self.vault.find_secret(chosen) is None:
+                raise VaultError(f"there is no secret {chosen!r}")
+            return chosen
+        if not value:
+            raise VaultError("type the new secret's value, or choose a stored secret")
+        name = fields.get("new_name", "").strip()
+        if self.vault.find_secret(name) is not None:
+            raise VaultError(
+                f"a secret named {name!r} is stored already; choose it above, or give the new "
+                "one another name"
+            )
+        self.vault.put_secret(name, value, owner_user_id=self.vault.local_user_id)
+        return name
+
+    def _form(
+        self, grant_request: GrantRequest, *, problem: str | None = None, status: int = 200
+    ) -> Response:
+        return _page(
+            "Grant a secret to an agent",
+            status=status,
+            problem=problem,
+            request=grant_request,
+            secrets=self.vault.secrets(),
+            vault=str(self.vault.home),
+        )
+
+    def _record(self, grant_request: GrantRequest, outcome: str, subject: str = "") -> None:
+        self.vault.record(
+            "grant_page",
+            outcome,
+            client_id=grant_request.agent_id,
+            user_id=self.vault.local_user_id,
+            subject=f"{grant_request.variable} {subject}".strip(),
+        )
+
+    def _wrong_host(self, request: Request) -> Response | None:
+        if request.headers.get("host", "") in self.hosts:
+            return None
+        return _page(
+            "Wrong address",
+            status=421,
+            problem="This page answers only at the address piper-mcp printed (127.0.0.1).",
+        )
+
+    def _cross_site(self, request: Request) -> Response | None:
+        fetched_from = request.headers.get("sec-fetch-site", "same-origin")
+        if request.headers.get("origin") in self.origins and fetched_from == "same-origin":
+            return None
+        return _page(
+            "Nothing was changed",
+            status=403,
+            problem="A decision is taken only from this page itself, not from another site.",
+        )
+
+
+def _page(title: str, *, status: int = 200, **context: Any) -> Response:
+    html = _pages.get_template("grant.html").render(title=title, **context)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)

@@ -1,0 +1,119 @@
+"""Grant requests waiting for the user: what a model asked for and the one-time link to decide it.
+
+When an MCP client asks for a variable the local vault has not granted, the server
+opens a `GrantRequest` and sends the user (through URL-mode elicitation) to its
+page on the local backend. The link is unguessable and works once: opening it hands
+the browser a session cookie and a CSRF token bound to this request, and only a form
+posted with both decides it. Requests live in this process's memory; the server
+that opened one waits for it and then retries the call once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Long enough for a user to find the page and choose; as long as the SDK keeps a
+# 2026-07-28 call's request state, so a retried call still finds its request.
+REQUEST_LIFETIME = 600.0
+
+Outcome = Literal["granted", "denied", "expired"]
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass
+class GrantRequest:
+    """One agent's request for one variable, and what the user decided."""
+
+    agent_id: str
+    variable: str
+    client: str
+    request_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    key: str = field(default_factory=_token, repr=False)  # the one-time link's secret
+    opened_at: float = field(default_factory=time.monotonic)
+    session: str | None = field(default=None, repr=False)  # the cookie of whoever opened it
+    csrf: str | None = field(default=None, repr=False)
+    outcome: Outcome | None = None
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.opened_at > REQUEST_LIFETIME
+
+
+class LinkProblem(Exception):
+    """Why a grant page cannot be shown or a decision not taken; the text is for the user."""
+
+
+class GrantRequests:
+    """The open requests of one server; the page (a uvicorn thread) and the calls share it."""
+
+    def __init__(self) -> None:
+        self._requests: dict[str, GrantRequest] = {}
+        self._lock = threading.Lock()
+
+    def open(self, agent_id: str, variable: str, client: str) -> GrantRequest:
+        request = GrantRequest(agent_id, variable, client)
+        with self._lock:
+            self._forget_expired()
+            self._requests[request.request_id] = request
+        return request
+
+    def find(self, request_id: str) -> GrantRequest | None:
+        with self._lock:
+            request = self._requests.get(request_id)
+        return request if request is not None and not request.expired() else None
+
+    def open_page(self, request_id: str, key: str) -> tuple[GrantRequest, str]:
+        """Spend the link's key: the request and a new session for the browser that opened it."""
+        with self._lock:
+            request = self._requests.get(request_id)
+            if request is None or request.expired() or not request.key:
+                raise LinkProblem(_NO_LINK)
+            if not secrets.compare_digest(request.key, key):
+                raise LinkProblem(_NO_LINK)
+            if request.outcome is not None:
+                raise LinkProblem(f"This request was already {request.outcome}.")
+            request.key = ""  # one use
+            session = _token()
+            request.session, request.csrf = session, _token()
+        return request, session
+
+    def session_request(self, request_id: str, session: str, csrf: str | None) -> GrantRequest:
+        """The request a page posted to, if `session` opened it and `csrf` is its token."""
+        request = self.find(request_id)
+        if (
+            request is None
+            or request.session is None
+            or request.csrf is None
+            or not secrets.compare_digest(request.session, session)
+            or csrf is None
+            or not secrets.compare_digest(request.csrf, csrf)
+        ):
+            raise LinkProblem(_NO_SESSION)
+        if request.outcome is not None:
+            raise LinkProblem(f"This request was already {request.outcome}.")
+        return request
+
+    def decide(self, request: GrantRequest, outcome: Outcome) -> None:
+        with self._lock:
+            request.outcome = outcome
+            request.session = request.csrf = None
+
+    def _forget_expired(self) -> None:
+        for request_id in [i for i, r in self._requests.items() if r.expired()]:
+            del self._requests[request_id]
+
+
+_NO_LINK = (
+    "This grant link is not valid: it was already used, it expired, or it was mistyped. "
+    "Ask the agent to try again for a new link, or grant with `piper-mcp local grant`."
+)
+_NO_SESSION = (
+    "This page was not opened from its grant link in this browser, or it was already "
+    "submitted. Open the link the MCP client showed you again, or ask the agent to try again."
+)
