@@ -1,4 +1,4 @@
-"""Grants just in time: an ungranted variable sends the user to the grant page, then the call goes on.
+"""Grants just in time: an ungranted variable sends the user to grant it; then the call goes on.
 
 The server is `serve --local`'s composition in-process (`LocalPiper`, its grant page on
 loopback), under the SDK's client in both protocol eras. The "browser" is an HTTP
@@ -60,7 +60,10 @@ def local(vault_home: Path) -> Iterator[LocalPiper]:
 def served(local: LocalPiper, tmp_path: Path, *, grant_wait: float = 30.0, reveal: str = "ask"):
     client = AsyncPiperClient.from_settings(local.settings, http_client=local.http_client())
     service = CredentialService(
-        client, local.declared, policy=RevealPolicy(reveal), grants=local.grants  # type: ignore[arg-type]
+        client,
+        local.declared,
+        policy=RevealPolicy(reveal),
+        grants=local.grants,  # type: ignore[arg-type]
     )
     audit = AuditTrail(tmp_path / "audit.jsonl")
     return build_server(service, audit=audit, grant_wait=grant_wait), audit
@@ -83,9 +86,7 @@ async def open_and_choose(url: str, *, action: str = "grant", **choice: str) -> 
 def url_answering(
     browse: Browser | None, seen: list[ElicitRequestURLParams], action: str = "accept"
 ) -> Any:
-    async def answer(
-        context: object, params: ElicitRequestParams
-    ) -> ElicitResult | ErrorData:
+    async def answer(context: object, params: ElicitRequestParams) -> ElicitResult | ErrorData:
         assert isinstance(params, ElicitRequestURLParams), params
         seen.append(params)
         if browse is not None:
