@@ -55,7 +55,7 @@ from piper_mcp.secret_strength import WeakSecretError, checked_secret
 __all__ = ["StorageError", "Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 MAX_SECRET_NAME_LENGTH = 200
 # Suffix of the files `init` builds before linking them into place.
 PARTIAL = ".partial-"
@@ -96,6 +96,7 @@ CREATE TABLE grants (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     grant_id TEXT NOT NULL DEFAULT '',
+    api_rule TEXT,
     PRIMARY KEY (user_id, client_id, variable)
 );
 CREATE TABLE google_identities (
@@ -126,6 +127,13 @@ ALTER TABLE agents ADD COLUMN secretless INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE grants ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';
 UPDATE grants SET grant_id = 'grant-' || lower(hex(randomblob(10)));
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+# Schema 2 → 3: a grant may carry the rule for brokered calls with it (`call_api`): which
+# hosts, and where the credential goes (JSON, read by `piper_mcp.broker.rules`).
+MIGRATE_2_TO_3 = """
+ALTER TABLE grants ADD COLUMN api_rule TEXT;
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 
 
@@ -165,6 +173,7 @@ class Grant:
     status: str
     created_at: float
     grant_id: str
+    api_rule: str | None = None  # JSON, for brokered calls; None: none stored
 
     @property
     def active(self) -> bool:
@@ -414,7 +423,7 @@ class Vault:
 
     def _migrate(self) -> None:
         version = str(self._meta("schema_version"))
-        if version not in ("1", SCHEMA_VERSION):
+        if version not in ("1", "2", SCHEMA_VERSION):
             raise VaultError(
                 f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
                 "understands; upgrade piper-mcp"
@@ -426,8 +435,9 @@ class Vault:
             (current,) = db.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
-            if str(current) == "1":
-                for statement in MIGRATE_1_TO_2.split(";"):
+            steps = {"1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3], "2": [MIGRATE_2_TO_3]}
+            for migration in steps.get(str(current), []):
+                for statement in migration.split(";"):
                     if statement.strip():
                         db.execute(statement)
 
@@ -703,6 +713,7 @@ class Vault:
         variable: str,
         secret_name: str,
         status: str = ACTIVE,
+        api_rule: str | None = None,
     ) -> tuple[Grant, bool]:
         """Let `client_id` have `secret_name` when it asks for `variable` on behalf of `user_id`.
 
@@ -726,11 +737,19 @@ class Vault:
             if newly_declared:
                 db.execute("INSERT INTO agent_variables VALUES (?, ?)", (client_id, declared))
             db.execute(
-                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (user_id, client_id, wanted, secret.secret_id, status, now, grant_id),
+                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (user_id, client_id, wanted, secret.secret_id, status, now, grant_id, api_rule),
             )
         grant = Grant(
-            user_id, client_id, wanted, secret.secret_id, secret.name, status, now, grant_id
+            user_id,
+            client_id,
+            wanted,
+            secret.secret_id,
+            secret.name,
+            status,
+            now,
+            grant_id,
+            api_rule,
         )
         return grant, newly_declared
 
@@ -746,7 +765,7 @@ class Vault:
     def grants(self, user_id: str | None = None, client_id: str | None = None) -> list[Grant]:
         rows = self._db().execute(
             "SELECT g.user_id, g.client_id, g.variable, g.secret_id, s.name, g.status,"
-            " g.created_at, g.grant_id FROM grants g JOIN secrets s USING (secret_id)"
+            " g.created_at, g.grant_id, g.api_rule FROM grants g JOIN secrets s USING (secret_id)"
             " WHERE (?1 IS NULL OR g.user_id = ?1) AND (?2 IS NULL OR g.client_id = ?2)"
             " ORDER BY g.client_id, g.variable",
             (user_id, client_id),
