@@ -7,13 +7,11 @@ client that follows the URL the elicitation carried, as a person's browser would
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mcp import Client
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
@@ -25,6 +23,7 @@ from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.local_piper import LocalPiper
 from piper_mcp.server.policy import RevealPolicy
+from tests.grant_page import open_and_choose
 from tests.protocol.conftest import structured, text_of
 
 pytestmark = pytest.mark.anyio
@@ -67,20 +66,6 @@ def served(local: LocalPiper, tmp_path: Path, *, grant_wait: float = 30.0, revea
     )
     audit = AuditTrail(tmp_path / "audit.jsonl")
     return build_server(service, audit=audit, grant_wait=grant_wait), audit
-
-
-async def open_and_choose(url: str, *, action: str = "grant", **choice: str) -> httpx.Response:
-    """What a person does in the browser: open the link, choose, press the button."""
-    origin = re.match(r"https?://[^/]+", url)
-    assert origin is not None
-    async with httpx.AsyncClient() as browser:
-        page = await browser.get(url)
-        assert page.status_code == 200, page.text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert csrf is not None
-        form = {"csrf": csrf.group(1), "action": action, **choice}
-        path = url.split("?", 1)[0]
-        return await browser.post(path, data=form, headers={"Origin": origin.group(0)})
 
 
 def url_answering(
