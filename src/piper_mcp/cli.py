@@ -140,11 +140,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
     audit.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _exec_command(commands)
 
     from piper_mcp.local.commands import add_commands
 
     add_commands(commands)
     return parser
+
+
+def _exec_command(commands: Any) -> None:
+    run = add_command(
+        commands,
+        "exec",
+        "start a program with Piper secrets in its environment (wrap another MCP server)",
+        "Start COMMAND with each --env NAME=VARIABLE, and each environment variable whose "
+        "value is piper:VARIABLE, set to the raw value the agent is granted for VARIABLE "
+        "(Piper only: no fallback). The values never pass through a model, so a host's "
+        "configuration can run another MCP server without holding its key. Each injection "
+        "is audited (piper-mcp audit). piper-mcp's own PIPER_* settings are not passed on. "
+        "If a value is missing, it says why on stderr and COMMAND is not started. Exit "
+        "code: COMMAND's; 1 when piper-mcp cannot provide a value, 2 for a command line "
+        "it cannot use, 126/127 when COMMAND cannot run or is not found.",
+        [
+            "GITHUB_PERSONAL_ACCESS_TOKEN=piper:github_token piper-mcp exec --local -- "
+            "docker run -i --rm -e GITHUB_PERSONAL_ACCESS_TOKEN ghcr.io/github/github-mcp-server",
+            "piper-mcp exec --local --env=OPENAI_API_KEY=openai_api_key -- python agent.py",
+        ],
+    )
+    run.add_argument(
+        "--local",
+        action="store_true",
+        default=None,
+        help="act as an agent of the local vault in PIPER_HOME (else the Piper cloud's, "
+        "PIPER_CLIENT_ID)",
+    )
+    run.add_argument("--agent", help="with --local: the vault's agent to act as (local-agent)")
+    run.add_argument(
+        "--env",
+        dest="inject",
+        action="append",
+        default=[],
+        metavar="NAME=VARIABLE",
+        help="set NAME to VARIABLE's value in COMMAND's environment (repeat for more)",
+    )
+    run.add_argument(
+        "program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="what to run"
+    )
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +245,7 @@ def _main(argv: Sequence[str] | None) -> int:
         from piper_mcp import demo
 
         return demo.run(sys.stdout)
-    if args.command in ("serve", "check", "audit"):
+    if args.command in ("serve", "check", "audit", "exec"):
         return _run_server_command(args)
     if args.command == "local":
         from piper_mcp.local.commands import run
@@ -228,6 +269,12 @@ def _run_server_command(args: argparse.Namespace) -> int:
         options = _serve_settings(args)
         if args.command == "audit":
             return _print_audit(options, args)
+        if args.command == "exec":
+            from piper_mcp import exec as command
+
+            return command.run(
+                options, args.inject, args.program, agent_flag=args.agent is not None
+            )
         if args.command == "check":
             from piper_mcp.server.check import run_check
 
@@ -278,7 +325,14 @@ def _print_audit(options: ServeSettings, args: argparse.Namespace) -> int:
             printable(str(entry.get(name) or "-"))
             for name in ("time", "client", "mode", "outcome", "source")
         )
-        print(f"{time}  {client}  {variable}  {mode}  {outcome}  {source}{consent}")
+        # A brokered call's request and answer; the command `exec` started.
+        what = " ".join(
+            printable(str(entry[name]))
+            for name in ("method", "host", "status", "command")
+            if entry.get(name) is not None
+        )
+        what = f"  {what}" if what else ""
+        print(f"{time}  {client}  {variable}  {mode}  {outcome}  {source}{what}{consent}")
     if not entries and not entries.skipped:
         print("Nothing recorded yet.")
     return 0

@@ -46,7 +46,12 @@ def serve_once(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 
 async def exercise(client: Client) -> None:
     tools = await client.list_tools()
-    assert [tool.name for tool in tools.tools] == ["get_secret", "check_link", "list_variables"]
+    assert [tool.name for tool in tools.tools] == [
+        "get_secret",
+        "call_api",
+        "check_link",
+        "list_variables",
+    ]
     result = await client.call_tool("get_secret", {"variable": "openai_api_key"})
     assert result.is_error is False
     assert result.structured_content["source"] == "piper_sts"

@@ -215,5 +215,10 @@ async def test_uvx_runs_serve_local_from_the_wheel(
     async with Client(params) as client:
         tools = await client.list_tools()
         got = await client.call_tool("get_secret", {"variable": "openai_api_key"})
-    assert [tool.name for tool in tools.tools] == ["get_secret", "check_link", "list_variables"]
+    assert [tool.name for tool in tools.tools] == [
+        "get_secret",
+        "call_api",
+        "check_link",
+        "list_variables",
+    ]
     assert got.structured_content["source"] == "piper_sts"

@@ -29,7 +29,7 @@ async def test_tools_list_matches_the_committed_contract(mcp: Client) -> None:
         SNAPSHOT.write_text(json.dumps(listed, indent=2, ensure_ascii=False) + "\n")
     assert listed == json.loads(SNAPSHOT.read_text())
     tools = {tool["name"]: tool for tool in listed["tools"]}
-    assert list(tools) == ["get_secret", "check_link", "list_variables"]
+    assert list(tools) == ["get_secret", "call_api", "check_link", "list_variables"]
     assert tools["get_secret"]["inputSchema"]["required"] == ["variable"]
     assert set(tools["get_secret"]["inputSchema"]["properties"]) == {"variable", "mode"}
     assert all("outputSchema" in tool and "annotations" in tool for tool in tools.values())

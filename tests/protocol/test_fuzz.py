@@ -101,7 +101,7 @@ def test_every_tool_with_any_json_arguments(fuzzed: Any) -> None:
     @FUZZ
     @given(arguments=st.dictionaries(st.text(max_size=20), json_values, max_size=4))
     def run(arguments: dict[str, Any]) -> None:
-        for tool in ("get_secret", "check_link", "list_variables"):
+        for tool in ("get_secret", "call_api", "check_link", "list_variables"):
             call(fuzzed, tool, arguments)
 
     fuzz(fuzzed, "list_variables", run)

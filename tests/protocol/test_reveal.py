@@ -180,15 +180,15 @@ async def test_an_environment_fallback_is_revealed_with_its_name(
     assert "from the environment variable SLACK_TOKEN" in user.asked[0].message
 
 
-async def test_nothing_to_reveal_is_an_error_without_a_question(
+async def test_nothing_to_reveal_asks_no_reveal_question_only_where_to_grant(
     connect: Callable[..., Client],
 ) -> None:
-    user = User()
+    user = User(action="decline")
     async with connect(RevealPolicy("ask"), user) as mcp:
         result = await reveal(mcp, "slack_token")
     assert result.is_error is True
     assert "has not granted this agent" in text_of(result)
-    assert user.asked == []
+    assert [question.mode for question in user.asked] == ["url"]  # the grant page, no form
 
 
 async def test_a_declared_name_that_maps_to_a_piper_setting_is_never_read_from_the_environment(

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from piper_mcp.broker.rules import PRESETS, Injection, RuleError, rule_from_use
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command as runnable
 from piper_mcp.invocation import first_steps
@@ -203,13 +204,32 @@ def add_commands(commands: Any) -> None:
         "grant",
         "let AGENT have SECRET when it asks for VARIABLE",
         "Grant AGENT the stored SECRET under the variable name VARIABLE (declared for the "
-        "agent if it was not). A running `serve --local` sees it on the next call.",
-        ["piper-mcp local grant local-agent openai_api_key 'My OpenAI key'"],
+        "agent if it was not). A running `serve --local` sees it on the next call. With "
+        "--use, the grant also says where call_api may send it: a preset ("
+        + ", ".join(sorted(PRESETS))
+        + ") or host names, with --inject for where the credential goes (default: "
+        "'Authorization: Bearer {value}').",
+        [
+            "piper-mcp local grant local-agent openai_api_key 'My OpenAI key'",
+            "piper-mcp local grant local-agent openai_api_key 'My OpenAI key' --use openai",
+            "piper-mcp local grant local-agent weather_key 'Weather key' "
+            "--use api.weather.example --inject 'query:appid'",
+        ],
         grant,
     )
     grant_parser.add_argument("agent", metavar="AGENT", help="the agent's client id")
     grant_parser.add_argument("variable", metavar="VARIABLE", help="the name the agent asks for")
     grant_parser.add_argument("secret", metavar="SECRET", help="a stored secret's name")
+    grant_parser.add_argument(
+        "--use",
+        metavar="PRESET|HOSTS",
+        help="let call_api send it: a preset name, or comma-separated host names (HTTPS)",
+    )
+    grant_parser.add_argument(
+        "--inject",
+        metavar="WHERE",
+        help="with hosts: 'Header-Name: format with {value}' or 'query:PARAMETER'",
+    )
     revoke_parser = add_command(
         group,
         "revoke",
@@ -449,12 +469,33 @@ def secret_remove(args: argparse.Namespace) -> int:
 
 
 def grant(args: argparse.Namespace) -> int:
+    if args.inject and not args.use:
+        raise CommandError("--inject says where the credential goes for --use hosts; add --use")
+    try:
+        rule = rule_from_use(args.use, args.inject) if args.use else None
+    except RuleError as error:
+        raise CommandError(str(error)) from None
     vault = _vault()
-    made, declared = vault.grant(vault.local_user_id, args.agent, args.variable, args.secret)
+    made, declared = vault.grant(
+        vault.local_user_id,
+        args.agent,
+        args.variable,
+        args.secret,
+        api_rule=rule.model_dump_json() if rule else None,
+    )
     if declared:
         print(f"Declared {args.variable!r} as a variable of {made.client_id!r}.")
     print(f"Granted {made.secret_name!r} to {made.client_id!r} as {made.variable!r}.")
+    if rule is not None:
+        print(f"call_api may send it to {', '.join(rule.hosts)} ({where(rule.inject)}).")
     return 0
+
+
+def where(inject: Injection) -> str:
+    """Where a rule puts the credential, said the way --inject takes it."""
+    if inject.where == "query":
+        return f"query:{inject.name}"
+    return f"{inject.name}: {inject.format.replace('{value}', '<the secret>')}"
 
 
 def revoke(args: argparse.Namespace) -> int:
@@ -473,10 +514,15 @@ def grants(args: argparse.Namespace) -> int:
             "secret": g.secret_name,
             "status": g.status,
             "created": _when(g.created_at),
+            "call_api_hosts": list(json.loads(g.api_rule)["hosts"]) if g.api_rule else [],
         }
         for g in vault.grants(vault.local_user_id)
     ]
-    lines = [f"{g['agent']}  {g['variable']} → {g['secret']}  ({g['status']})" for g in data]
+    lines = [
+        f"{g['agent']}  {g['variable']} → {g['secret']}  ({g['status']})"
+        + (f"  call_api: {', '.join(g['call_api_hosts'])}" if g["call_api_hosts"] else "")
+        for g in data
+    ]
     return _emit(args, data, "\n".join(lines) or "No grants yet.")
 
 

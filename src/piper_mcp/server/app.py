@@ -3,6 +3,7 @@
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,19 +20,29 @@ from mcp.types import (
 from pydantic import BaseModel, Field
 
 from piper_mcp import __version__
+from piper_mcp.broker.call import ApiRequest
 from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
-from piper_mcp.server.consent import ConsentKeeper, RevealConsent, client_name, consent_asked
+from piper_mcp.server.brokered_calls import BrokeredCalls, HttpMethod
+from piper_mcp.server.consent import (
+    ConsentKeeper,
+    RevealConsent,
+    client_name,
+    consent_asked,
+    use_key,
+)
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.just_in_time import GrantingServer, tool_error
 from piper_mcp.server.redaction import Redactor
-from piper_mcp.server.results import LinkStatus, SecretCredential, VariablesReport
+from piper_mcp.server.results import ApiCallResult, LinkStatus, SecretCredential, VariablesReport
 
 INSTRUCTIONS = """\
 piper-mcp hands out user-approved credentials from Piper. Call list_variables to see \
 which variables this agent may ask for, then get_secret(variable) for a short-lived \
 token. The token is a Google OAuth (STS) access token that reads the granted secret \
 from Google Secret Manager (`secret_version`); it is not the secret itself. If a call \
-fails, its text says what the user must do (start Piper Link, grant the variable)."""
+fails, its text says what the user must do (start Piper Link, grant the variable). To \
+use a credential without seeing it, call_api sends an HTTPS request with it attached to \
+the hosts the operator allows for that variable."""
 
 VARIABLE_TEMPLATE = "piper://variables/{name}"
 AUDIT_RESOURCE_ENTRIES = 50
@@ -50,6 +61,13 @@ CHECK_LINK = (
     "answers, how fast, and what the user should do if it does not; with a local Piper, "
     "which vault it serves (its path)."
 )
+CALL_API = (
+    "Call an HTTPS API with one of this agent's granted credentials attached by piper-mcp, "
+    "so the credential never enters this conversation. Only to the hosts the operator "
+    "allows for that variable, which also sets where the credential goes (e.g. the "
+    "Authorization header): do not set that header yourself. Returns the status, selected "
+    "headers and the body, with any echo of the credential removed."
+)
 LIST_VARIABLES = (
     "List the variables this agent may ask for and where each would come from now: "
     "'piper' (granted: get_secret works), 'environment' or 'local_file' (only a raw "
@@ -62,6 +80,7 @@ LIST_VARIABLES = (
 def build_server(
     service: CredentialService,
     *,
+    calls: BrokeredCalls | None = None,
     audit: AuditTrail | None = None,
     transport: str = "stdio",
     redactor: Redactor | None = None,
@@ -71,7 +90,8 @@ def build_server(
 
     `grant_wait`: how long a call waits for the user to grant a variable it lacks.
     """
-    keeper = ConsentKeeper(service)
+    calls = calls or BrokeredCalls(service, {})
+    keeper = ConsentKeeper(service, calls)
     redactor = redactor or Redactor()
     redactor.watch(service.client)
     scrub = redactor.scrub
@@ -85,6 +105,24 @@ def build_server(
         instructions=INSTRUCTIONS,
         website_url="https://agentpiper.com",
     )
+
+    def audited(ctx: Context, outcome: str, reason: str, **fields: Any) -> None:
+        """One audit entry for a call's outcome; without one, the call gives nothing out."""
+        if not audit:
+            return
+        try:
+            audit.record(
+                client=scrub(client_name(ctx)),
+                transport=transport,
+                **{k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()},
+                outcome=outcome,
+                reason=scrub(reason),
+            )
+        except AuditError as error:
+            # Every outcome is audited (SECURITY.md rule 8): no record, no credential.
+            withheld = "The credential was withheld because"
+            said = withheld if outcome == "ok" else f"Refused ({reason}), and"
+            raise ToolError(scrub(f"{said} this call could not be audited: {error}")) from None
 
     @server.tool(
         title="Get a credential",
@@ -115,36 +153,88 @@ def build_server(
         asked, given = consent_asked(consent)
 
         def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
-            if not audit:
-                return
-            try:
-                audit.record(
-                    client=scrub(client_name(ctx)),
-                    transport=transport,
-                    variable=scrub(variable),
-                    mode=mode,
-                    source=source and scrub(source),
-                    outcome=outcome,
-                    reason=scrub(reason),
-                    consent_asked=asked,
-                    consent_given=given,
-                )
-            except AuditError as error:
-                # Every outcome is audited (SECURITY.md rule 8): no record, no credential.
-                withheld = "The credential was withheld because"
-                said = withheld if outcome == "ok" else f"Refused ({reason}), and"
-                raise ToolError(scrub(f"{said} this call could not be audited: {error}")) from None
+            audited(
+                ctx,
+                outcome,
+                reason,
+                variable=variable,
+                mode=mode,
+                source=source,
+                consent_asked=asked,
+                consent_given=given,
+            )
 
         try:
             if mode == "token":
                 result = await service.get_secret(variable)
             else:
-                result = await service.reveal(variable, keeper.decision(consent, variable, ctx))
+                allowed = keeper.decision(consent, service.declared_name(variable), ctx)
+                result = await service.reveal(variable, allowed)
         except Refusal as refusal:
             record("refused", variable, None, refusal.reason)
             raise tool_error(refusal, variable, scrub(str(refusal))) from None
         record("ok", result.variable, result.source, result.consent)
         return scrubbed(result, scrub, keep=frozenset({"token", "value"}))
+
+    @server.tool(
+        title="Call an API with a credential",
+        description=CALL_API,
+        annotations=ToolAnnotations(
+            title="Call an API with a credential",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    )
+    async def call_api(
+        variable: Annotated[
+            str, Field(description="One of the agent's declared variable names (list_variables).")
+        ],
+        url: Annotated[
+            str,
+            Field(description="The https:// URL to call, on a host allowed for this variable."),
+        ],
+        ctx: Context,
+        consent: Annotated[ElicitationResult[RevealConsent], Resolve(keeper.ask_to_use)],
+        method: Annotated[HttpMethod, Field(description="The HTTP method.")] = "GET",
+        headers: Annotated[
+            dict[str, str] | None,
+            Field(description="Extra request headers; never the one the credential goes in."),
+        ] = None,
+        body: Annotated[str | None, Field(description="The request body, as text.")] = None,
+    ) -> ApiCallResult:
+        asked, given = consent_asked(consent)
+        request = ApiRequest(method=method, url=url, headers=headers or {}, body=body)
+        host = urlsplit(url).hostname or ""
+
+        def record(outcome: str, reason: str, status: int | None = None, size: int = 0) -> None:
+            audited(
+                ctx,
+                outcome,
+                reason,
+                variable=variable,
+                mode="call",
+                source="piper",
+                host=host,
+                method=method,
+                status=status,
+                bytes=size,
+                consent_asked=asked,
+                consent_given=given,
+            )
+
+        try:
+            name, _ = calls.target(variable, method, url)
+            allowed = keeper.decision(consent, use_key(name, host), ctx)
+            response = await calls.call(variable, request, allowed)
+        except Refusal as refusal:
+            record("refused", refusal.reason)
+            raise tool_error(refusal, variable, scrub(str(refusal))) from None
+        record("ok", allowed, response.status, response.body_bytes)
+        return scrubbed(
+            ApiCallResult(variable=name, host=host, method=method, **response.model_dump()), scrub
+        )
 
     @server.tool(
         title="Check Piper Link",

@@ -1,9 +1,10 @@
 """Asking the user, through MCP elicitation, before a raw secret value leaves the server.
 
-The question names the variable, where the value comes from and which client
-asks. Accepting it is the yes, declining or dismissing it the no: the form has
-nothing to confirm a second time and never a field to type a secret into; its
-one field, where there is a session, says whether to remember the answer. One
+The question names the variable, where the value comes from (or, for a brokered
+call, the host it is sent to) and which client asks. Accepting it is the yes,
+declining or dismissing it the no: the form has nothing to confirm a second time
+and never a field to type a secret into; its one field, where there is a
+session, says whether to remember the answer. One
 answer releases one value: in the 2026-07-28 era, where the answer rides the
 retried call, the `ConsentLedger` refuses it a second time. A client that
 cannot be asked gets a refusal that says how the operator can opt in. Every
@@ -44,6 +45,7 @@ from mcp.types import InitializeRequestParams
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field
 
+from piper_mcp.server.brokered_calls import BrokeredCalls
 from piper_mcp.server.consent_ledger import ConsentLedger
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
 from piper_mcp.server.results import Consent
@@ -74,6 +76,18 @@ class RevealConsent(BaseModel):
     model_config = ConfigDict(title="Reveal this secret to the model")
 
 
+class UseConsent(RevealConsent):
+    model_config = ConfigDict(title="Let the model use this secret")
+
+
+class UseConsentForSession(UseConsent):
+    remember: bool = Field(
+        default=False,
+        title="Remember for this session",
+        description="Don't ask again for this variable and host in this session",
+    )
+
+
 class RevealConsentForSession(RevealConsent):
     remember: bool = Field(
         default=False,
@@ -97,27 +111,28 @@ def handshake(ctx: Context) -> InitializeRequestParams | None:
 
 
 class ConsentKeeper:
-    """The consent resolver for `get_secret`, and what users said for their session."""
+    """The consent resolvers for `get_secret` and `call_api`, and what users said for their
+    session: per variable for a value revealed, per variable and host for a brokered call."""
 
-    def __init__(self, service: CredentialService) -> None:
+    def __init__(self, service: CredentialService, calls: BrokeredCalls) -> None:
         self.service = service
+        self.calls = calls
         self.ledger = ConsentLedger()
         # id(initialize params) -> variables; an entry goes when its params object does.
         self._remembered: dict[int, set[str]] = {}
 
-    def remember(self, ctx: Context, name: str) -> None:
+    def remember(self, ctx: Context, key: str) -> None:
         session = handshake(ctx)
         if session is None:
             return
-        key = id(session)
-        if key not in self._remembered:
-            self._remembered[key] = set()
-            weakref.finalize(session, self._remembered.pop, key, None)
-        self._remembered[key].add(name)
+        if id(session) not in self._remembered:
+            self._remembered[id(session)] = set()
+            weakref.finalize(session, self._remembered.pop, id(session), None)
+        self._remembered[id(session)].add(key)
 
-    def remembered(self, ctx: Context, name: str) -> bool:
+    def remembered(self, ctx: Context, key: str) -> bool:
         session = handshake(ctx)
-        return session is not None and name in self._remembered.get(id(session), ())
+        return session is not None and key in self._remembered.get(id(session), ())
 
     async def ask(self, variable: str, mode: Mode, ctx: Context) -> Elicit[RevealConsent] | Consent:
         """Run before the tool body: a question for the user, or the consent already settled.
@@ -138,25 +153,55 @@ class ConsentKeeper:
         source = await self.service.raw_source(name)
         if source is None:
             return Consent.NOT_NEEDED  # nothing to reveal; the tool body says why
+        return self._question(
+            name,
+            ctx,
+            RevealConsentForSession if handshake(ctx) is not None else RevealConsent,
+            f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
+            f"{source}. Accept to reveal it to the model, or decline to keep it hidden.",
+        )
+
+    async def ask_to_use(
+        self, variable: str, method: str, url: str, ctx: Context
+    ) -> Elicit[RevealConsent] | Consent:
+        """`ask` for `call_api`: may the credential of `variable` go to the call's host?"""
+        try:
+            name, host = self.calls.target(variable, method, url)
+        except Refusal:
+            return Consent.NOT_NEEDED  # the tool body refuses it, with the reason
+        if self.service.policy.for_variable(name) != "ask":
+            return Consent.NOT_NEEDED
+        key = use_key(name, host)
+        if self.remembered(ctx, key):
+            return Consent.REMEMBERED
+        return self._question(
+            key,
+            ctx,
+            UseConsentForSession if handshake(ctx) is not None else UseConsent,
+            f"{client_name(ctx)} asks to call {host} ({method.upper()}) with the secret "
+            f"{name!r}. piper-mcp attaches it; the model never sees it. Accept to allow "
+            "this call, or decline.",
+        )
+
+    def _question(
+        self, key: str, ctx: Context, form: type[RevealConsent], text: str
+    ) -> Elicit[RevealConsent] | Consent:
         capabilities = ctx.client_capabilities
         if capabilities is None or capabilities.elicitation is None:
             return Consent.NO_ELICITATION
         # After the last await: checking and spending a returned state is one step.
-        code = self.ledger.question_code(name, ctx.request_state)
+        code = self.ledger.question_code(key, ctx.request_state)
         if code is None:
             return Consent.CONSENT_SPENT
-        question = RevealConsentForSession if handshake(ctx) is not None else RevealConsent
-        return Elicit(
-            f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
-            f"{source}. Accept to reveal it to the model, or decline to keep it hidden. "
-            f"(Question {code}.)",
-            question,
-        )
+        return Elicit(f"{text} (Question {code}.)", form)
 
     def decision(
-        self, outcome: ElicitationResult[RevealConsent], variable: str, ctx: Context
+        self, outcome: ElicitationResult[RevealConsent], key: str, ctx: Context
     ) -> Consent:
-        """The `Consent` to reveal with, from the resolver's outcome; a `Refusal` if none."""
+        """The `Consent` to go on with, from the resolver's outcome; a `Refusal` if none.
+
+        `key`: what "remember" applies to (`reveal_key`, `use_key`).
+        """
         if isinstance(outcome, DeclinedElicitation):
             raise Refusal(
                 "The user declined to reveal this secret's value to the model.",
@@ -174,9 +219,14 @@ class ConsentKeeper:
             return answer
         if not isinstance(answer, RevealConsent):
             raise Refusal("Unexpected consent outcome; nothing was revealed.")
-        if isinstance(answer, RevealConsentForSession) and answer.remember:
-            self.remember(ctx, self.service.declared_name(variable))
+        if isinstance(answer, RevealConsentForSession | UseConsentForSession) and answer.remember:
+            self.remember(ctx, key)
         return Consent.USER_ALLOWED
+
+
+def use_key(name: str, host: str) -> str:
+    """What a brokered call's consent is remembered under: the variable and the host."""
+    return f"{name} @ {host}"
 
 
 def consent_asked(outcome: ElicitationResult[RevealConsent]) -> tuple[bool, bool | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,10 +164,11 @@ class PiperCloudGrants:
     POLL_SECONDS = 2.0  # the cloud's page cannot say when it is done: Piper is asked again
 
     def request_grant(self, variable: str, client: str, error: PiperGrantNeededError) -> GrantLink:
-        return GrantLink(error.grant_url, error.grant_url, _undecided, self.POLL_SECONDS)
+        reference = secrets.token_urlsafe(12)  # the elicitation's id: unique per question
+        return GrantLink(error.grant_url, reference, _undecided, self.POLL_SECONDS)
 
     def link_for(self, reference: str) -> GrantLink | None:
-        return GrantLink(reference, reference, _undecided, self.POLL_SECONDS)
+        return GrantLink("", reference, _undecided, self.POLL_SECONDS)  # Piper is asked
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         return f"Ask the user to grant {variable!r} to this agent: {error.grant_url}"
@@ -303,7 +305,7 @@ class CredentialService:
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 problem = located.piper_problem
-                raise refusal(f"No value for {name!r}: {self._said(name, problem)}", problem)
+                raise refusal(f"No value for {name!r}: {self.said(name, problem)}", problem)
             raise Refusal(
                 f"The user did not allow revealing the raw value of {name!r}.",
                 reason="no_consent",
@@ -315,7 +317,7 @@ class CredentialService:
                 enable_env_fallback_for_this_call=self._env_fallback_allowed(name),
             )
         except PiperError as error:
-            raise refusal(f"No value for {name!r}: {self._said(name, error)}", error) from None
+            raise refusal(f"No value for {name!r}: {self.said(name, error)}", error) from None
         value = result.value if isinstance(result.value, str) else json.dumps(result.value)
         return SecretCredential(
             variable=name,
@@ -356,7 +358,7 @@ class CredentialService:
         Piper is not asked again: its answer is `error`, and asking again would
         take each failing call past its deadline and double its requests.
         """
-        text = f"No credential for {name!r}: {self._said(name, error)}"
+        text = f"No credential for {name!r}: {self.said(name, error)}"
         located = self.client.locate_fallback(name, error)
         if located.source == "environment" and self._env_fallback_allowed(name):
             text += (
@@ -367,7 +369,7 @@ class CredentialService:
             text += f" A raw value exists in the local config file. {self._raw_hint(name)}"
         return text
 
-    def _said(self, name: str, error: PiperError) -> str:
+    def said(self, name: str, error: PiperError) -> str:
         """`error` in words; a missing grant with the fix where this agent's grants are made."""
         if isinstance(error, PiperGrantNeededError):
             return error.with_advice(self.grants.how_to_grant(name, error))

@@ -33,6 +33,7 @@ from piper_mcp.local.files import DATABASE_FILE, check_home
 from piper_mcp.local.grant_requests import GrantRequest, GrantRequests
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import load_settings
+from piper_mcp.piper.names import normalize_variable_name
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
 from piper_mcp.server.credentials import GrantLink
@@ -152,6 +153,14 @@ class LocalPiper:
             variables = list(agent.variables) if agent else []
             self._declared = (version, variables)
         return list(variables)
+
+    def stored_rule(self, variable: str) -> str | None:
+        """The API rule the agent's grant of `variable` carries (JSON), if any."""
+        vault = self._backend.result().vault
+        grant = vault.grant_for(
+            vault.local_user_id, self.agent_id, normalize_variable_name(variable)
+        )
+        return grant.api_rule if grant is not None else None
 
     def stop(self) -> None:
         if self._opener is not None:

@@ -126,3 +126,24 @@ class VariablesReport(BaseModel):
         description="With a local Piper (serve --local): the path of the vault served, "
         "which `piper-mcp local ...` must use too (PIPER_HOME). Null with the Piper cloud.",
     )
+
+
+class ApiCallResult(BaseModel):
+    """An API's answer to a brokered call. The credential sent is not in it, in any form."""
+
+    variable: str = Field(description="The declared variable whose credential was attached.")
+    host: str = Field(description="The host called.")
+    method: str
+    status: int = Field(description="The API's HTTP status code.")
+    headers: dict[str, str] = Field(
+        description="Selected response headers (content type, rate limits, location, ...)."
+    )
+    body: str | None = Field(
+        description="The response body as text, with any echo of the credential replaced by "
+        "[redacted]; null for a binary body."
+    )
+    body_bytes: int = Field(description="How many bytes of body were received.")
+    truncated: bool = Field(description="The body was cut at the rule's size limit.")
+    note: str | None = Field(
+        default=None, description="What piper-mcp did not do, e.g. follow a redirect elsewhere."
+    )

@@ -30,6 +30,7 @@ from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.server.app import build_server
 from piper_mcp.server.audit import AuditTrail
+from piper_mcp.server.brokered_calls import BrokeredCalls
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
@@ -128,8 +129,12 @@ def serve(options: ServeSettings) -> int:
     with ExitStack() as stack:
         service, local = _service(options, stack)
         audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
+        calls = BrokeredCalls(
+            service, options.api_rules, stored_rule=local.stored_rule if local else None
+        )
         server = build_server(
             service,
+            calls=calls,
             audit=audit,
             transport=options.transport,
             redactor=redactor,

@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from piper_mcp.broker.rules import ApiRule, parse_rules
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 from piper_mcp.server.policy import Reveal
@@ -55,6 +56,7 @@ class ServeSettings(BaseSettings):
     max_sessions: int = Field(default=100, ge=1)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     grant_wait_seconds: float = Field(default=120.0, gt=0)
+    api_rules: Annotated[dict[str, ApiRule], NoDecode] = Field(default_factory=dict)
 
     @field_validator("variables", "allowed_hosts", mode="before")
     @classmethod
@@ -62,6 +64,11 @@ class ServeSettings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("api_rules", mode="before")
+    @classmethod
+    def _rules(cls, value: object) -> object:
+        return parse_rules(value) if isinstance(value, str) else value
 
     @field_validator("reveal", "log_level", mode="before")
     @classmethod
