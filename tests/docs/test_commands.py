@@ -273,6 +273,17 @@ RUN_HERE: dict[str, Handler] = {
         "Granted 'My OpenAI key' to 'research' as 'openai_api_key'"
     ),
     "python -m trustme -i 127.0.0.1 localhost": in_a_shell(a_throwaway_ca),
+    # docs/exec.md: the token once in the vault, then handed to a program, audited.
+    'piper-mcp local secret set "GitHub token"': piper_mcp(
+        "Stored 'GitHub token'", stdin=VALUE + "\n"
+    ),
+    'piper-mcp local grant local-agent github_token "GitHub token"': piper_mcp(
+        "Granted 'GitHub token' to 'local-agent' as 'github_token'"
+    ),
+    # A subprocess: `exec` replaces the process that runs it. `test -n` fails without it.
+    "piper-mcp exec --local --env TOKEN=github_token -- "
+    """sh -c 'test -n "$TOKEN" && echo "got it"'""": in_a_shell(lambda sandbox: None),
+    "piper-mcp audit --limit 3": piper_mcp("'github_token'", "exec", " sh"),
     # docs/security.md: serving HTTP beyond loopback.
     "(umask 077; python -c 'import secrets; print(secrets.token_urlsafe(32))' "
     "> ~/.piper-mcp-token)": in_a_shell(an_owner_only_token),

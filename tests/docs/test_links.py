@@ -70,5 +70,5 @@ def test_the_layout_names_every_module_under_its_folder() -> None:
             named.get(f"src/{path.parent.relative_to(source.parent)}", ""),
         )
     ]
-    assert len(named) == 4 and modules
+    assert len(named) == 5 and modules
     assert not unnamed, f"name these in docs/development.md's Layout: {unnamed}"

@@ -171,3 +171,27 @@ def test_claude_code_connects_the_project_file(
     # shell, not a new one in a folder named `${PIPER_HOME}` inside the project.
     assert default_vault.exists() != in_the_shell
     assert {entry.name for entry in project.iterdir()} <= {".mcp.json", ".claude"}
+
+
+def test_claude_code_connects_another_server_wrapped_by_exec(
+    node_env: dict[str, str], piper_home: Path, tmp_path: Path
+) -> None:
+    """docs/exec.md: the entry holds `piper:VARIABLE`; exec hands the server the value.
+
+    Without a grant for its variable, the wrapped server never starts: Claude Code shows
+    it failed, rather than a server running without its key.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    server = str(ROOT / "tests" / "cli" / "env_report_server.py")
+    for name, variable in (("wrapped", "openai_api_key"), ("ungranted", "github_token")):
+        claude(
+            node_env, project, "mcp", "add", name, "-e", f"PIPER_HOME={piper_home}",
+            "-e", f"OPENAI_API_KEY=piper:{variable}", "--",
+            "piper-mcp", "exec", "--local", "--", "python", server,
+        )  # fmt: skip
+    entry = claude(node_env, project, "mcp", "get", "wrapped")
+    assert "OPENAI_API_KEY=piper:openai_api_key" in entry
+    listed = claude(node_env, project, "mcp", "list")
+    assert f"wrapped: piper-mcp exec --local -- python {server} - ✔ Connected" in listed
+    assert f"ungranted: piper-mcp exec --local -- python {server} - ✘ Failed" in listed

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from piper_mcp.broker.rules import PRESETS, Injection, RuleError, rule_from_use
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command as runnable
 from piper_mcp.invocation import first_steps
@@ -205,10 +204,9 @@ def add_commands(commands: Any) -> None:
         "let AGENT have SECRET when it asks for VARIABLE",
         "Grant AGENT the stored SECRET under the variable name VARIABLE (declared for the "
         "agent if it was not). A running `serve --local` sees it on the next call. With "
-        "--use, the grant also says where call_api may send it: a preset ("
-        + ", ".join(sorted(PRESETS))
-        + ") or host names, with --inject for where the credential goes (default: "
-        "'Authorization: Bearer {value}').",
+        "--use, the grant also says where call_api may send it: a preset (anthropic, github, "
+        "google, notion, openai, slack, stripe) or host names, with --inject for where the "
+        "credential goes (default: 'Authorization: Bearer {value}').",
         [
             "piper-mcp local grant local-agent openai_api_key 'My OpenAI key'",
             "piper-mcp local grant local-agent openai_api_key 'My OpenAI key' --use openai",
@@ -469,6 +467,8 @@ def secret_remove(args: argparse.Namespace) -> int:
 
 
 def grant(args: argparse.Namespace) -> int:
+    from piper_mcp.broker.rules import RuleError, rule_from_use  # only here: commands start lean
+
     if args.inject and not args.use:
         raise CommandError("--inject says where the credential goes for --use hosts; add --use")
     try:
@@ -487,15 +487,8 @@ def grant(args: argparse.Namespace) -> int:
         print(f"Declared {args.variable!r} as a variable of {made.client_id!r}.")
     print(f"Granted {made.secret_name!r} to {made.client_id!r} as {made.variable!r}.")
     if rule is not None:
-        print(f"call_api may send it to {', '.join(rule.hosts)} ({where(rule.inject)}).")
+        print(f"call_api may send it to {', '.join(rule.hosts)} ({rule.inject}).")
     return 0
-
-
-def where(inject: Injection) -> str:
-    """Where a rule puts the credential, said the way --inject takes it."""
-    if inject.where == "query":
-        return f"query:{inject.name}"
-    return f"{inject.name}: {inject.format.replace('{value}', '<the secret>')}"
 
 
 def revoke(args: argparse.Namespace) -> int:

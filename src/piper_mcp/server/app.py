@@ -206,7 +206,7 @@ def build_server(
     ) -> ApiCallResult:
         asked, given = consent_asked(consent)
         request = ApiRequest(method=method, url=url, headers=headers or {}, body=body)
-        host = urlsplit(url).hostname or ""
+        host = urlsplit(url).hostname or ""  # the audit's, should the call be refused early
 
         def record(outcome: str, reason: str, status: int | None = None, size: int = 0) -> None:
             audited(
@@ -225,7 +225,7 @@ def build_server(
             )
 
         try:
-            name, _ = calls.target(variable, method, url)
+            name, host = calls.target(variable, method, url)
             allowed = keeper.decision(consent, use_key(name, host), ctx)
             response = await calls.call(variable, request, allowed)
         except Refusal as refusal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -16,7 +16,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from piper_mcp.broker.rules import ApiRule, parse_rules
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 from piper_mcp.server.policy import Reveal
@@ -56,7 +55,8 @@ class ServeSettings(BaseSettings):
     max_sessions: int = Field(default=100, ge=1)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     grant_wait_seconds: float = Field(default=120.0, gt=0)
-    api_rules: Annotated[dict[str, ApiRule], NoDecode] = Field(default_factory=dict)
+    # Variable -> `ApiRule`; parsed here so that a bad rule stops the start with one line.
+    api_rules: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
 
     @field_validator("variables", "allowed_hosts", mode="before")
     @classmethod
@@ -68,6 +68,8 @@ class ServeSettings(BaseSettings):
     @field_validator("api_rules", mode="before")
     @classmethod
     def _rules(cls, value: object) -> object:
+        from piper_mcp.broker.rules import parse_rules  # only when set: `piper-mcp` starts lean
+
         return parse_rules(value) if isinstance(value, str) else value
 
     @field_validator("reveal", "log_level", mode="before")

@@ -1,0 +1,347 @@
+"""`piper-mcp exec`: start a program with Piper secrets in its environment, none in a model's.
+
+Each `--env NAME=VARIABLE`, and each environment variable whose value is `piper:VARIABLE`
+(as a host's `env` block sets them), gets the raw value the agent is granted for
+VARIABLE: from Piper only (no environment or file fallback), for variables the agent
+declares. The reveal policy does not apply: the user wrote the command, not a model.
+Each injection is audited, naming the variable and the command (never its arguments,
+never the value). Then piper-mcp closes everything it opened and becomes the command
+(POSIX), or runs it as a child sharing its stdio and passing on its exit code (Windows).
+What fails is said in one line on stderr, and the command is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from piper_mcp.server.audit import AuditTrail
+    from piper_mcp.server.credentials import CredentialService
+    from piper_mcp.server.redaction import Redactor
+    from piper_mcp.server.settings import ServeSettings
+
+PREFIX = "piper:"
+FAILED = 1
+USAGE = 2  # what argparse exits with for a command line it cannot use
+NOT_EXECUTABLE = 126  # what a shell exits with for a command it found but cannot run
+NOT_FOUND = 127  # ... and for one it did not find
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+EXAMPLE = "--env GITHUB_PERSONAL_ACCESS_TOKEN=github_token"
+
+
+class ExecError(Exception):
+    """Why the command was not started: one line for stderr, and the exit code."""
+
+    def __init__(self, text: str, exit_code: int = FAILED) -> None:
+        super().__init__(text)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Injection:
+    """An environment variable the command gets, and the Piper variable whose value it holds."""
+
+    env_name: str
+    variable: str
+
+
+def run(options: ServeSettings, env_flags: list[str], words: list[str], *, agent_flag: bool) -> int:
+    """Become the command `words` with its Piper variables; else one line and an exit code."""
+    import logging
+
+    from piper_mcp.invocation import command
+    from piper_mcp.server.redaction import Redactor
+
+    # The command's stderr is ours too (a host's log of the server it started): piper-mcp
+    # says one line when it fails, and nothing else.
+    quiet = logging.root.manager.disable
+    logging.disable()
+    redactor = Redactor()
+    try:
+        argv = words[1:] if words[:1] == ["--"] else words
+        if not argv:
+            example = command("exec", "--local", *EXAMPLE.split(), "--", "COMMAND")
+            raise ExecError(f"give the command to run after `--`, e.g. `{example}`", USAGE)
+        if agent_flag and not options.local:
+            raise ExecError(
+                "--agent names an agent of the local vault: add --local (the Piper cloud's "
+                "agent is PIPER_CLIENT_ID)",
+                USAGE,
+            )
+        wanted = injections(env_flags, os.environ)
+        program = find_program(argv[0])
+        values = provide(options, wanted, Path(argv[0]).name, redactor)
+    except ExecError as error:
+        say(str(error), redactor.scrub)
+        return error.exit_code
+    finally:
+        logging.disable(quiet)
+    return become(program, argv, child_environment(os.environ, values), redactor.scrub)
+
+
+def say(text: str, scrub: Callable[[str], str]) -> None:
+    """`piper-mcp: text` on stderr, on one line, without a value this process has seen."""
+    from piper_mcp.printable import printable
+
+    print(f"piper-mcp: {scrub(printable(' '.join(text.split())))}", file=sys.stderr, flush=True)
+
+
+# --- what to inject, and into what ---
+
+
+def injections(env_flags: list[str], environ: Mapping[str, str]) -> list[Injection]:
+    """The `piper:VARIABLE` values in `environ`, then the `--env` flags (which win)."""
+    wanted: dict[str, str] = {}
+    for name, value in environ.items():
+        if value.startswith(PREFIX):
+            variable = value.removeprefix(PREFIX)
+            if not variable.strip():
+                raise ExecError(
+                    f"{name}={value!r} names no variable: give {name}=piper:VARIABLE, "
+                    "VARIABLE one of the agent's declared variables",
+                    USAGE,
+                )
+            wanted[name] = variable
+    given: set[str] = set()
+    for flag in env_flags:
+        name, equals, variable = flag.partition("=")
+        if not equals or not ENV_NAME.fullmatch(name) or not variable.strip():
+            raise ExecError(
+                f"--env {flag!r} is not NAME=VARIABLE (NAME letters, digits and _, not "
+                f"starting with a digit); e.g. {EXAMPLE}",
+                USAGE,
+            )
+        if name in given:
+            raise ExecError(f"--env gives {name} twice; give each variable once", USAGE)
+        given.add(name)
+        wanted[name] = variable
+    if not wanted:
+        raise ExecError(
+            f"nothing to inject: give {EXAMPLE}, or set NAME=piper:VARIABLE in the "
+            "command's environment (a host's `env` block)",
+            USAGE,
+        )
+    return [Injection(name, variable) for name, variable in wanted.items()]
+
+
+def find_program(name: str) -> str:
+    """The path of the command `name`, found on PATH as a shell finds it; else why not."""
+    if os.sep in name or (os.altsep and os.altsep in name):
+        if not os.path.exists(name):
+            raise ExecError(f"cannot run {name}: there is no such file", NOT_FOUND)
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise ExecError(
+                f"cannot run {name}: it is not an executable file (`chmod +x` it, or give "
+                "the program that runs it, e.g. python)",
+                NOT_EXECUTABLE,
+            )
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise ExecError(
+            f"command {name!r} not found on PATH: install it, give its full path, or add "
+            "its folder to PATH (a host starts servers with its own PATH; set it in the "
+            "server's `env` block)",
+            NOT_FOUND,
+        )
+    return found
+
+
+def child_environment(environ: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: this one without piper-mcp's own settings, plus `values`.
+
+    `PIPER_*` (PIPER_HOME, the agent's PIPER_CLIENT_SECRET) are for piper-mcp: a command
+    that had them could act as the agent and read every variable it is granted.
+    """
+    from piper_mcp.server.credentials import is_own_setting
+
+    kept = {name: value for name, value in environ.items() if not is_own_setting(name)}
+    return {**kept, **values}
+
+
+# --- the values, from Piper ---
+
+
+def provide(
+    options: ServeSettings, wanted: list[Injection], command_name: str, redactor: Redactor
+) -> dict[str, str]:
+    """Each injection's value, audited; everything opened for it closed again on return."""
+    from piper_mcp.invocation import command
+    from piper_mcp.local.errors import VaultError
+    from piper_mcp.piper import PiperError
+    from piper_mcp.server.audit import AuditError, AuditTrail
+
+    try:
+        with ExitStack() as stack:
+            service = credential_service(options, stack)
+            redactor.watch(service.client)
+            # Closed as this returns: nothing else holds it.
+            audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
+            return asyncio.run(resolve(service, wanted, audit, command_name))
+    except ExecError:
+        raise
+    except (PiperError, VaultError, AuditError) as error:  # AuditError: no record, no value
+        raise ExecError(f"did not start {command_name}: {error}") from None
+    except Exception as error:  # a host shows this stderr as the server's: no traceback
+        check = command("check", "--local") if options.local else command("check")
+        raise ExecError(
+            f"did not start {command_name}: {type(error).__name__}: {error}; `{check}` says "
+            "what is wrong"
+        ) from None
+
+
+def credential_service(options: ServeSettings, stack: ExitStack) -> CredentialService:
+    """The agent's Piper client and declared variables: the local vault's, or the cloud's."""
+    from piper_mcp.piper import AsyncPiperClient, load_settings
+    from piper_mcp.server.credentials import CredentialService
+
+    if options.local:
+        from piper_mcp.server.local_piper import LocalPiper
+
+        local = LocalPiper(options.agent)
+        stack.callback(local.stop)
+        local.open()
+        client = AsyncPiperClient.from_settings(local.settings, http_client=local.http_client())
+        return CredentialService(client, local.declared, grants=local.grants)
+    fixed = list(options.variables)
+    client = AsyncPiperClient.from_settings(load_settings())
+    return CredentialService(client, lambda: fixed)
+
+
+async def resolve(
+    service: CredentialService, wanted: list[Injection], audit: AuditTrail, command_name: str
+) -> dict[str, str]:
+    """Each injection's raw value from Piper; at the first refusal, audited, an `ExecError`."""
+    import json
+
+    from piper_mcp.piper import PiperError
+    from piper_mcp.server.audit import AuditError
+    from piper_mcp.server.credentials import Refusal, reason_code
+    from piper_mcp.server.results import Consent
+
+    def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
+        audit.record(
+            client="piper-mcp exec",
+            transport="exec",
+            variable=variable,
+            mode="value",
+            source=source,
+            outcome=outcome,
+            reason=reason,
+            command=command_name,
+        )
+
+    def refuse(variable: str, reason: str, text: str) -> ExecError:
+        try:
+            record("refused", variable, None, reason)
+        except AuditError as error:
+            text += f" (Nor could this be audited: {error})"
+        return ExecError(f"did not start {command_name}: {text}")
+
+    client = service.client
+    values: dict[str, str] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    try:
+        for injection in wanted:
+            try:
+                name = declared(service, injection.variable)
+                result = await client.get_from_piper(name, fetch_raw_secret=True)
+            except Refusal as refusal:
+                raise refuse(injection.variable, refusal.reason, str(refusal)) from None
+            except PiperError as error:
+                said = f"no value for {name!r}: {service.said(name, error)}"
+                raise refuse(name, reason_code(error), said) from None
+            value = result.value if isinstance(result.value, str) else json.dumps(result.value)
+            if "\0" in value:
+                raise refuse(
+                    name,
+                    "unfit_value",
+                    f"the value of {name!r} holds a NUL character, which no environment "
+                    "variable can; store it encoded (base64, say)",
+                )
+            values[injection.env_name] = value
+            sources[injection.env_name] = (name, result.source)
+    finally:
+        await client.aclose()
+    for name, source in sources.values():
+        record("ok", name, source, Consent.NOT_NEEDED)
+    return values
+
+
+def declared(service: CredentialService, variable: str) -> str:
+    """The declared variable `variable` names; else a `Refusal` saying how to declare it."""
+    from piper_mcp.printable import quoted
+    from piper_mcp.server.credentials import Refusal
+
+    try:
+        return service.declared_name(variable)
+    except Refusal as refusal:
+        if refusal.reason != "undeclared":
+            raise
+    names = ", ".join(service.declared) or "none yet"
+    raise Refusal(
+        f"{quoted(variable)} is not a variable the agent declares (it declares: {names}). "
+        f"{service.grants.how_to_declare(variable)}",
+        reason="undeclared",
+    )
+
+
+# --- becoming the command ---
+
+
+def become(
+    program: str, argv: list[str], environment: dict[str, str], scrub: Callable[[str], str]
+) -> int:
+    """Replace this process with the command (POSIX); elsewhere run it as a child."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name != "posix":  # Windows: `execve` there starts a new process and ends this one
+        return run_as_child(program, argv, environment)
+    try:
+        os.execve(program, argv, environment)  # noqa: S606 (the user's command is the job)
+    except OSError as error:
+        said = os.strerror(error.errno) if error.errno else str(error)
+        say(f"cannot run {argv[0]}: {said}", scrub)
+        return NOT_FOUND if error.errno == errno.ENOENT else NOT_EXECUTABLE
+
+
+def run_as_child(program: str, argv: list[str], environment: dict[str, str]) -> int:
+    """Run the command as a child sharing this process's stdio; its exit code.
+
+    Ctrl-C reaches the child from the console as it reaches this process, which only
+    waits on; a SIGTERM (or Ctrl-Break) sent here is passed on. A child ended by a
+    signal exits as a shell says it: 128 + the signal's number.
+    """
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(argv, executable=program, env=environment)  # noqa: S603 (as above)
+
+    def pass_on(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    passed = [signal.SIGTERM]
+    if sys.platform == "win32":
+        passed.append(signal.SIGBREAK)  # Ctrl-Break
+    previous = {signum: signal.signal(signum, pass_on) for signum in passed}
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # the child had the same Ctrl-C: its exit code says what it did
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code if code >= 0 else 128 - code

@@ -1,0 +1,1 @@
+"""Brokered calls: rules, the call engine, and the attacks on it."""
