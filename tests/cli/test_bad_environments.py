@@ -32,6 +32,7 @@ SETPRIV = shutil.which("setpriv") or "setpriv"
 ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("serve",): ["--local"],
     ("check",): ["--local"],
+    ("exec",): ["--local", "--env", "TOKEN=openai_api_key", "--", "true"],
     ("local", "init"): [],
     ("local", "agent", "add"): ["ci-bot", "--variable", "openai_api_key"],
     ("local", "agent", "secretless"): ["local-agent", "on"],
