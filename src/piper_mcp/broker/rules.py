@@ -109,7 +109,7 @@ class ApiRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     hosts: tuple[str, ...] = Field(min_length=1)
-    inject: Injection
+    inject: Injection = BEARER  # as for `--use HOSTS` without `--inject`
     credential: Literal["value", "token"] = "value"
     allow_private: bool = False
     max_response_bytes: int = Field(default=1_048_576, gt=0, le=64 * 1_048_576)
