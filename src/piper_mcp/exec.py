@@ -208,7 +208,7 @@ def credential_service(options: ServeSettings, stack: ExitStack) -> CredentialSe
     if options.local:
         from piper_mcp.server.local_piper import LocalPiper
 
-        local = LocalPiper(options.agent)
+        local = LocalPiper(options.agent, loopback=False)
         stack.callback(local.stop)
         local.open()
         client = AsyncPiperClient.from_settings(local.settings, http_client=local.http_client())

@@ -87,11 +87,14 @@ class LocalPiper:
     """The local vault's backend for one agent, and the Piper client settings that reach it.
 
     Built at once (it only binds the Secret Manager port); `open()` or
-    `open_in_background()` then opens the vault and starts the backend.
+    `open_in_background()` then opens the vault and starts the backend. `loopback`:
+    whether to serve that port (STS token reads, the grant page); `exec`, which hands
+    out raw values only and then becomes another program, needs neither.
     """
 
-    def __init__(self, agent_id: str) -> None:
+    def __init__(self, agent_id: str, *, loopback: bool = True) -> None:
         self.agent_id = agent_id
+        self.loopback = loopback
         self.home = default_home()
         self._sock = bind("127.0.0.1", 0)
         self.settings = load_settings(
@@ -201,7 +204,9 @@ class LocalPiper:
                 raise VaultError(self._no_agent([known.client_id for known in vault.agents()]))
             backend = EmbeddedPiper(
                 vault, self.agent_id, sock=self._sock, grant_requests=self.grant_requests
-            ).start()
+            )
+            if self.loopback:
+                backend.start()
         except BaseException:
             vault.close()
             raise
