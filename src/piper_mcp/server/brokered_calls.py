@@ -15,6 +15,7 @@ from typing import Literal
 
 from piper_mcp.broker.call import ApiRequest, ApiResponse, BrokerRefusal, send, target_host
 from piper_mcp.broker.rules import ApiRule
+from piper_mcp.broker.transport import default_ssl_context
 from piper_mcp.invocation import command
 from piper_mcp.piper import PiperError
 from piper_mcp.piper.names import normalize_variable_name
@@ -29,7 +30,8 @@ class BrokeredCalls:
     """`call_api`'s operations for one agent: its rules, and the calls made with them.
 
     `stored_rule(variable)`: the rule a local grant carries (JSON), None without one.
-    `ssl_context` and `resolve`: for tests; by default the system's trust and DNS.
+    `ssl_context` and `resolve`: for tests; by default the system's trust (SSL_CERT_FILE,
+    SSL_CERT_DIR, else certifi's bundle) and DNS.
     """
 
     def __init__(
@@ -100,6 +102,8 @@ class BrokeredCalls:
                 f"No credential for {name!r}: {self.service.said(name, error)}", error
             ) from None
         credential = result.value if isinstance(result.value, str) else str(result.value)
+        if self._ssl_context is None:  # built once (some 20 ms), at the first call that needs it
+            self._ssl_context = default_ssl_context()
         try:
             return await send(
                 rule, credential, request, ssl_context=self._ssl_context, resolve=self._resolve
