@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 from bench import (
+    brokered_call,
     default_path,
+    exec_startup,
     faults,
     http_load,
     local_backend,
@@ -45,6 +47,8 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sections = {
         "default_path": default_path.run(rounds=7, calls=300),
+        "exec_startup": exec_startup.run(rounds=11),
+        "brokered_call": brokered_call.run(rounds=7, requests=100),
         "sdk_compare": sdk_compare.run(rounds=5),
         "local_backend": local_backend.run(pair_count=1000, rounds=3),
         "round_trips": round_trips.run(),
@@ -60,6 +64,10 @@ def main() -> None:
             f"Measured {started} on {machine}, by `python -m bench`.",
             "### The commands README gives vs a bare MCPServer with one trivial tool",
             default_path.table(sections["default_path"]),
+            "### `piper-mcp exec`: a wrapped MCP server's start, direct and through exec",
+            exec_startup.table(sections["exec_startup"]),
+            "### A brokered call (`call_api`) vs calling the API directly",
+            brokered_call.table(sections["brokered_call"]),
             "### The Piper client vs the published SDK",
             sdk_compare.table(sections["sdk_compare"]),
             "### The local backend: resolve + scoped pairs",
