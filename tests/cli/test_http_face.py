@@ -98,7 +98,7 @@ async def test_a_client_with_the_token_works(served: str) -> None:
     http = httpx2.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"})
     async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
         tools = await client.list_tools()
-    assert len(tools.tools) == 3
+    assert len(tools.tools) == 4
 
 
 def test_binding_beyond_loopback_without_a_token_refuses_to_start(

@@ -164,6 +164,46 @@ def test_setting_a_secret_again_keeps_its_id(vault: Cli) -> None:
     assert vault("local", "secret", "list", "--json").json()[0]["id"] == before
 
 
+def test_a_grant_can_say_where_call_api_may_send_it(vault: Cli) -> None:
+    preset = vault("local", "grant", "research", "openai_api_key", "My OpenAI", "--use", "openai")
+    assert preset.code == 0, preset.err
+    assert "call_api may send it to api.openai.com (Authorization: Bearer {value})" in preset.out
+    hosts = vault(
+        "local",
+        "grant",
+        "research",
+        "weather_key",
+        "My OpenAI",
+        "--use",
+        "api.weather.example",
+        "--inject",
+        "query:appid",
+    )
+    assert hosts.code == 0 and "(query:appid)" in hosts.out
+    listed = {g["variable"]: g["call_api_hosts"] for g in vault("local", "grants", "--json").json()}
+    assert listed == {"openai_api_key": ["api.openai.com"], "weather_key": ["api.weather.example"]}
+    assert "call_api: api.openai.com" in vault("local", "grants").out
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--use", "no-such-preset!"], "no-such-preset!"),
+        (["--use", "http://api.example.com"], "api.example.com"),
+        (["--inject", "query:key"], "add --use"),
+        (["--use", "api.example.com", "--inject", "X-Key: nothing"], "{value}"),
+    ],
+)
+def test_a_grant_with_a_rule_that_cannot_work_changes_nothing(
+    vault: Cli, flags: list[str], said: str
+) -> None:
+    before = vault("local", "grants", "--json").json()
+    done = vault("local", "grant", "research", "other_key", "My OpenAI", *flags)
+    assert done.code != 0 and said in done.err
+    assert len(done.err.strip().splitlines()) == 1 and "Traceback" not in done.err
+    assert vault("local", "grants", "--json").json() == before
+
+
 def test_grants_revoke_and_remove(vault: Cli) -> None:
     assert vault("local", "grants", "--json").json()[0] | {"created": ""} == {
         "agent": "research",
@@ -171,6 +211,7 @@ def test_grants_revoke_and_remove(vault: Cli) -> None:
         "secret": "My OpenAI",
         "status": "ACTIVE",
         "created": "",
+        "call_api_hosts": [],
     }
     assert vault("local", "revoke", "research", "openai_api_key").code == 0
     assert vault("local", "grants", "--json").json() == []
