@@ -50,6 +50,7 @@ def test_stdio_lists_portable_tool_schemas(node_env: dict[str, str], era: str) -
     assert code == 0, stderr
     assert [tool["name"] for tool in listed["tools"]] == [
         "get_secret",
+        "call_api",
         "check_link",
         "list_variables",
     ]
@@ -138,7 +139,7 @@ def test_streamable_http_through_the_mcp_json_entry(
         "tools/list",
     )
     assert code == 0, stderr
-    assert len(listed["tools"]) == 3
+    assert len(listed["tools"]) == 4
     code, called, stderr = inspector(
         node_env,
         "--config",
@@ -173,4 +174,4 @@ def test_the_local_host_example_config_works(node_env: dict[str, str]) -> None:
         "tools/list",
     )
     assert code == 0, stderr
-    assert len(listed["tools"]) == 3
+    assert len(listed["tools"]) == 4
