@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from piper_mcp.local.grant_requests import GrantRequest
+from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS, GrantRequest
 from piper_mcp.local.vault import Vault
 from piper_mcp.server.local_piper import LocalPiper
 
@@ -165,3 +165,14 @@ def test_a_decided_request_cannot_be_decided_again(
         assert post(browser, local, request_, csrf=csrf, action="deny") == 200
         assert post(browser, local, request_, csrf=csrf) == 403
     assert not granted(local)
+
+
+def test_a_flood_of_requests_keeps_a_bounded_number_open(local: LocalPiper) -> None:
+    """A model that calls for an ungranted variable in a loop opens no unbounded memory."""
+    first = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
+    for _ in range(MAX_OPEN_REQUESTS):
+        latest = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
+    assert local.grant_requests.find(first.request_id) is None  # the oldest made room
+    assert local.grant_requests.find(latest.request_id) is latest
+    with httpx.Client() as browser:
+        assert browser.get(link(local, first)).status_code == 403

@@ -186,3 +186,24 @@ async def test_a_client_without_elicitation_gets_todays_error_and_no_link(
     assert result.is_error
     assert f"local grant {AGENT} {VARIABLE} SECRET" in said
     assert "/grant/" not in said  # a one-time link never reaches the model's context
+
+
+async def test_a_value_granted_just_in_time_is_still_revealed_only_with_consent(
+    local: LocalPiper, tmp_path: Path, era: str
+) -> None:
+    """The grant question, then the reveal question: each on its own rounds in 2026-07-28."""
+    server, audit = served(local, tmp_path, reveal="ask")
+    asked: list[str] = []
+
+    async def user(context: object, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.mode)
+        if isinstance(params, ElicitRequestURLParams):
+            await open_and_choose(params.url, secret=SECRET)
+        return ElicitResult(action="accept", content={})
+
+    async with Client(server, mode=era, elicitation_callback=user) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("get_secret", {"variable": VARIABLE, "mode": "value"})
+    assert structured(result)["value"] == VALUE
+    assert asked == ["url", "form"]
+    last = audit.recent(5)[-1]
+    assert (last["outcome"], last["consent_asked"], last["consent_given"]) == ("ok", True, True)

@@ -19,6 +19,8 @@ from typing import Literal
 # Long enough for a user to find the page and choose; as long as the SDK keeps a
 # 2026-07-28 call's request state, so a retried call still finds its request.
 REQUEST_LIFETIME = 600.0
+# A model calling again and again opens a request each time; the oldest make room.
+MAX_OPEN_REQUESTS = 64
 
 Outcome = Literal["granted", "denied", "expired"]
 
@@ -60,6 +62,8 @@ class GrantRequests:
         request = GrantRequest(agent_id, variable, client)
         with self._lock:
             self._forget_expired()
+            while len(self._requests) >= MAX_OPEN_REQUESTS:
+                del self._requests[next(iter(self._requests))]
             self._requests[request.request_id] = request
         return request
 
