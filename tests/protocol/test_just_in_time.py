@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
 
+from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
@@ -23,8 +24,9 @@ from piper_mcp.server.audit import AuditTrail
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.local_piper import LocalPiper
 from piper_mcp.server.policy import RevealPolicy
+from tests.conftest import AGENT_ID, OPENAI_SECRET, USER_ID
 from tests.grant_page import open_and_choose
-from tests.protocol.conftest import structured, text_of
+from tests.protocol.conftest import make_server, structured, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +209,23 @@ async def test_a_value_granted_just_in_time_is_still_revealed_only_with_consent(
     assert asked == ["url", "form"]
     last = audit.recent(5)[-1]
     assert (last["outcome"], last["consent_asked"], last["consent_given"]) == ("ok", True, True)
+
+
+async def test_with_the_piper_cloud_the_grant_page_is_its_and_piper_is_asked_again(
+    piper: LocalBackend, era: str
+) -> None:
+    """The local backend plays the Piper cloud; the user grants on "its" page meanwhile."""
+    seen: list[ElicitRequestURLParams] = []
+
+    async def grant_in_the_cloud(url: str) -> None:
+        grant = lambda: piper.vault.grant(USER_ID, AGENT_ID, "slack_token", OPENAI_SECRET)  # noqa: E731
+        threading.Timer(0.3, grant).start()
+
+    client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
+    answer = url_answering(grant_in_the_cloud, seen)
+    async with Client(make_server(client), mode=era, elicitation_callback=answer) as mcp:  # type: ignore[arg-type]
+        result = await mcp.call_tool("get_secret", {"variable": "slack_token"})
+    await client.aclose()
+    assert structured(result)["source"] == "piper_sts"
+    assert seen[0].url.startswith("https://agentpiper.com/")
+    assert "variable=slack_token" in seen[0].url
