@@ -45,6 +45,9 @@ use a credential without seeing it, call_api sends an HTTPS request with it atta
 the hosts the operator allows for that variable."""
 
 VARIABLE_TEMPLATE = "piper://variables/{name}"
+DeclaredVariable = Annotated[
+    str, Field(description="One of the agent's declared variable names (list_variables).")
+]
 AUDIT_RESOURCE_ENTRIES = 50
 
 # Tool descriptions are written for a model; they are part of the public contract
@@ -136,9 +139,7 @@ def build_server(
         ),
     )
     async def get_secret(
-        variable: Annotated[
-            str, Field(description="One of the agent's declared variable names (list_variables).")
-        ],
+        variable: DeclaredVariable,
         ctx: Context,
         consent: Annotated[ElicitationResult[RevealConsent], Resolve(keeper.ask)],
         mode: Annotated[
@@ -188,9 +189,7 @@ def build_server(
         ),
     )
     async def call_api(
-        variable: Annotated[
-            str, Field(description="One of the agent's declared variable names (list_variables).")
-        ],
+        variable: DeclaredVariable,
         url: Annotated[
             str,
             Field(description="The https:// URL to call, on a host allowed for this variable."),

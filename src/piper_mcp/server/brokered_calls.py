@@ -71,20 +71,13 @@ class BrokeredCalls:
     def target(self, variable: str, method: str, url: str) -> tuple[str, str]:
         """(declared name, host) of a call, checked against the rule before anything happens."""
         name = self.service.declared_name(variable)
-        rule = self.rule_for(name)
-        try:
-            return name, target_host(rule, ApiRequest(method=method, url=url))
-        except BrokerRefusal as refused:
-            raise Refusal(str(refused), reason=refused.reason) from None
+        return name, _checked_host(self.rule_for(name), ApiRequest(method=method, url=url))
 
     async def call(self, variable: str, request: ApiRequest, consent: Consent) -> ApiResponse:
         """Send `request` with the credential attached, when the policy (and consent) allow it."""
         name = self.service.declared_name(variable)
         rule = self.rule_for(name)
-        try:
-            target_host(rule, request)
-        except BrokerRefusal as refused:
-            raise Refusal(str(refused), reason=refused.reason) from None
+        _checked_host(rule, request)
         policy = self.service.policy.for_variable(name)
         if policy == "deny":
             raise Refusal(
@@ -110,3 +103,11 @@ class BrokeredCalls:
             )
         except BrokerRefusal as refused:
             raise Refusal(str(refused), reason=refused.reason) from None
+
+
+def _checked_host(rule: ApiRule, request: ApiRequest) -> str:
+    """The host `request` goes to, if `rule` allows the request; else a `Refusal` saying why."""
+    try:
+        return target_host(rule, request)
+    except BrokerRefusal as refused:
+        raise Refusal(str(refused), reason=refused.reason) from None
