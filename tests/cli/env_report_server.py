@@ -5,13 +5,15 @@ received, the sha256 of the values it is asked about, its process id, and what e
 its open file descriptors points to: what a test needs to check `piper-mcp exec`
 without a secret in any output.
 
-    python tests/cli/env_report_server.py     # MCP over stdio
+    python tests/cli/env_report_server.py              # MCP over stdio
+    python tests/cli/env_report_server.py PORT         # streamable HTTP on 127.0.0.1:PORT
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,4 +52,7 @@ def open_descriptors() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) > 1:
+        server.run("streamable-http", port=int(sys.argv[1]))
+    else:
+        server.run("stdio")
