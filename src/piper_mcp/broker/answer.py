@@ -71,6 +71,8 @@ def _shown_headers(response: httpcore.Response, scrubber: CredentialScrubber) ->
     shown: dict[str, str] = {}
     for raw_name, raw_value in response.headers:
         name = raw_name.decode("latin-1").lower()
+        if scrubber.in_any_case(name):
+            continue  # a name is never redacted: a header named after the key is left out
         if name in _SHOWN_HEADERS or name.startswith(_SHOWN_PREFIXES):
             value = scrubber.text(raw_value.decode("latin-1"))
             shown[name] = f"{shown[name]}, {value}" if name in shown else value
@@ -104,18 +106,20 @@ async def read_answer(
     """
     data, received = await _read(response, limit + scrubber.reach)
     truncated = received > limit
-    media_type = _header(response, b"content-type").partition(";")[0].strip().lower()
-    encoding = _header(response, b"content-encoding").strip().lower()
+    # Compared folded, said as sent: folding could hide a key from the scrubber.
+    said_type = _header(response, b"content-type").partition(";")[0].strip()
+    said_encoding = _header(response, b"content-encoding").strip()
+    media_type, encoding = said_type.lower(), said_encoding.lower()
     notes = [note] if note else []
     body: str | None = None
     size = min(received, limit)
     if encoding not in ("", "identity"):
-        notes.append(f"compressed body not shown ({encoding}, {size} bytes)")
+        notes.append(f"compressed body not shown ({said_encoding}, {size} bytes)")
     elif not _is_text(media_type):
-        notes.append(f"binary body not shown ({media_type}, {size} bytes)")
+        notes.append(f"binary body not shown ({said_type}, {size} bytes)")
     elif b"\x00" in data:
         # UTF-16 or UTF-32 read as UTF-8: a credential in it would be one replace() away.
-        notes.append(f"body with NUL bytes not shown ({media_type}, {size} bytes)")
+        notes.append(f"body with NUL bytes not shown ({said_type}, {size} bytes)")
     else:
         text = data.decode("utf-8", errors="replace")
         end = len(data[:limit].decode("utf-8", errors="replace")) if truncated else len(text)

@@ -49,20 +49,30 @@ class CredentialScrubber:
     """Replaces every spelling of the given secrets with "[redacted]"."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        given = {secret for secret in secrets if secret}
+        # An echo of a non-ASCII secret in an HTTP header is read as latin-1: mojibake that
+        # the model could turn back.
+        given |= {secret.encode().decode("latin-1") for secret in given}
+        secrets = sorted(given, key=len, reverse=True)
         exact: set[str] = set()
         for secret in secrets:
             exact |= encodings(secret)
         spelled = ["".join(_spellings(char) for char in secret) for secret in secrets]
-        self._pattern = re.compile(
-            "|".join([re.escape(form) for form in sorted(exact, key=len, reverse=True)] + spelled)
+        source = "|".join(
+            [re.escape(form) for form in sorted(exact, key=len, reverse=True)] + spelled
         )
+        self._pattern = re.compile(source)
+        self._any_case = re.compile(source, re.IGNORECASE)
         longest = max([len(form) for form in exact] + [len(s) for s in secrets], default=0)
         # How far past a cut an occurrence that starts before it may reach, in UTF-8 bytes.
         self.reach = 4 * max(longest, _LONGEST_SPELLING * max(map(len, secrets), default=0))
 
     def text(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text)
+
+    def in_any_case(self, text: str) -> bool:
+        """Whether a secret is in `text` in any letter case: for what was case-folded."""
+        return self._any_case.search(text) is not None
 
     def text_cut(self, text: str, end: int) -> str:
         """`text[:end]` scrubbed, where `text` goes on at least `reach` past `end` (or ends):

@@ -359,6 +359,8 @@ def scrubbed(
             return scrubbed(value, scrub)
         if isinstance(value, list):
             return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {clean(key): clean(item) for key, item in value.items()}
         return value
 
     # Field by field, unvalidated: this runs on every get_secret, the hot path.
