@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def initialize(client: str, request_id: int = 0) -> dict[str, object]:
@@ -81,3 +82,16 @@ def mcp_http_servers(env: dict[str, str], *, local: bool = True) -> Iterator[Cal
         for process in started:
             process.terminate()
             process.wait(timeout=20)
+
+
+# A bearer token for servers the tests start with PIPER_MCP_HTTP_TOKEN.
+HTTP_TOKEN = "http-token-for-tests-7c1d-4b9e0a62f35d81c2"
+
+
+def with_token(url: str, token: str = HTTP_TOKEN) -> Any:
+    """The streamable-HTTP transport for `Client(...)` that sends `token` as its bearer."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"})
+    return streamable_http_client(url, http_client=http)

@@ -3,8 +3,9 @@
 Another local process (which can speak MCP to a loopback HTTP server, and HTTP to
 the grant page), another web site in the user's browser, and a client that plays
 with the 2026-07-28 request state: each test is one way in and says which
-protection it guards. The one marked `xfail` is a hole, described in the report
-that came with it. Vaults are real, pages are served on real loopback sockets, and
+protection it guards. The first (a local process granting itself over unauthenticated
+HTTP) was a hole, closed by offering grants only to clients that are the user's (stdio,
+or HTTP with a bearer token). Vaults are real, pages are served on real loopback sockets, and
 `serve --local` runs as a real process where the transport matters.
 """
 
@@ -35,7 +36,7 @@ from piper_mcp.server.just_in_time import GRANT_QUESTION
 from piper_mcp.server.local_piper import LocalPiper
 from piper_mcp.server.policy import RevealPolicy
 from tests.grant_page import open_and_choose
-from tests.processes import mcp_http_servers
+from tests.processes import HTTP_TOKEN, mcp_http_servers, with_token
 
 VARIABLE = "weather_key"  # declared by the agent, not granted
 GRANTED = "notes_key"  # declared and granted
@@ -127,12 +128,6 @@ ACCEPT = {GRANT_QUESTION: {"action": "accept"}}
 # --- a local process that speaks MCP to a loopback HTTP server ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: over HTTP on loopback without a bearer token, any local process is 'the "
-    "client': it gets the one-time link in the URL elicitation, opens it, and grants "
-    "itself any stored secret",
-)
 def test_a_local_process_speaking_mcp_over_http_cannot_grant_itself_a_secret(
     home: Path,
 ) -> None:
@@ -174,7 +169,7 @@ async def test_the_link_reaches_the_client_only_never_the_servers_log_or_audit(
     nor its request id while the link is still unused, nor afterwards. The request id is
     the tell: were a message body logged (sse_starlette logs SSE chunks at DEBUG), the
     redactor's `key=` pattern would hide the key, but not the id beside it."""
-    env = {**os.environ, "PIPER_HOME": str(home)}
+    env = {**os.environ, "PIPER_HOME": str(home), "PIPER_MCP_HTTP_TOKEN": HTTP_TOKEN}
     links: list[str] = []
     logged_before_use: list[str] = []
     with mcp_http_servers(env) as start:
@@ -189,7 +184,7 @@ async def test_the_link_reaches_the_client_only_never_the_servers_log_or_audit(
             assert done.status_code == 200, done.text
             return ElicitResult(action="accept")
 
-        async with Client(url, mode=era, elicitation_callback=user) as client:
+        async with Client(with_token(url), mode=era, elicitation_callback=user) as client:  # type: ignore[arg-type]
             result = await client.call_tool("get_secret", {"variable": VARIABLE})
         assert result.is_error is False, result.content
         logged_after = await anyio.Path(log).read_text(errors="replace")

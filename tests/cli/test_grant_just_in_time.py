@@ -21,7 +21,7 @@ from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
 from piper_mcp.local.vault import Vault
 from tests.grant_page import open_and_choose
-from tests.processes import mcp_http_servers
+from tests.processes import HTTP_TOKEN, mcp_http_servers, with_token
 
 pytestmark = pytest.mark.anyio
 
@@ -80,12 +80,26 @@ def http_server(ungranted_home: Path, cli_env: dict[str, str]) -> Iterator[Calla
 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
-async def test_over_streamable_http(http_server: Callable[..., str], era: str) -> None:
+async def test_over_streamable_http_with_a_bearer_token(
+    http_server: Callable[..., str], era: str
+) -> None:
     seen: list[str] = []
-    url = http_server("streamable-http")
+    url = http_server("streamable-http", more_env={"PIPER_MCP_HTTP_TOKEN": HTTP_TOKEN})
     answer = user_who_grants(seen)
-    async with Client(url, mode=era, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(with_token(url), mode=era, elicitation_callback=answer) as client:  # type: ignore[arg-type]
         await granted_on_the_way(client, seen)
+
+
+async def test_over_http_without_a_token_no_link_is_handed_out(
+    http_server: Callable[..., str],
+) -> None:
+    """Any local process can be that client: it would grant itself (see just_in_time.py)."""
+    asked: list[str] = []
+    url = http_server("streamable-http")
+    async with Client(url, elicitation_callback=user_who_grants(asked)) as client:
+        result = await client.call_tool("get_secret", {"variable": VARIABLE})
+    assert result.is_error is True and asked == []
+    assert f"local grant local-agent {VARIABLE} SECRET" in result.content[0].text  # type: ignore[union-attr]
 
 
 def test_a_client_with_form_elicitation_only_gets_the_command(

@@ -88,10 +88,13 @@ def build_server(
     transport: str = "stdio",
     redactor: Redactor | None = None,
     grant_wait: float = 120.0,
+    offer_grants: bool = True,
 ) -> MCPServer:
     """The MCP server over `service`; everything it says passes `redactor` (the log's, if given).
 
     `grant_wait`: how long a call waits for the user to grant a variable it lacks.
+    `offer_grants`: whether to offer that at all: only where the client is the user's
+    (stdio, or HTTP with a bearer token; see `just_in_time`).
     """
     calls = calls or BrokeredCalls(service, {})
     keeper = ConsentKeeper(service, calls)
@@ -101,6 +104,7 @@ def build_server(
     server = GrantingServer(
         service=service,
         grant_wait=grant_wait,
+        offer_grants=offer_grants,
         scrub=scrub,
         name="piper",
         title="Piper credentials",

@@ -12,6 +12,11 @@ secret. Once the user has granted it, the call is retried once and answered.
   user's answer, waits for the grant and runs the tool again.
 A client without URL mode, a user who declines, or a grant not made within
 PIPER_MCP_GRANT_WAIT_SECONDS gets the tool's error, which says how to grant it.
+
+The one-time link goes to the MCP client, and whoever holds it can grant. So grants
+are offered only where the client is the user's: over stdio (the host that started
+the server) or over HTTP with a bearer token. Over HTTP without one, any process on
+the machine can be a client, and would grant itself whatever the vault holds.
 """
 
 from __future__ import annotations
@@ -60,24 +65,36 @@ def tool_error(refusal: Refusal, variable: str, text: str) -> ToolError:
 class GrantingServer(ArgumentCheckedServer):
     """An `MCPServer` whose tools ask the user to grant a missing variable, then go on."""
 
-    def __init__(self, *, service: CredentialService, grant_wait: float, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        service: CredentialService,
+        grant_wait: float,
+        offer_grants: bool,
+        **settings: Any,
+    ) -> None:
         super().__init__(**settings)
         self._service = service
         self._grant_wait = grant_wait
+        self._offer_grants = offer_grants
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         if context is None:
             return await super().call_tool(name, arguments, context)
-        asked = _grant_state(context.request_state)
+        asked = _grant_state(context.request_state) if self._offer_grants else None
         if asked is not None:
             return await self._after_answer(name, arguments, context, asked)
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
             ungranted = error.__cause__
-            if not isinstance(ungranted, UngrantedVariable) or not _url_mode(context):
+            if not (
+                isinstance(ungranted, UngrantedVariable)
+                and self._offer_grants
+                and _url_mode(context)
+            ):
                 raise
             variable, said = ungranted.variable, str(error)
             link = self._service.grants.request_grant(

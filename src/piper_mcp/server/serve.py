@@ -139,6 +139,8 @@ def serve(options: ServeSettings) -> int:
             transport=options.transport,
             redactor=redactor,
             grant_wait=options.grant_wait_seconds,
+            # The grant link goes to the client: only to one that is the user's.
+            offer_grants=options.transport == "stdio" or options.http_token is not None,
         )
         # What start-up built stays: collections need not walk it (see cli.main).
         gc.freeze()
