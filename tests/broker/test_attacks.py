@@ -367,6 +367,16 @@ async def test_the_model_cannot_set_the_credential_header(servers: Servers, name
     assert refused.reason == "injected_header"
 
 
+@pytest.mark.parametrize("name", ["X_Api_Key", "x-api_key", "X-API-KEY"])
+async def test_nor_its_underscore_twin_which_cgi_servers_read_as_the_same(
+    servers: Servers, name: str
+) -> None:
+    rule = servers.rule(inject=Injection(where="header", name="X-Api-Key"))
+    refused = await refusal(servers, servers.url("/echo"), rule=rule, headers={name: "mine"})
+
+    assert refused.reason == "injected_header"
+
+
 @pytest.mark.parametrize("query", ["key=sk-attacker", "KEY=x", "k%65y=x", "a=1&key", "Key="])
 async def test_the_model_cannot_set_the_credential_parameter(servers: Servers, query: str) -> None:
     refused = await refusal(

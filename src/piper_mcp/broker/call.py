@@ -50,6 +50,10 @@ class ApiRequest(BaseModel):
     body: str | None = None
 
 
+def _same_header(name: str, other: str) -> bool:
+    return name.lower().replace("_", "-") == other.lower().replace("_", "-")
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A request that passed `target_host`, in the parts it is sent as."""
@@ -103,7 +107,8 @@ def _checked_headers(rule: ApiRule, headers: dict[str, str]) -> tuple[tuple[str,
                 f"is longer than {MAX_HEADER_LENGTH} characters; send it on one plain line.",
                 reason="bad_header",
             )
-        if rule.inject.where == "header" and name.lower() == rule.inject.name.lower():
+        # Some servers (CGI's HTTP_X_API_KEY) read X_Api_Key as X-Api-Key.
+        if rule.inject.where == "header" and _same_header(name, rule.inject.name):
             raise BrokerRefusal(
                 f"Leave out the {name} header: piper-mcp sets it to the credential itself.",
                 reason="injected_header",
