@@ -12,17 +12,23 @@ What fails is said in one line on stderr, and the command is not started.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from piper_mcp.home import default_home
+from piper_mcp.invocation import command
+from piper_mcp.local.advice import how_to_grant, no_agent, no_vault
+from piper_mcp.local.errors import VaultError
+from piper_mcp.piper.protocol import MAPPING_NOT_FOUND, PERMISSION_DENIED, STORAGE_UNAVAILABLE
+from piper_mcp.printable import printable, quoted
+from piper_mcp.server.results import Consent
 
 if TYPE_CHECKING:
     from piper_mcp.server.audit import AuditTrail
@@ -59,7 +65,6 @@ def run(options: ServeSettings, env_flags: list[str], words: list[str], *, agent
     """Become the command `words` with its Piper variables; else one line and an exit code."""
     import logging
 
-    from piper_mcp.invocation import command
     from piper_mcp.server.redaction import Redactor
 
     # The command's stderr is ours too (a host's log of the server it started): piper-mcp
@@ -91,8 +96,6 @@ def run(options: ServeSettings, env_flags: list[str], words: list[str], *, agent
 
 def say(text: str, scrub: Callable[[str], str]) -> None:
     """`piper-mcp: text` on stderr, on one line, without a value this process has seen."""
-    from piper_mcp.printable import printable
-
     print(f"piper-mcp: {scrub(printable(' '.join(text.split())))}", file=sys.stderr, flush=True)
 
 
@@ -103,7 +106,7 @@ def injections(env_flags: list[str], environ: Mapping[str, str]) -> list[Injecti
     """The `piper:VARIABLE` values in `environ`, then the `--env` flags (which win)."""
     wanted: dict[str, str] = {}
     for name, value in environ.items():
-        if value.startswith(PREFIX):
+        if value.startswith(PREFIX) and passable(name):
             variable = value.removeprefix(PREFIX)
             if not variable.strip():
                 raise ExecError(
@@ -163,34 +166,92 @@ def child_environment(environ: Mapping[str, str], values: Mapping[str, str]) -> 
     `PIPER_*` (PIPER_HOME, the agent's PIPER_CLIENT_SECRET) are for piper-mcp: a command
     that had them could act as the agent and read every variable it is granted.
     """
-    from piper_mcp.server.credentials import is_own_setting
+    from piper_mcp.piper.names import is_own_setting
 
-    kept = {name: value for name, value in environ.items() if not is_own_setting(name)}
+    kept = {
+        name: value
+        for name, value in environ.items()
+        if passable(name) and not is_own_setting(name)
+    }
     return {**kept, **values}
 
 
-# --- the values, from Piper ---
+def passable(name: str) -> bool:
+    """Whether an environment entry can be handed on: one with no name, or a name with "="
+    in it (a raw execve can make them), cannot, and is left out as a shell leaves it out."""
+    return bool(name) and "=" not in name and "\0" not in name
+
+
+# --- the values, audited ---
+
+# The audit trail's reason codes: the protocol's, as the backend answers `serve`, and two
+# of exec's own.
+NOT_NEEDED = Consent.NOT_NEEDED.value
+UNDECLARED = "undeclared"
+UNFIT_VALUE = "unfit_value"
+
+
+class Audit:
+    """exec's entries in the audit trail: each variable, and the command that gets it."""
+
+    def __init__(self, trail: AuditTrail, command_name: str) -> None:
+        self.trail = trail
+        self.command_name = command_name
+
+    def record(self, outcome: str, variable: str, source: str | None, reason: str) -> None:
+        self.trail.record(
+            client="piper-mcp exec",
+            transport="exec",
+            variable=variable,
+            mode="value",
+            source=source,
+            outcome=outcome,
+            reason=reason,
+            command=self.command_name,
+        )
+
+    def refused(self, variable: str, reason: str, text: str) -> ExecError:
+        """The error that stops the command, once the refusal is audited (or says it is not)."""
+        from piper_mcp.server.audit import AuditError
+
+        try:
+            self.record("refused", variable, None, reason)
+        except AuditError as error:
+            text += f" (Nor could this be audited: {error})"
+        return ExecError(f"did not start {self.command_name}: {text}")
+
+    def fit(self, name: str, value: str) -> str:
+        """`value`, if an environment variable can hold it; else the audited refusal."""
+        if "\0" in value:
+            raise self.refused(
+                name,
+                UNFIT_VALUE,
+                f"the value of {name!r} holds a NUL character, which no environment "
+                "variable can; store it encoded (base64, say)",
+            )
+        return value
+
+    def provided(self, variables: list[str], source: str) -> None:
+        """Record each variable as given, once every value is in hand: no record, no value."""
+        for variable in variables:
+            self.record("ok", variable, source, NOT_NEEDED)
 
 
 def provide(
     options: ServeSettings, wanted: list[Injection], command_name: str, redactor: Redactor
 ) -> dict[str, str]:
     """Each injection's value, audited; everything opened for it closed again on return."""
-    from piper_mcp.invocation import command
-    from piper_mcp.local.errors import VaultError
-    from piper_mcp.piper import PiperError
     from piper_mcp.server.audit import AuditError, AuditTrail
 
+    # Closed as this returns: nothing else holds it.
+    audit = Audit(AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes), command_name)
     try:
-        with ExitStack() as stack:
-            service = credential_service(options, stack)
-            redactor.watch(service.client)
-            # Closed as this returns: nothing else holds it.
-            audit = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
-            return asyncio.run(resolve(service, wanted, audit, command_name))
+        if options.local:
+            return from_vault(options.agent, wanted, audit, redactor)
+        return from_piper_cloud(options, wanted, audit, redactor)
     except ExecError:
         raise
-    except (PiperError, VaultError, AuditError) as error:  # AuditError: no record, no value
+    except (VaultError, AuditError) as error:  # AuditError: no record, no value
         raise ExecError(f"did not start {command_name}: {error}") from None
     except Exception as error:  # a host shows this stderr as the server's: no traceback
         check = command("check", "--local") if options.local else command("check")
@@ -200,99 +261,211 @@ def provide(
         ) from None
 
 
-def credential_service(options: ServeSettings, stack: ExitStack) -> CredentialService:
-    """The agent's Piper client and declared variables: the local vault's, or the cloud's."""
-    from piper_mcp.piper import AsyncPiperClient, load_settings
+# --- from the local vault ---
+
+
+class Refused(Exception):
+    """A variable the agent is not given: the variable as audited, a reason code, what to do."""
+
+    def __init__(self, variable: str, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.variable = variable
+        self.reason = reason
+
+
+def from_vault(
+    agent_id: str, wanted: list[Injection], audit: Audit, redactor: Redactor
+) -> dict[str, str]:
+    """Each injection's value, read from the local vault (`VaultAgent`); the redactor learns it."""
+    import sqlite3
+
+    from piper_mcp.local.storage import StorageError, storage_error
+
+    agent = VaultAgent(agent_id)
+    try:
+        values: dict[str, str] = {}
+        given: list[str] = []
+        for injection in wanted:
+            try:
+                name = agent.declared_name(injection.variable)
+                value = agent.granted_value(name)
+            except Refused as refusal:
+                raise audit.refused(refusal.variable, refusal.reason, str(refusal)) from None
+            except (StorageError, sqlite3.Error) as error:  # a damaged secret, say
+                said = f"no value for {name!r}: {storage_error(error, agent.vault.database)}"
+                raise audit.refused(name, STORAGE_UNAVAILABLE, said) from None
+            redactor.remember(value)
+            values[injection.env_name] = audit.fit(name, value)
+            given.append(name)
+        audit.provided(given, "piper_raw_secret")
+        return values
+    finally:
+        agent.vault.close()
+
+
+class VaultAgent:
+    """An agent of the local vault (PIPER_HOME), and the values it is granted there.
+
+    Decided as `serve --local`'s in-process backend decides before it hands out a raw
+    value, and said in the same words: the agent declares the variable, and the vault's
+    user granted it, the grant active. Read straight from the vault: the backend
+    (Starlette, the Piper client, an event loop) takes longer to start than many a
+    command exec starts. The vault is opened to read, and closed by whoever made this.
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        import sqlite3
+
+        from piper_mcp.local.files import DATABASE_FILE, check_home
+        from piper_mcp.local.storage import storage_error
+        from piper_mcp.local.vault import Vault
+
+        self.agent_id = agent_id
+        self.home = default_home()
+        check_home(self.home)  # one line for a PIPER_HOME this user cannot use
+        if not (self.home / DATABASE_FILE).exists():
+            raise self.no_vault()
+        self.vault = Vault.open(self.home, only_to_read=True)
+        try:
+            agent = self.vault.agent(agent_id)
+            if agent is None:
+                raise self.no_agent([known.client_id for known in self.vault.agents()])
+            self.declared = list(agent.variables)
+            self.user_id = self.vault.local_user_id
+        except sqlite3.Error as error:
+            self.vault.close()
+            raise storage_error(error, self.vault.database) from None
+        except BaseException:
+            self.vault.close()
+            raise
+
+    def declared_name(self, variable: str) -> str:
+        """The declared variable `variable` names, exactly or normalized, as `serve` finds it;
+        else a `Refused` saying how to declare it."""
+        from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, normalize_variable_name
+
+        if len(variable) <= MAX_VARIABLE_NAME_LENGTH:
+            wanted = normalize_variable_name(variable)
+            for name in self.declared:
+                if variable == name or (wanted and normalize_variable_name(name) == wanted):
+                    return name
+        names = ", ".join(self.declared) or "none yet"
+        raise Refused(
+            variable,
+            UNDECLARED,
+            f"{quoted(variable)} is not a variable the agent declares (it declares: {names}). "
+            f"{self.how_to_grant(variable)}",
+        )
+
+    def granted_value(self, name: str) -> str:
+        """The value the vault's user granted the agent for `name`; else a `Refused`.
+
+        Checked by secret, as the backend's token and exchange steps check it: a grant of
+        the same secret that is not active, under any name, stops this one too.
+        """
+        from piper_mcp.piper.names import normalize_variable_name
+
+        grants = self.vault.grants(self.user_id, self.agent_id)
+        wanted = normalize_variable_name(name)
+        grant = next((each for each in grants if each.variable == wanted), None)
+        for other in grants:
+            if grant and other.credential_id == grant.credential_id and not other.active:
+                which = repr(other.variable)
+                if other.variable != grant.variable:
+                    which += f", the same secret {grant.secret_name!r},"
+                raise Refused(
+                    name,
+                    PERMISSION_DENIED,
+                    f"no value for {name!r}: the agent's grant of {which} is {other.status}, "
+                    f"not active. {self.how_to_grant(other.variable)}",
+                )
+        # None: the secret, and with it the grant, went since the grant was read.
+        value = self.vault.secret_value(grant.credential_id) if grant else None
+        if value is None:
+            raise Refused(
+                name,
+                MAPPING_NOT_FOUND,
+                f"no value for {name!r}: The user has not granted this agent the variable "
+                f"{name!r}. {self.how_to_grant(name)}",
+            )
+        return value
+
+    def how_to_grant(self, variable: str) -> str:
+        return how_to_grant(self.home, self.agent_id, variable)
+
+    def no_vault(self) -> VaultError:
+        return VaultError(no_vault(self.home, self.agent_id))
+
+    def no_agent(self, agents: list[str]) -> VaultError:
+        return VaultError(no_agent(self.home, self.agent_id, agents))
+
+
+# --- from the Piper cloud ---
+
+
+def from_piper_cloud(
+    options: ServeSettings, wanted: list[Injection], audit: Audit, redactor: Redactor
+) -> dict[str, str]:
+    """Each injection's value from the Piper cloud, as the agent `serve` is configured as."""
+    import asyncio
+
+    from piper_mcp.piper import AsyncPiperClient, PiperError, load_settings
     from piper_mcp.server.credentials import CredentialService
 
-    if options.local:
-        from piper_mcp.server.local_piper import LocalPiper
-
-        local = LocalPiper(options.agent, loopback=False)
-        stack.callback(local.stop)
-        local.open()
-        client = AsyncPiperClient.from_settings(local.settings, http_client=local.http_client())
-        return CredentialService(client, local.declared, grants=local.grants)
-    fixed = list(options.variables)
-    client = AsyncPiperClient.from_settings(load_settings())
-    return CredentialService(client, lambda: fixed)
+    try:
+        fixed = list(options.variables)
+        client = AsyncPiperClient.from_settings(load_settings())
+        redactor.watch(client)
+        return asyncio.run(resolve(CredentialService(client, lambda: fixed), wanted, audit))
+    except PiperError as error:
+        raise ExecError(f"did not start {audit.command_name}: {error}") from None
 
 
 async def resolve(
-    service: CredentialService, wanted: list[Injection], audit: AuditTrail, command_name: str
+    service: CredentialService, wanted: list[Injection], audit: Audit
 ) -> dict[str, str]:
     """Each injection's raw value from Piper; at the first refusal, audited, an `ExecError`."""
     import json
 
     from piper_mcp.piper import PiperError
-    from piper_mcp.server.audit import AuditError
     from piper_mcp.server.credentials import Refusal, reason_code
-    from piper_mcp.server.results import Consent
-
-    def record(outcome: str, variable: str, source: str | None, reason: str) -> None:
-        audit.record(
-            client="piper-mcp exec",
-            transport="exec",
-            variable=variable,
-            mode="value",
-            source=source,
-            outcome=outcome,
-            reason=reason,
-            command=command_name,
-        )
-
-    def refuse(variable: str, reason: str, text: str) -> ExecError:
-        try:
-            record("refused", variable, None, reason)
-        except AuditError as error:
-            text += f" (Nor could this be audited: {error})"
-        return ExecError(f"did not start {command_name}: {text}")
 
     client = service.client
     values: dict[str, str] = {}
-    sources: dict[str, tuple[str, str]] = {}
+    given: list[str] = []
     try:
         for injection in wanted:
             try:
                 name = declared(service, injection.variable)
                 result = await client.get_from_piper(name, fetch_raw_secret=True)
             except Refusal as refusal:
-                raise refuse(injection.variable, refusal.reason, str(refusal)) from None
+                raise audit.refused(injection.variable, refusal.reason, str(refusal)) from None
             except PiperError as error:
                 said = f"no value for {name!r}: {service.said(name, error)}"
-                raise refuse(name, reason_code(error), said) from None
+                raise audit.refused(name, reason_code(error), said) from None
             value = result.value if isinstance(result.value, str) else json.dumps(result.value)
-            if "\0" in value:
-                raise refuse(
-                    name,
-                    "unfit_value",
-                    f"the value of {name!r} holds a NUL character, which no environment "
-                    "variable can; store it encoded (base64, say)",
-                )
-            values[injection.env_name] = value
-            sources[injection.env_name] = (name, result.source)
+            values[injection.env_name] = audit.fit(name, value)
+            given.append(name)
     finally:
         await client.aclose()
-    for name, source in sources.values():
-        record("ok", name, source, Consent.NOT_NEEDED)
+    audit.provided(given, "piper_raw_secret")
     return values
 
 
 def declared(service: CredentialService, variable: str) -> str:
     """The declared variable `variable` names; else a `Refusal` saying how to declare it."""
-    from piper_mcp.printable import quoted
     from piper_mcp.server.credentials import Refusal
 
     try:
         return service.declared_name(variable)
     except Refusal as refusal:
-        if refusal.reason != "undeclared":
+        if refusal.reason != UNDECLARED:
             raise
     names = ", ".join(service.declared) or "none yet"
     raise Refusal(
         f"{quoted(variable)} is not a variable the agent declares (it declares: {names}). "
         f"{service.grants.how_to_declare(variable)}",
-        reason="undeclared",
+        reason=UNDECLARED,
     )
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -257,6 +258,103 @@ def test_a_value_no_environment_can_hold_is_refused(
         "refused",
         "unfit_value",
     )
+
+
+# --- decided as the local backend decides, read straight from the vault ---
+
+
+def audited(piper_home: Path) -> list[tuple[str, str, str]]:
+    """(variable, outcome, reason) of each audit entry."""
+    lines = (piper_home / "audit.jsonl").read_text().splitlines()
+    return [(e["variable"], e["outcome"], e["reason"]) for e in map(json.loads, lines)]
+
+
+def test_a_variable_is_found_by_its_normalized_name_as_serve_finds_it(
+    cli_env: dict[str, str], vault: None, piper_home: Path
+) -> None:
+    digest = "import hashlib, os; print(hashlib.sha256(os.environ['T'].encode()).hexdigest())"
+    done = run_exec(cli_env, "--local", "--env", "T=GitHub-Token", "--", PYTHON, "-c", digest)
+    assert (done.code, done.out, done.err) == (0, f"{DIGEST}\n", "")
+    assert audited(piper_home) == [("github_token", "ok", "not_needed")]
+
+
+@pytest.mark.parametrize("suspended", ["github_token", "github_alias"])
+def test_a_grant_not_active_stops_every_name_its_secret_is_granted_under(
+    cli_env: dict[str, str], vault: None, marker: Path, piper_home: Path, suspended: str
+) -> None:
+    """As the backend's STS step decides (by secret): one grant of it not active stops all."""
+    from piper_mcp.local.vault import Vault
+
+    opened = Vault.open(piper_home)  # no command makes a grant inactive: the vault's own call
+    opened.grant(opened.local_user_id, DEFAULT_AGENT, suspended, "GitHub token", "SUSPENDED")
+    opened.close()
+    done = run_exec(cli_env, "--local", "--env", "T=github_token", "--", *marking(marker))
+    assert_refused_before_the_command(done, 1, f"the agent's grant of {suspended!r}", marker)
+    assert "is SUSPENDED, not active" in done.err
+    assert f"local grant {DEFAULT_AGENT} {suspended} SECRET" in done.err  # granting anew fixes it
+    assert audited(piper_home) == [("github_token", "refused", "permission_denied")]
+
+
+def test_an_agent_removed_gets_nothing_and_added_again_has_no_grant(
+    cli: Cli, cli_env: dict[str, str], vault: None, marker: Path
+) -> None:
+    assert cli("local", "grant", "research", "ungranted_key", "GitHub token").code == 0
+    as_research = ["--local", "--agent", "research", "--env", "T=ungranted_key", "--"]
+    assert run_exec(cli_env, *as_research, *marking(marker)).code == 0
+    marker.unlink()
+    assert cli("local", "agent", "remove", "research").code == 0
+    removed = run_exec(cli_env, *as_research, *marking(marker))
+    assert_refused_before_the_command(removed, 1, "there is no agent 'research'", marker)
+    assert cli("local", "agent", "add", "research", "--variable", "ungranted_key").code == 0
+    again = run_exec(cli_env, *as_research, *marking(marker))
+    assert_refused_before_the_command(again, 1, "has not granted this agent the variable", marker)
+
+
+def test_a_damaged_secret_is_said_audited_and_the_command_never_starts(
+    cli_env: dict[str, str], vault: None, marker: Path, piper_home: Path
+) -> None:
+    with sqlite3.connect(piper_home / "vault.sqlite3") as db:
+        (sealed,) = db.execute("SELECT sealed FROM secrets").fetchone()
+        db.execute("UPDATE secrets SET sealed = ?", (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
+    done = run_exec(cli_env, "--local", "--env", "T=github_token", "--", *marking(marker))
+    assert_refused_before_the_command(done, 1, "The stored value of 'GitHub token'", marker)
+    assert "is damaged" in done.err and "local secret set 'GitHub token'" in done.err
+    assert audited(piper_home) == [("github_token", "refused", "storage_unavailable")]
+
+
+def test_the_values_are_read_without_starting_a_backend(
+    cli_env: dict[str, str], vault: None
+) -> None:
+    """Start-up: no in-process backend (Starlette, the grant page) and, as nothing is written
+    to the vault, not its audit settings; what is loaded is looked at where `execve` runs."""
+    watched = [
+        "piper_mcp.local.vault",  # what the probe does see
+        "piper_mcp.local.app",
+        "piper_mcp.local.embedded",
+        "piper_mcp.server.local_piper",
+        "piper_mcp.local.settings",
+        "starlette",
+        "jinja2",
+    ]
+    probe = (
+        "import json, os, sys\n"
+        "from piper_mcp.cli import main\n"
+        "def execve(program, argv, environment):\n"
+        "    print(json.dumps([name for name in sys.argv[1:] if name in sys.modules]))\n"
+        "    os._exit(0)\n"
+        "os.execve = execve\n"
+        "main(['exec', '--local', '--env', 'T=github_token', '--', 'true'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *watched],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout) == ["piper_mcp.local.vault"]
 
 
 def test_without_a_vault_nothing_starts(

@@ -25,8 +25,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.invocation import command
@@ -39,7 +40,6 @@ from piper_mcp.local.files import (
     make_private_dir,
     write_private_file,
 )
-from piper_mcp.local.settings import audit_retention
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     DamagedSecretError,
@@ -51,6 +51,9 @@ from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
 from piper_mcp.printable import has_control_characters
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
+
+if TYPE_CHECKING:
+    from piper_mcp.local.settings import AuditRetention
 
 __all__ = ["StorageError", "Vault", "VaultError"]
 
@@ -326,6 +329,12 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def _read_audit_retention() -> AuditRetention:
+    from piper_mcp.local.settings import audit_retention  # pydantic-settings: only when needed
+
+    return audit_retention()
+
+
 def _stray_key(home: Path) -> VaultError:
     return VaultError(
         f"{home / KEY_FILE} exists without a vault database; move it away or set PIPER_HOME"
@@ -343,9 +352,7 @@ class Vault:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._commits = 0  # this vault's own commits, which `PRAGMA data_version` ignores
-        retention = audit_retention()
-        self.max_audit_rows = retention.max_rows
-        self.max_audit_age = retention.max_age_seconds
+        self._retention: AuditRetention | None = None  # see `audit_retention`
 
     # --- creating and opening ---
 
@@ -363,7 +370,7 @@ class Vault:
         if (home / KEY_FILE).exists():
             raise _stray_key(home)
         made_home = not home.exists()
-        audit_retention()  # a wrong setting is said before anything is written
+        _read_audit_retention()  # a wrong setting is said before anything is written
         try:
             make_private_dir(home)
         except OSError as error:
@@ -387,7 +394,13 @@ class Vault:
         return cls.open(home), True
 
     @classmethod
-    def open(cls, home: Path) -> Vault:
+    def open(cls, home: Path, *, only_to_read: bool = False) -> Vault:
+        """The vault in `home`; its audit settings (PIPER_LOCAL_AUDIT_*) read at once, so a
+        wrong one is said before anything is served.
+
+        `only_to_read`: for a caller that does not write the audit table (`exec`), which
+        then reads them only if it writes after all, and needs no pydantic-settings.
+        """
         check_home(home)
         database = home / DATABASE_FILE
         if not database.exists():
@@ -395,6 +408,8 @@ class Vault:
         try:
             key = VaultKey.load(home / KEY_FILE)
             vault = cls(home, key)
+            if not only_to_read:
+                vault.audit_retention()
             key.verify(vault._meta("key_check"))
             vault._migrate()
         except VaultKeyError as error:
@@ -816,12 +831,26 @@ class Vault:
         entry = AuditEntry(time.time(), client_id, user_id, action, subject, outcome, reason)
         self.append_audit([entry])
 
+    def audit_retention(self) -> AuditRetention:
+        """How long the audit table keeps rows (PIPER_LOCAL_AUDIT_*), read once, when first
+        asked; a `VaultError` says which setting is wrong."""
+        if self._retention is None:
+            self._retention = _read_audit_retention()
+        return self._retention
+
+    @cached_property
+    def max_audit_rows(self) -> int:
+        """The newest rows the audit table keeps; set lower, it keeps fewer."""
+        return self.audit_retention().max_rows
+
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Write `entries` in one transaction, dropping what the retention no longer keeps.
 
         Both deletes cost a seek when nothing is due: ids grow with time, so the
         oldest rows are the first ones.
         """
+        # Read before the write lock is taken: the first read loads pydantic-settings.
+        max_rows, max_age = self.max_audit_rows, self.audit_retention().max_age_seconds
         with self._write() as db:
             db.executemany(
                 "INSERT INTO audit (at, client_id, user_id, action, subject, outcome, reason)"
@@ -832,12 +861,12 @@ class Vault:
                 ],
             )
             (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-            db.execute("DELETE FROM audit WHERE id <= ?", (last - self.max_audit_rows,))
-            if self.max_audit_age is not None:
+            db.execute("DELETE FROM audit WHERE id <= ?", (last - max_rows,))
+            if max_age is not None:
                 db.execute(
                     "DELETE FROM audit WHERE id < coalesce("
                     "(SELECT id FROM audit WHERE at >= ? ORDER BY id LIMIT 1), ?)",
-                    (time.time() - self.max_audit_age, last),
+                    (time.time() - max_age, last),
                 )
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:

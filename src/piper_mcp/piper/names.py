@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from piper_mcp.piper.errors import PiperVariableNameError
 
@@ -51,3 +52,9 @@ def env_var_name(
         return env_map[variable_name]
     name = _NOT_ENV_CHAR.sub("_", variable_name.upper())
     return prefix + _UNDERSCORES.sub("_", name)
+
+
+def is_own_setting(env_name: str) -> bool:
+    """`PIPER_*` (after Unicode normalization): piper-mcp's own configuration, never served
+    as a secret nor handed to a program `exec` starts."""
+    return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")

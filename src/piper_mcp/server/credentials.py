@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import secrets
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,12 @@ from typing import Literal, Protocol
 
 from piper_mcp.invocation import command
 from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
-from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, env_var_name, normalize_variable_name
+from piper_mcp.piper.names import (
+    MAX_VARIABLE_NAME_LENGTH,
+    env_var_name,
+    is_own_setting,
+    normalize_variable_name,
+)
 from piper_mcp.piper.secret_manager import secret_version_name
 from piper_mcp.printable import quoted
 from piper_mcp.server.policy import RevealPolicy
@@ -87,11 +91,6 @@ def reason_code(error: PiperError) -> str:
         return str(code)
     kind = type(error).__name__.removeprefix("Piper").removesuffix("Error") or "Piper"
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
-
-
-def is_own_setting(env_name: str) -> bool:
-    """`PIPER_*`: the server's own configuration, never served as a secret."""
-    return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
 
 
 # Values copied from an example and never filled in: `your-agent-client-id`, `<id>`, ...,

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
-from piper_mcp.invocation import command, first_steps
+from piper_mcp.invocation import first_steps
+from piper_mcp.local.advice import how_to_grant, no_agent, no_vault
 from piper_mcp.local.embedded import client_settings
-from piper_mcp.local.errors import VaultError, did_you_mean
+from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE, check_home
 from piper_mcp.local.grant_requests import GrantRequest, GrantRequests
 from piper_mcp.network import bind, url_of
@@ -73,14 +74,7 @@ class LocalGrants:
         return GrantLink(url, request.request_id, lambda: request.outcome, self.POLL_SECONDS)
 
     def how_to_declare(self, variable: str | None) -> str:
-        grant = command("local", "grant", self.agent_id, variable or "VARIABLE", "SECRET")
-        what = repr(variable) if variable else "a variable"
-        return (
-            f"The user grants {what} to the agent {self.agent_id!r} in the local vault "
-            f"{self.vault} with `{grant}`, where "
-            f"SECRET names a stored secret (`{command('local', 'secret', 'list')}`; store one "
-            f"with `{command('local', 'secret', 'set', 'SECRET')}`)."
-        )
+        return how_to_grant(self.vault, self.agent_id, variable)
 
 
 class LocalPiper:
@@ -221,25 +215,8 @@ class LocalPiper:
         return backend
 
     def _no_vault(self) -> str:
-        init = f"`{command('local', 'init')}`"
-        if self.agent_id == DEFAULT_AGENT:
-            return (
-                f"there is no vault in {self.home}; create it with {init}, or start "
-                f"`{command('serve', '--local')}`, which creates it"
-            )
-        return (
-            f"there is no vault in {self.home}, so no agent {self.agent_id!r}; a new vault has "
-            f"only {DEFAULT_AGENT!r}.{did_you_mean(self.agent_id, [DEFAULT_AGENT])} Create it "
-            f"with {init}, then add agents with "
-            f"`{command('local', 'agent', 'add', 'AGENT', '--variable', 'NAME')}`"
-        )
+        return no_vault(self.home, self.agent_id)
 
     def _no_agent(self, agents: list[str]) -> str:
         """The agents there are instead (and the likely one meant), not how to add the typo."""
-        known = ", ".join(agents) or "none"
-        said = f"there is no agent {self.agent_id!r} in {self.home}; agents: {known}."
-        meant = did_you_mean(self.agent_id, agents)
-        if meant:
-            return said + meant
-        add = command("local", "agent", "add", "AGENT", "--variable", "NAME")
-        return f"{said} Choose one with --agent, or add one with `{add}`"
+        return no_agent(self.home, self.agent_id, agents)

@@ -68,9 +68,11 @@ class ServeSettings(BaseSettings):
     @field_validator("api_rules", mode="before")
     @classmethod
     def _rules(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
         from piper_mcp.broker.rules import parse_rules  # only when set: `piper-mcp` starts lean
 
-        return parse_rules(value) if isinstance(value, str) else value
+        return parse_rules(value)
 
     @field_validator("reveal", "log_level", mode="before")
     @classmethod
