@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # A name no request leaves the process for: the transport below answers it in-process.
 IN_PROCESS_URL = "http://in-process.localhost"
 LINK_MOUNT = "/link"
+GRANT_PAGE_PATHS = ("/grant/", "/assets/")
 
 
 def client_settings(secret_manager_url: str, project_id: str) -> dict[str, Any]:
@@ -65,7 +66,6 @@ class EmbeddedPiper:
         from starlette.routing import Mount
 
         from piper_mcp.local.app import PiperBackendApp
-        from piper_mcp.local.grant_page import GrantPage
         from piper_mcp.local.link import link_app
         from piper_mcp.local.server_thread import ServerThread, Site
         from piper_mcp.local.tokens import TokenIssuer
@@ -83,11 +83,7 @@ class EmbeddedPiper:
         )
         sock = sock or bind("127.0.0.1", 0)
         self.secret_manager_url = url_of(sock)
-        loopback = self.app.secret_manager_asgi
-        if grant_requests is not None:
-            page = GrantPage(vault, grant_requests, self.secret_manager_url)
-            loopback = Starlette(routes=[*page.routes, Mount("/", self.app.secret_manager_asgi)])
-        self._server = ServerThread([Site(loopback, sock)])
+        self._server = ServerThread([Site(Loopback(self, grant_requests), sock)])
 
     def http_client(self) -> httpx.AsyncClient:
         """A Piper client's HTTP client whose every request is answered in-process."""
@@ -104,3 +100,30 @@ class EmbeddedPiper:
     def stop(self) -> None:
         self._server.stop()
         self.app.close()
+
+
+class Loopback:
+    """The loopback port's app: the Secret Manager route, and the grant page's two paths.
+
+    The page is built at its first use: most servers never show it, and its templates
+    cost memory.
+    """
+
+    def __init__(self, backend: EmbeddedPiper, grant_requests: GrantRequests | None) -> None:
+        self._backend = backend
+        self._grant_requests = grant_requests
+        self._grant_page: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if self._grant_requests is not None and path.startswith(GRANT_PAGE_PATHS):
+            if self._grant_page is None:
+                from piper_mcp.local.grant_page import GrantPage
+
+                backend = self._backend
+                self._grant_page = GrantPage(
+                    backend.vault, self._grant_requests, backend.secret_manager_url
+                ).asgi
+            await self._grant_page(scope, receive, send)
+        else:
+            await self._backend.app.secret_manager_asgi(scope, receive, send)

@@ -66,12 +66,13 @@ class GrantPage:
         port = origin.rsplit(":", 1)[1]
         self.hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
         self.origins = {f"http://{host}" for host in self.hosts}
-        self.routes = [
-            Route("/grant/{request_id}", self.show, methods=["GET"]),
-            Route("/grant/{request_id}", self.decide, methods=["POST"]),
-            Route("/assets/piper.css", self.stylesheet, methods=["GET"]),
-        ]
-        self.asgi = Starlette(routes=self.routes)
+        self.asgi = Starlette(
+            routes=[
+                Route("/grant/{request_id}", self.show, methods=["GET"]),
+                Route("/grant/{request_id}", self.decide, methods=["POST"]),
+                Route("/assets/piper.css", self.stylesheet, methods=["GET"]),
+            ]
+        )
 
     def show(self, request: Request) -> Response:
         if (refused := self._wrong_host(request)) is not None:

@@ -20,7 +20,6 @@ from mcp.types import (
 from pydantic import BaseModel, Field
 
 from piper_mcp import __version__
-from piper_mcp.broker.call import ApiRequest
 from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
 from piper_mcp.server.brokered_calls import BrokeredCalls, HttpMethod
 from piper_mcp.server.consent import (
@@ -208,7 +207,6 @@ def build_server(
         body: Annotated[str | None, Field(description="The request body, as text.")] = None,
     ) -> ApiCallResult:
         asked, given = consent_asked(consent)
-        request = ApiRequest(method=method, url=url, headers=headers or {}, body=body)
         host = urlsplit(url).hostname or ""  # the audit's, should the call be refused early
 
         def record(outcome: str, reason: str, status: int | None = None, size: int = 0) -> None:
@@ -230,7 +228,9 @@ def build_server(
         try:
             name, host = calls.target(variable, method, url)
             allowed = keeper.decision(consent, use_key(name, host), ctx)
-            response = await calls.call(variable, request, allowed)
+            response = await calls.call(
+                variable, allowed, method=method, url=url, headers=headers or {}, body=body
+            )
         except Refusal as refusal:
             record("refused", refusal.reason)
             raise tool_error(refusal, variable, scrub(str(refusal))) from None

@@ -4,23 +4,26 @@ The rule for each variable (which hosts, where the credential goes, limits) come
 from the operator: `PIPER_MCP_API_RULES`, or with a local vault the rule stored
 with the grant (`piper-mcp local grant ... --use openai`); never from the model.
 Only Piper grants are used, no fallback tier. The reveal policy governs these
-calls as it governs raw values, since the credential leaves the server.
+calls as it governs raw values, since the credential leaves the server. The broker
+(`piper_mcp.broker`, with the HTTP stack it needs) loads at the first call: a server
+answers `initialize` without it.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from piper_mcp.broker.call import ApiRequest, ApiResponse, BrokerRefusal, send, target_host
-from piper_mcp.broker.rules import ApiRule
-from piper_mcp.broker.transport import default_ssl_context
 from piper_mcp.invocation import command
 from piper_mcp.piper import PiperError
 from piper_mcp.piper.names import normalize_variable_name
 from piper_mcp.server.credentials import CredentialService, Refusal, refusal
 from piper_mcp.server.results import Consent
+
+if TYPE_CHECKING:
+    from piper_mcp.broker.call import ApiRequest, ApiResponse
+    from piper_mcp.broker.rules import ApiRule
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -56,6 +59,8 @@ class BrokeredCalls:
             return configured
         stored = self._stored_rule(name) if self._stored_rule is not None else None
         if stored is not None:
+            from piper_mcp.broker.rules import ApiRule
+
             return ApiRule.model_validate_json(stored)
         if self.service.vault:
             grant = command("local", "grant", "AGENT", name, "SECRET", "--use", "openai")
@@ -70,11 +75,26 @@ class BrokeredCalls:
 
     def target(self, variable: str, method: str, url: str) -> tuple[str, str]:
         """(declared name, host) of a call, checked against the rule before anything happens."""
+        from piper_mcp.broker.call import ApiRequest
+
         name = self.service.declared_name(variable)
         return name, _checked_host(self.rule_for(name), ApiRequest(method=method, url=url))
 
-    async def call(self, variable: str, request: ApiRequest, consent: Consent) -> ApiResponse:
-        """Send `request` with the credential attached, when the policy (and consent) allow it."""
+    async def call(
+        self,
+        variable: str,
+        consent: Consent,
+        *,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: str | None,
+    ) -> ApiResponse:
+        """Send the request with the credential attached, when the policy (and consent) allow."""
+        from piper_mcp.broker.call import ApiRequest, BrokerRefusal, send
+        from piper_mcp.broker.transport import default_ssl_context
+
+        request = ApiRequest(method=method, url=url, headers=headers, body=body)
         name = self.service.declared_name(variable)
         rule = self.rule_for(name)
         _checked_host(rule, request)
@@ -107,6 +127,8 @@ class BrokeredCalls:
 
 def _checked_host(rule: ApiRule, request: ApiRequest) -> str:
     """The host `request` goes to, if `rule` allows the request; else a `Refusal` saying why."""
+    from piper_mcp.broker.call import BrokerRefusal, target_host
+
     try:
         return target_host(rule, request)
     except BrokerRefusal as refused:
