@@ -141,7 +141,7 @@ async def run_all(
         for key in ("token_url", "resolve_mapping_url", "get_scoped_url", "exchange_secret_url"):
             settings[key] = settings[key].replace(piper.base_url, base)
         client = AsyncPiperClient("bench-agent", BENCH_SECRET, **settings)  # protocol v1
-        return CredentialService(client, lambda: ["openai_api_key"], how_to_declare="-")
+        return CredentialService(client, lambda: ["openai_api_key"])
 
     def fault(target: FaultLayer, injected: Fault) -> Callable[[], None]:
         return lambda: setattr(target, "fault", injected)

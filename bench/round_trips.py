@@ -30,7 +30,7 @@ FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
 
 async def count(piper: LocalBackend) -> dict[str, Any]:
     client = AsyncPiperClient("bench-agent", BENCH_SECRET, **piper.client_settings())
-    server = build_server(CredentialService(client, lambda: VARIABLES, how_to_declare="-"))
+    server = build_server(CredentialService(client, lambda: VARIABLES))
     async with Client(server, mode="legacy") as mcp:
         await mcp.call_tool("get_secret", {"variable": VARIABLES[0]})  # agent tokens cached
         before = {name: piper.app.calls[name] for name in FUNCTIONS}
