@@ -342,13 +342,11 @@ class VaultAgent:
     def declared_name(self, variable: str) -> str:
         """The declared variable `variable` names, exactly or normalized, as `serve` finds it;
         else a `Refused` saying how to declare it."""
-        from piper_mcp.piper.names import MAX_VARIABLE_NAME_LENGTH, normalize_variable_name
+        from piper_mcp.piper.names import declared_match
 
-        if len(variable) <= MAX_VARIABLE_NAME_LENGTH:
-            wanted = normalize_variable_name(variable)
-            for name in self.declared:
-                if variable == name or (wanted and normalize_variable_name(name) == wanted):
-                    return name
+        found = declared_match(variable, self.declared)
+        if found is not None:
+            return found
         names = ", ".join(self.declared) or "none yet"
         raise Refused(
             variable,

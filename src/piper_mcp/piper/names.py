@@ -58,3 +58,14 @@ def is_own_setting(env_name: str) -> bool:
     """`PIPER_*` (after Unicode normalization): piper-mcp's own configuration, never served
     as a secret nor handed to a program `exec` starts."""
     return unicodedata.normalize("NFKC", env_name).upper().startswith("PIPER_")
+
+
+def declared_match(requested: str, declared: list[str]) -> str | None:
+    """The declared variable `requested` names, exactly or in normalized form; else None."""
+    if len(requested) > MAX_VARIABLE_NAME_LENGTH:
+        return None
+    wanted = normalize_variable_name(requested)
+    for name in declared:
+        if requested == name or (wanted and normalize_variable_name(name) == wanted):
+            return name
+    return None

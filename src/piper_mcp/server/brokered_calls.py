@@ -105,7 +105,7 @@ class BrokeredCalls:
                 "token, so call_api cannot send it; use get_secret for the token instead.",
                 reason="reveal_denied",
             )
-        if policy == "ask" and consent not in (Consent.USER_ALLOWED, Consent.REMEMBERED):
+        if policy == "ask" and not consent.given_by_user:
             raise Refusal(f"The user did not allow this call with {name!r}.", reason="no_consent")
         raw = rule.credential == "value"
         try:

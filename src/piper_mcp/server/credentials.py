@@ -20,12 +20,7 @@ from typing import Literal, Protocol
 
 from piper_mcp.invocation import command
 from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
-from piper_mcp.piper.names import (
-    MAX_VARIABLE_NAME_LENGTH,
-    env_var_name,
-    is_own_setting,
-    normalize_variable_name,
-)
+from piper_mcp.piper.names import declared_match, env_var_name, is_own_setting
 from piper_mcp.piper.secret_manager import secret_version_name
 from piper_mcp.printable import quoted
 from piper_mcp.server.policy import RevealPolicy
@@ -241,11 +236,9 @@ class CredentialService:
         if not isinstance(requested, str):
             raise Refusal("The variable name must be a string.", reason="bad_name")
         declared = self.declared
-        if len(requested) <= MAX_VARIABLE_NAME_LENGTH:
-            wanted = normalize_variable_name(requested)
-            for name in declared:
-                if requested == name or (wanted and normalize_variable_name(name) == wanted):
-                    return name
+        found = declared_match(requested, declared)
+        if found is not None:
+            return found
         if not declared:
             raise Refusal(
                 f"This agent declares no variables yet. {self.grants.how_to_declare(None)}",
@@ -300,7 +293,7 @@ class CredentialService:
                 "for the STS token instead (get_secret without mode='value').",
                 reason="reveal_denied",
             )
-        if rule == "ask" and consent not in (Consent.USER_ALLOWED, Consent.REMEMBERED):
+        if rule == "ask" and not consent.given_by_user:
             located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 problem = located.piper_problem

@@ -31,6 +31,11 @@ class Consent(StrEnum):
     NO_ELICITATION = "no_elicitation"  # the client cannot ask the user
     CONSENT_SPENT = "consent_spent"  # a 2026-07-28 answer brought back a second time
 
+    @property
+    def given_by_user(self) -> bool:
+        """The user said yes: to this question, or earlier in the session."""
+        return self in (Consent.USER_ALLOWED, Consent.REMEMBERED)
+
 
 # The consents a credential can carry: the output schema lists these values only.
 Released = Literal[
