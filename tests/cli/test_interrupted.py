@@ -11,14 +11,24 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import PROGRAM
 
 
-def test_ctrl_c_while_check_waits_exits_130_without_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["check"], ["exec", "--env", "TOKEN=openai_api_key", "--", "touch", "started"]],
+    ids=["check", "exec"],
+)
+def test_ctrl_c_while_waiting_for_link_exits_130_without_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
     with socket.create_server(("127.0.0.1", 0)) as link:  # a Link that never answers
         link_url = f"http://127.0.0.1:{link.getsockname()[1]}"
         process = subprocess.Popen(
-            [PROGRAM, "check"],
+            [PROGRAM, *command],
+            cwd=tmp_path,
             env={
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(tmp_path),
@@ -38,3 +48,4 @@ def test_ctrl_c_while_check_waits_exits_130_without_a_traceback(tmp_path: Path) 
             _, stderr = process.communicate(timeout=10)
     assert process.returncode == 130
     assert "Traceback" not in stderr
+    assert not (tmp_path / "started").exists()  # exec's command never ran
