@@ -121,6 +121,7 @@ def test_a_schema_1_vault_is_migrated_on_open_and_keeps_its_grants(tmp_path: Pat
         db.execute("ALTER TABLE agents DROP COLUMN secretless")
         db.execute("ALTER TABLE grants DROP COLUMN grant_id")
         db.execute("ALTER TABLE grants DROP COLUMN api_rule")
+        db.execute("DROP TABLE grant_requests")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -141,6 +142,7 @@ def test_a_schema_2_vault_gains_api_rules_and_keeps_its_grants(tmp_path: Path) -
     vault.close()
     with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before call_api wrote
         db.execute("ALTER TABLE grants DROP COLUMN api_rule")
+        db.execute("DROP TABLE grant_requests")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -148,6 +150,26 @@ def test_a_schema_2_vault_gains_api_rules_and_keeps_its_grants(tmp_path: Path) -
     assert grant.variable == "kept_variable" and grant.api_rule is None
     regranted, _ = migrated.grant(me, "local-agent", "kept_variable", "kept", api_rule='{"x": 1}')
     assert migrated.grants(me) == [regranted] and regranted.api_rule == '{"x": 1}'
+
+
+def test_a_schema_3_vault_gains_grant_requests_and_keeps_its_grants(tmp_path: Path) -> None:
+    home = tmp_path / "vault"
+    vault, _ = Vault.init(home)
+    me = vault.local_user_id
+    vault.put_secret("kept", "kept-value", owner_user_id=me)
+    vault.grant(me, "local-agent", "kept_variable", "kept")
+    vault.close()
+    with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before the dashboard wrote
+        db.execute("DROP TABLE grant_requests")
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+    migrated = Vault.open(home)
+    assert [g.variable for g in migrated.grants(me)] == ["kept_variable"]
+    assert migrated.grant_requests() == []
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "4",
+        )
 
 
 def test_a_vault_from_a_newer_piper_mcp_is_refused_with_advice(tmp_path: Path) -> None:

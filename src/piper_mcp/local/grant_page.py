@@ -112,7 +112,10 @@ class GrantPage:
 
     def _decided(self, grant_request: GrantRequest, fields: dict[str, str]) -> Response:
         if fields.get("action") == "deny":
-            self.requests.decide(grant_request, "denied")
+            try:
+                self.requests.decide(grant_request, "denied")
+            except LinkProblem as problem:
+                return _page("Nothing was changed", status=409, problem=str(problem))
             self._record(grant_request, "denied")
             return _page(
                 "Denied",
@@ -126,7 +129,10 @@ class GrantPage:
             )
         except VaultError as error:
             return self._form(grant_request, problem=f"Not granted: {error}.", status=400)
-        self.requests.decide(grant_request, "granted")
+        try:
+            self.requests.decide(grant_request, "granted")
+        except LinkProblem as problem:  # decided elsewhere meanwhile; the grant stands
+            return _page("Granted, but the request was decided elsewhere", problem=str(problem))
         self._record(grant_request, "granted", subject=secret)
         revoke = command("local", "revoke", grant_request.agent_id, grant_request.variable)
         return _page(

@@ -4,8 +4,10 @@ When an MCP client asks for a variable the local vault has not granted, the serv
 opens a `GrantRequest` and sends the user (through URL-mode elicitation) to its
 page on the local backend. The link is unguessable and works once: opening it hands
 the browser a session cookie and a CSRF token bound to this request, and only a form
-posted with both decides it. Requests live in this process's memory; the server
-that opened one waits for it and then retries the call once.
+posted with both decides it. The link's secrets live in this process's memory only;
+the request itself is also kept in the vault (`keep_in`), where the dashboard and
+`piper-mcp local requests` (other processes) see and decide it. The server that
+opened one waits for either and then retries the call once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from piper_mcp.local.errors import VaultError
+
+if TYPE_CHECKING:
+    from piper_mcp.local.vault import Vault
 
 # Long enough for a user to find the page and choose; as long as the SDK keeps a
 # 2026-07-28 call's request state, so a retried call still finds its request.
@@ -57,15 +64,48 @@ class GrantRequests:
     def __init__(self) -> None:
         self._requests: dict[str, GrantRequest] = {}
         self._lock = threading.Lock()
+        self._vault: Vault | None = None
+
+    def keep_in(self, vault: Vault) -> None:
+        """Keep the requests opened from now on in `vault` too, for other processes to decide."""
+        self._vault = vault
 
     def open(self, agent_id: str, variable: str, client: str) -> GrantRequest:
+        """A new request; kept in the vault, a write: call it off the event loop."""
         request = GrantRequest(agent_id, variable, client)
+        if self._vault is not None:
+            from piper_mcp.local.vault import StoredGrantRequest
+
+            now = time.time()
+            self._vault.open_grant_request(
+                StoredGrantRequest(
+                    request.request_id,
+                    agent_id,
+                    variable,
+                    client,
+                    now,
+                    now + REQUEST_LIFETIME,
+                    None,
+                    None,
+                )
+            )
         with self._lock:
             self._forget_expired()
             while len(self._requests) >= MAX_OPEN_REQUESTS:
                 del self._requests[next(iter(self._requests))]
             self._requests[request.request_id] = request
         return request
+
+    def outcome(self, request: GrantRequest) -> Outcome | None:
+        """What the user decided: on this server's page, or in the vault (the dashboard,
+        `piper-mcp local approve`/`deny`)."""
+        if request.outcome is None and self._vault is not None:
+            stored = self._vault.grant_request(request.request_id)
+            if stored is not None and stored.outcome in ("granted", "denied"):
+                with self._lock:
+                    request.outcome = "granted" if stored.outcome == "granted" else "denied"
+                    request.session = request.csrf = None
+        return request.outcome
 
     def find(self, request_id: str) -> GrantRequest | None:
         with self._lock:
@@ -80,8 +120,11 @@ class GrantRequests:
                 raise LinkProblem(_NO_LINK)
             if not secrets.compare_digest(request.key, key):
                 raise LinkProblem(_NO_LINK)
-            if request.outcome is not None:
-                raise LinkProblem(f"This request was already {request.outcome}.")
+        if (outcome := self.outcome(request)) is not None:
+            raise LinkProblem(f"This request was already {outcome}.")
+        with self._lock:
+            if not request.key:
+                raise LinkProblem(_NO_LINK)
             request.key = ""  # one use
             session = _token()
             request.session, request.csrf = session, _token()
@@ -99,11 +142,17 @@ class GrantRequests:
             or not secrets.compare_digest(request.csrf, csrf)
         ):
             raise LinkProblem(_NO_SESSION)
-        if request.outcome is not None:
-            raise LinkProblem(f"This request was already {request.outcome}.")
+        if (outcome := self.outcome(request)) is not None:
+            raise LinkProblem(f"This request was already {outcome}.")
         return request
 
     def decide(self, request: GrantRequest, outcome: Outcome) -> None:
+        """Record the page's decision; `LinkProblem` if it was decided elsewhere first."""
+        if self._vault is not None:
+            try:
+                self._vault.decide_grant_request(request.request_id, outcome)
+            except VaultError:
+                raise LinkProblem(f"This request was already {self.outcome(request)}.") from None
         with self._lock:
             request.outcome = outcome
             request.session = request.csrf = None

@@ -58,16 +58,33 @@ if TYPE_CHECKING:
 __all__ = ["StorageError", "Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 MAX_SECRET_NAME_LENGTH = 200
 # Suffix of the files `init` builds before linking them into place.
 PARTIAL = ".partial-"
 # A partial file this old is a killed `init`'s leftover, not one still being built.
 STALE_PARTIAL_SECONDS = 300
 _CONNECTION_SERIALS = itertools.count()
+# Decided and expired grant requests are kept this long after they expire, then forgotten.
+REQUESTS_KEPT_SECONDS = 86_400.0
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-SCHEMA = """
+GRANT_REQUESTS_TABLE = """
+CREATE TABLE grant_requests (
+    request_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    variable TEXT NOT NULL,
+    client TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    outcome TEXT,
+    decided_at REAL
+);
+"""
+
+SCHEMA = (
+    GRANT_REQUESTS_TABLE
+    + """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE instances (instance_id TEXT PRIMARY KEY, user_id TEXT NOT NULL);
 CREATE TABLE agents (
@@ -118,6 +135,7 @@ CREATE TABLE audit (
     reason TEXT
 );
 """
+)
 
 _SELECT_AGENTS = (
     "SELECT client_id, owner_user_id, created_at, secret_salt, secret_hash, secretless FROM agents"
@@ -138,6 +156,10 @@ MIGRATE_2_TO_3 = """
 ALTER TABLE grants ADD COLUMN api_rule TEXT;
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
+
+# Schema 3 → 4: the grant requests a `serve --local` raised are kept in the vault, so the
+# dashboard and `piper-mcp local requests` (other processes) can see and decide them.
+MIGRATE_3_TO_4 = [GRANT_REQUESTS_TABLE, "UPDATE meta SET value = '4' WHERE key = 'schema_version'"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,23 @@ class Grant:
     @property
     def active(self) -> bool:
         return self.status == ACTIVE
+
+
+@dataclass(frozen=True)
+class StoredGrantRequest:
+    """A grant request as the vault keeps it: what was asked, and what the user decided."""
+
+    request_id: str
+    client_id: str  # the agent
+    variable: str
+    client: str  # the MCP client whose call raised it
+    opened_at: float
+    expires_at: float
+    outcome: str | None  # "granted", "denied"; None: waiting
+    decided_at: float | None
+
+    def waiting(self, now: float) -> bool:
+        return self.outcome is None and now < self.expires_at
 
 
 @dataclass(frozen=True)
@@ -438,7 +477,7 @@ class Vault:
 
     def _migrate(self) -> None:
         version = str(self._meta("schema_version"))
-        if version not in ("1", "2", SCHEMA_VERSION):
+        if version not in ("1", "2", "3", SCHEMA_VERSION):
             raise VaultError(
                 f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
                 "understands; upgrade piper-mcp"
@@ -450,7 +489,11 @@ class Vault:
             (current,) = db.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
-            steps = {"1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3], "2": [MIGRATE_2_TO_3]}
+            steps = {
+                "1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3, *MIGRATE_3_TO_4],
+                "2": [MIGRATE_2_TO_3, *MIGRATE_3_TO_4],
+                "3": MIGRATE_3_TO_4,
+            }
             for migration in steps.get(str(current), []):
                 for statement in migration.split(";"):
                     if statement.strip():
@@ -790,6 +833,64 @@ class Vault:
     def grant_for(self, user_id: str, client_id: str, variable: str) -> Grant | None:
         found = [g for g in self.grants(user_id, client_id) if g.variable == variable]
         return found[0] if found else None
+
+    # --- grant requests (raised by `serve --local`, decided anywhere) ---
+
+    def open_grant_request(self, request: StoredGrantRequest) -> None:
+        """Keep `request` where other processes can decide it; forgets day-old ones."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM grant_requests WHERE expires_at < ?",
+                (time.time() - REQUESTS_KEPT_SECONDS,),
+            )
+            db.execute(
+                "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.request_id,
+                    request.client_id,
+                    request.variable,
+                    request.client,
+                    request.opened_at,
+                    request.expires_at,
+                    request.outcome,
+                    request.decided_at,
+                ),
+            )
+
+    def grant_requests(self) -> list[StoredGrantRequest]:
+        """The requests still waiting for the user, oldest first."""
+        rows = self._db().execute(
+            "SELECT * FROM grant_requests WHERE outcome IS NULL AND expires_at > ?"
+            " ORDER BY opened_at",
+            (time.time(),),
+        )
+        return [StoredGrantRequest(*row) for row in rows.fetchall()]
+
+    def grant_request(self, request_id: str) -> StoredGrantRequest | None:
+        row = (
+            self._db()
+            .execute("SELECT * FROM grant_requests WHERE request_id = ?", (request_id,))
+            .fetchone()
+        )
+        return None if row is None else StoredGrantRequest(*row)
+
+    def decide_grant_request(self, request_id: str, outcome: str) -> StoredGrantRequest:
+        """Record the user's decision on a waiting request; `VaultError` if none waits."""
+        with self._write() as db:
+            decided = db.execute(
+                "UPDATE grant_requests SET outcome = ?, decided_at = ?"
+                " WHERE request_id = ? AND outcome IS NULL AND expires_at > ?",
+                (outcome, time.time(), request_id, time.time()),
+            ).rowcount
+        request = self.grant_request(request_id)
+        if not decided or request is None:
+            said = f"was already {request.outcome}" if request and request.outcome else None
+            raise VaultError(
+                f"the grant request {_shown(request_id)} "
+                + (said or "is not waiting (it expired, or there is none)")
+                + f"; `{command('local', 'requests')}` lists the waiting ones"
+            )
+        return request
 
     # --- Google identities (for the Secret Manager subset) ---
 

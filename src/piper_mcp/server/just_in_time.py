@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio.to_thread
 from mcp.server.elicitation import AcceptedUrlElicitation
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -97,8 +98,9 @@ class GrantingServer(ArgumentCheckedServer):
             ):
                 raise
             variable, said = ungranted.variable, str(error)
-            link = self._service.grants.request_grant(
-                variable, client_name(context), ungranted.piper
+            # Off the event loop: a local vault keeps the request, a write that may wait.
+            link = await anyio.to_thread.run_sync(
+                self._service.grants.request_grant, variable, client_name(context), ungranted.piper
             )
             question = _question(link, variable, context)
             if context.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:

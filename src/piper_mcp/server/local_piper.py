@@ -71,7 +71,9 @@ class LocalGrants:
         return self._link(request, "") if request is not None else None
 
     def _link(self, request: GrantRequest, url: str) -> GrantLink:
-        return GrantLink(url, request.request_id, lambda: request.outcome, self.POLL_SECONDS)
+        return GrantLink(
+            url, request.request_id, lambda: self.requests.outcome(request), self.POLL_SECONDS
+        )
 
     def how_to_declare(self, variable: str | None) -> str:
         return how_to_grant(self.vault, self.agent_id, variable)
@@ -196,6 +198,7 @@ class LocalPiper:
             agent = vault.agent(self.agent_id)
             if agent is None:
                 raise VaultError(self._no_agent([known.client_id for known in vault.agents()]))
+            self.grant_requests.keep_in(vault)  # the dashboard decides them too
             backend = EmbeddedPiper(
                 vault, self.agent_id, sock=self._sock, grant_requests=self.grant_requests
             )
