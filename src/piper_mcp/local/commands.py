@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command as runnable
 from piper_mcp.invocation import first_steps
+from piper_mcp.local import decisions
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
 from piper_mcp.network import ListenError, is_loopback_host
@@ -238,6 +239,7 @@ def add_commands(commands: Any) -> None:
     )
     revoke_parser.add_argument("agent", metavar="AGENT", help="the agent's client id")
     revoke_parser.add_argument("variable", metavar="VARIABLE", help="the granted variable")
+    decisions.add_commands(group, with_json)
     with_json(
         add_command(
             group,
@@ -313,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
 
-def _vault() -> Vault:
+def open_vault() -> Vault:
     # Imported here: `piper-mcp serve` builds this parser too, and must start fast.
     from piper_mcp.local.vault import Vault
 
@@ -371,7 +373,7 @@ def agent_add(args: argparse.Namespace) -> int:
         client_secret = secrets.token_urlsafe(32)
     elif args.secret_stdin:
         client_secret = _read_stdin("client secret")
-    vault = _vault()
+    vault = open_vault()
     agent = vault.add_agent(
         args.client_id,
         client_secret,
@@ -395,7 +397,7 @@ def agent_add(args: argparse.Namespace) -> int:
 
 def agent_secretless(args: argparse.Namespace) -> int:
     on = args.state == "on"
-    _vault().set_secretless(args.client_id, on)
+    open_vault().set_secretless(args.client_id, on)
     if on:
         print(f"Agent {args.client_id!r} is served over protocol v2: {SECRETLESS_WARNING}.")
     else:
@@ -404,7 +406,7 @@ def agent_secretless(args: argparse.Namespace) -> int:
 
 
 def agent_list(args: argparse.Namespace) -> int:
-    agents = _vault().agents()
+    agents = open_vault().agents()
     data = [
         {
             "client_id": a.client_id,
@@ -429,7 +431,7 @@ def _proof(agent: Agent) -> str:
 
 
 def agent_remove(args: argparse.Namespace) -> int:
-    _vault().remove_agent(args.client_id)
+    open_vault().remove_agent(args.client_id)
     print(f"Removed agent {args.client_id!r} and its grants.")
     return 0
 
@@ -437,7 +439,7 @@ def agent_remove(args: argparse.Namespace) -> int:
 def secret_set(args: argparse.Namespace) -> int:
     from piper_mcp.local.vault import checked_secret_name
 
-    vault = _vault()
+    vault = open_vault()
     checked_secret_name(args.name)  # before asking for the value
     value = _read_stdin("secret value") if not sys.stdin.isatty() else _prompt(args.name)
     secret_id = vault.put_secret(args.name, value, owner_user_id=vault.local_user_id)
@@ -454,14 +456,14 @@ def secret_list(args: argparse.Namespace) -> int:
             "created": _when(s.created_at),
             "updated": _when(s.updated_at),
         }
-        for s in _vault().secrets()
+        for s in open_vault().secrets()
     ]
     lines = [f"{s['name']}  id={s['id']}  updated {s['updated']}" for s in data]
     return _emit(args, data, "\n".join(lines) or "No secrets yet.")
 
 
 def secret_remove(args: argparse.Namespace) -> int:
-    _vault().remove_secret(args.name)
+    open_vault().remove_secret(args.name)
     print(f"Removed {args.name!r}; agents granted it lose it on their next call.")
     return 0
 
@@ -475,7 +477,7 @@ def grant(args: argparse.Namespace) -> int:
         rule = rule_from_use(args.use, args.inject) if args.use else None
     except RuleError as error:
         raise CommandError(str(error)) from None
-    vault = _vault()
+    vault = open_vault()
     made, declared = vault.grant(
         vault.local_user_id,
         args.agent,
@@ -492,14 +494,14 @@ def grant(args: argparse.Namespace) -> int:
 
 
 def revoke(args: argparse.Namespace) -> int:
-    vault = _vault()
+    vault = open_vault()
     vault.revoke(vault.local_user_id, args.agent, args.variable)
     print(f"Revoked {args.variable!r} from {args.agent!r}; it takes effect on the next call.")
     return 0
 
 
 def grants(args: argparse.Namespace) -> int:
-    vault = _vault()
+    vault = open_vault()
     data = [
         {
             "agent": g.client_id,
@@ -522,7 +524,7 @@ def grants(args: argparse.Namespace) -> int:
 def audit(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CommandError("--limit must be at least 1")
-    entries = _vault().audit(args.limit)
+    entries = open_vault().audit(args.limit)
     data = [
         {
             "at": _when(e.at),
@@ -545,6 +547,7 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from piper_mcp.local.running import RunningProcess, announce, withdraw
     from piper_mcp.local.server_thread import LocalBackend, Tls
 
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -554,7 +557,7 @@ def serve(args: argparse.Namespace) -> int:
         raise CommandError("the --tls-cert or --tls-key file does not exist")
     if not is_loopback_host(args.host) and tls is None:
         raise CommandError(f"serving {args.host} beyond this machine needs --tls-cert/--tls-key")
-    vault = _vault()
+    vault = open_vault()
     vault.check()  # a damaged vault is said now, not call by call
     try:
         backend = LocalBackend(
@@ -576,6 +579,12 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     backend.start()
+    announced = announce(
+        vault.home,
+        RunningProcess(
+            "local serve", addresses={"protocol": backend.base_url, "Piper Link": backend.link_url}
+        ),
+    )
     settings = backend.environment()
     if args.json:
         print(json.dumps({"url": backend.base_url, "link_url": backend.link_url, "env": settings}))
@@ -589,6 +598,7 @@ def serve(args: argparse.Namespace) -> int:
         print("Stop with Ctrl-C.")
     sys.stdout.flush()
     stop.wait()
+    withdraw(announced)
     backend.stop()
     vault.close()
     print("Stopped.", file=sys.stderr)

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from piper_mcp.local.errors import VaultError
-
 if TYPE_CHECKING:
     from piper_mcp.local.vault import Vault
 
@@ -148,11 +146,10 @@ class GrantRequests:
 
     def decide(self, request: GrantRequest, outcome: Outcome) -> None:
         """Record the page's decision; `LinkProblem` if it was decided elsewhere first."""
-        if self._vault is not None:
-            try:
-                self._vault.decide_grant_request(request.request_id, outcome)
-            except VaultError:
-                raise LinkProblem(f"This request was already {self.outcome(request)}.") from None
+        if self._vault is not None and not self._vault.decide_grant_request(
+            request.request_id, outcome
+        ):
+            raise LinkProblem(f"This request was already {self.outcome(request) or 'expired'}.")
         with self._lock:
             request.outcome = outcome
             request.session = request.csrf = None

@@ -874,23 +874,15 @@ class Vault:
         )
         return None if row is None else StoredGrantRequest(*row)
 
-    def decide_grant_request(self, request_id: str, outcome: str) -> StoredGrantRequest:
-        """Record the user's decision on a waiting request; `VaultError` if none waits."""
+    def decide_grant_request(self, request_id: str, outcome: str) -> bool:
+        """Record the user's decision on a waiting request; False if none was waiting."""
         with self._write() as db:
             decided = db.execute(
                 "UPDATE grant_requests SET outcome = ?, decided_at = ?"
                 " WHERE request_id = ? AND outcome IS NULL AND expires_at > ?",
                 (outcome, time.time(), request_id, time.time()),
             ).rowcount
-        request = self.grant_request(request_id)
-        if not decided or request is None:
-            said = f"was already {request.outcome}" if request and request.outcome else None
-            raise VaultError(
-                f"the grant request {_shown(request_id)} "
-                + (said or "is not waiting (it expired, or there is none)")
-                + f"; `{command('local', 'requests')}` lists the waiting ones"
-            )
-        return request
+        return bool(decided)
 
     # --- Google identities (for the Secret Manager subset) ---
 

@@ -32,6 +32,7 @@ from piper_mcp.local.embedded import client_settings
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE, check_home
 from piper_mcp.local.grant_requests import GrantRequest, GrantRequests
+from piper_mcp.local.running import RunningProcess, announce, withdraw
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import load_settings
 from piper_mcp.piper.names import normalize_variable_name
@@ -105,6 +106,7 @@ class LocalPiper:
         self._backend: Future[EmbeddedPiper] = Future()
         self._opener: threading.Thread | None = None
         self._declared: tuple[object, list[str]] = (None, [])
+        self._announced: Path | None = None
 
     def open(self) -> LocalPiper:
         """Open the vault and start the backend in this thread; `VaultError` if it cannot.
@@ -164,6 +166,7 @@ class LocalPiper:
     def stop(self) -> None:
         if self._opener is not None:
             self._opener.join()
+        withdraw(self._announced)
         if self._backend.done() and self._backend.exception() is None:
             backend = self._backend.result()
             backend.stop()
@@ -204,6 +207,14 @@ class LocalPiper:
             )
             if self.loopback:
                 backend.start()
+                self._announced = announce(
+                    self.home,
+                    RunningProcess(
+                        "serve --local",
+                        addresses={"Secret Manager reads": backend.secret_manager_url},
+                        details={"agent": self.agent_id},
+                    ),
+                )
         except BaseException:
             vault.close()
             raise
