@@ -579,12 +579,10 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     backend.start()
-    announced = announce(
-        vault.home,
-        RunningProcess(
-            "local serve", addresses={"protocol": backend.base_url, "Piper Link": backend.link_url}
-        ),
-    )
+    addresses = {"protocol": backend.base_url}
+    if backend.link_url:
+        addresses["Piper Link"] = backend.link_url
+    announced = announce(vault.home, RunningProcess("local serve", addresses=addresses))
     settings = backend.environment()
     if args.json:
         print(json.dumps({"url": backend.base_url, "link_url": backend.link_url, "env": settings}))
