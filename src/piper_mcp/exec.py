@@ -194,13 +194,15 @@ UNFIT_VALUE = "unfit_value"
 class Audit:
     """exec's entries in the audit trail: each variable, and the command that gets it."""
 
-    def __init__(self, trail: AuditTrail, command_name: str) -> None:
+    def __init__(self, trail: AuditTrail, command_name: str, agent: str | None) -> None:
         self.trail = trail
         self.command_name = command_name
+        self.agent = agent
 
     def record(self, outcome: str, variable: str, source: str | None, reason: str) -> None:
         self.trail.record(
             client="piper-mcp exec",
+            agent=self.agent,
             transport="exec",
             variable=variable,
             mode="value",
@@ -244,7 +246,8 @@ def provide(
     from piper_mcp.server.audit import AuditError, AuditTrail
 
     # Closed as this returns: nothing else holds it.
-    audit = Audit(AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes), command_name)
+    trail = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
+    audit = Audit(trail, command_name, options.agent if options.local else None)
     try:
         if options.local:
             return from_vault(options.agent, wanted, audit, redactor)

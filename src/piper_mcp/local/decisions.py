@@ -36,6 +36,26 @@ def waiting_request(vault: Vault, request_id: str) -> StoredGrantRequest:
     return request
 
 
+def chosen_secret(vault: Vault, chosen: str, new_name: str, new_value: str) -> str:
+    """The stored secret a page's form chose, or the new one it stores first: its name."""
+    chosen, new_name = chosen.strip(), new_name.strip()
+    if chosen and new_value:
+        raise VaultError("choose a stored secret or type a new value, not both")
+    if chosen:
+        if vault.find_secret(chosen) is None:
+            raise VaultError(f"there is no secret {chosen!r}")
+        return chosen
+    if not new_value:
+        raise VaultError("type the new secret's value, or choose a stored secret")
+    if vault.find_secret(new_name) is not None:
+        raise VaultError(
+            f"a secret named {new_name!r} is stored already; choose it, or give the new one "
+            "another name"
+        )
+    vault.put_secret(new_name, new_value, owner_user_id=vault.local_user_id)
+    return new_name
+
+
 def approve(vault: Vault, request_id: str, secret_name: str, *, by: str) -> Grant:
     """Grant the request's variable to its agent as `secret_name`, and mark it granted."""
     request = waiting_request(vault, request_id)

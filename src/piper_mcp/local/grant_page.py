@@ -2,14 +2,9 @@
 
 Served on loopback beside the Secret Manager route of `serve --local`. It is meant
 for one person's browser and guarded against everyone else on the machine or the
-web:
-- the way in is the request's one-time link (`GrantRequests.open_page`); it sets a
-  session cookie (HttpOnly, SameSite=Strict, this request's path only) and puts a
-  CSRF token in the form, and a decision needs both;
-- the Host header must name this server (DNS rebinding), and a decision must come
-  from this origin (the Origin header, and Sec-Fetch-Site where the browser sends it);
-- every answer forbids framing, caching and referrers, under a Content-Security-Policy
-  that lets the page load nothing but its own stylesheet.
+web: the way in is the request's one-time link (`GrantRequests.open_page`); it sets a
+session cookie (HttpOnly, SameSite=Strict, this request's path only) and puts a CSRF
+token in the form, and a decision needs both. Host, Origin and headers: `page_guard`.
 A value typed into the page is stored in the vault and never shown, logged or echoed.
 """
 
@@ -26,25 +21,16 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from piper_mcp.invocation import command
+from piper_mcp.local.decisions import chosen_secret
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.grant_requests import GrantRequest, GrantRequests, LinkProblem
+from piper_mcp.local.page_guard import PageGuard, security_headers
 from piper_mcp.local.vault import Vault
 
 STYLESHEET = Path(__file__).parent / "pages" / "piper.css"
 COOKIE = "piper_grant"
 MAX_FORM_BYTES = 65_536
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
+SECURITY_HEADERS = security_headers()
 
 _pages = Environment(
     loader=PackageLoader("piper_mcp.local", "pages"),
@@ -63,9 +49,7 @@ class GrantPage:
     def __init__(self, vault: Vault, requests: GrantRequests, origin: str) -> None:
         self.vault = vault
         self.requests = requests
-        port = origin.rsplit(":", 1)[1]
-        self.hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
-        self.origins = {f"http://{host}" for host in self.hosts}
+        self.guard = PageGuard(origin)
         self.asgi = Starlette(
             routes=[
                 Route("/grant/{request_id}", self.show, methods=["GET"]),
@@ -123,7 +107,12 @@ class GrantPage:
                 "You can close this page.",
             )
         try:
-            secret = self._secret_to_grant(fields)
+            secret = chosen_secret(
+                self.vault,
+                fields.get("secret", ""),
+                fields.get("new_name", ""),
+                fields.get("new_value", ""),
+            )
             self.vault.grant(
                 self.vault.local_user_id, grant_request.agent_id, grant_request.variable, secret
             )
@@ -147,27 +136,6 @@ class GrantPage:
             return refused
         return Response(STYLESHEET.read_bytes(), media_type="text/css", headers=SECURITY_HEADERS)
 
-    def _secret_to_grant(self, fields: dict[str, str]) -> str:
-        """The stored secret the form chose, or the new one it stores first."""
-        chosen = fields.get("secret", "").strip()
-        value = fields.get("new_value", "")
-        if chosen and value:
-            raise VaultError("choose a stored secret or type a new value, not both")
-        if chosen:
-            if self.vault.find_secret(chosen) is None:
-                raise VaultError(f"there is no secret {chosen!r}")
-            return chosen
-        if not value:
-            raise VaultError("type the new secret's value, or choose a stored secret")
-        name = fields.get("new_name", "").strip()
-        if self.vault.find_secret(name) is not None:
-            raise VaultError(
-                f"a secret named {name!r} is stored already; choose it above, or give the new "
-                "one another name"
-            )
-        self.vault.put_secret(name, value, owner_user_id=self.vault.local_user_id)
-        return name
-
     def _form(
         self, grant_request: GrantRequest, *, problem: str | None = None, status: int = 200
     ) -> Response:
@@ -190,7 +158,7 @@ class GrantPage:
         )
 
     def _wrong_host(self, request: Request) -> Response | None:
-        if request.headers.get("host", "") in self.hosts:
+        if self.guard.right_host(request):
             return None
         return _page(
             "Wrong address",
@@ -199,8 +167,7 @@ class GrantPage:
         )
 
     def _cross_site(self, request: Request) -> Response | None:
-        fetched_from = request.headers.get("sec-fetch-site", "same-origin")
-        if request.headers.get("origin") in self.origins and fetched_from == "same-origin":
+        if self.guard.same_origin(request):
             return None
         return _page(
             "Nothing was changed",

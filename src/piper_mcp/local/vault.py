@@ -557,6 +557,26 @@ class Vault:
         (data_version,) = self._db().execute("PRAGMA data_version").fetchone()
         return self._local.serial, int(data_version), self._commits
 
+    def fingerprint(self) -> str:
+        """A value that changes whenever what the vault holds may look different: agents,
+        secrets (names and dates), grants, waiting requests, the audit table. One read of
+        each table's indexes, from any thread; for a page that updates itself."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT (SELECT count(*) || '/' || coalesce(max(created_at), 0) FROM agents),"
+                " (SELECT count(*) FROM agent_variables),"
+                " (SELECT count(*) || '/' || coalesce(max(updated_at), 0) FROM secrets),"
+                " (SELECT count(*) || '/' || coalesce(max(created_at), 0) FROM grants),"
+                " (SELECT count(*) || '/' || coalesce(max(decided_at), 0) FROM grant_requests"
+                "   WHERE outcome IS NOT NULL OR expires_at > ?),"
+                " (SELECT coalesce(max(id), 0) FROM audit)",
+                (time.time(),),
+            )
+            .fetchone()
+        )
+        return "|".join(str(part) for part in row)
+
     def _discard(self, connection: sqlite3.Connection) -> None:
         with self._connections_lock:
             self._connections.remove(connection)

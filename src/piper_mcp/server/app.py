@@ -119,6 +119,7 @@ def build_server(
         try:
             audit.record(
                 client=scrub(client_name(ctx)),
+                agent=service.client.settings.client_id,
                 transport=transport,
                 **{k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()},
                 outcome=outcome,

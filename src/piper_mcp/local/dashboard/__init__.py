@@ -1,0 +1,7 @@
+"""The local Piper dashboard: see and decide in a browser what `piper-mcp local` does.
+
+`piper-mcp local dashboard` (or `local serve --dashboard`) serves it on loopback. Its
+parts: `sessions` (the one-time login link, the session cookie, CSRF tokens), `app`
+(the pages and their actions), `activity` (the two audit trails as one timeline),
+`chart` (that timeline drawn as SVG on the server) and `command` (starting it).
+"""
