@@ -23,6 +23,7 @@ from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command as runnable
 from piper_mcp.invocation import first_steps
 from piper_mcp.local import decisions
+from piper_mcp.local.dashboard import command as dashboard_command
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
 from piper_mcp.network import ListenError, is_loopback_host
@@ -240,6 +241,7 @@ def add_commands(commands: Any) -> None:
     revoke_parser.add_argument("agent", metavar="AGENT", help="the agent's client id")
     revoke_parser.add_argument("variable", metavar="VARIABLE", help="the granted variable")
     decisions.add_commands(group, with_json)
+    dashboard_command.add_command(group)
     with_json(
         add_command(
             group,
@@ -277,6 +279,10 @@ def add_commands(commands: Any) -> None:
         default=DEFAULT_LINK_PORT,
         help=f"Piper Link port on 127.0.0.1 ({DEFAULT_LINK_PORT}; 0 picks a free one)",
     )
+    serve_parser.add_argument(
+        "--dashboard", action="store_true", help="serve the dashboard too, and print its login link"
+    )
+    dashboard_command.add_arguments(serve_parser, prefix="dashboard-")
     serve_parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate")
     serve_parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
 
@@ -583,9 +589,13 @@ def serve(args: argparse.Namespace) -> int:
     if backend.link_url:
         addresses["Piper Link"] = backend.link_url
     announced = announce(vault.home, RunningProcess("local serve", addresses=addresses))
+    dashboard = dashboard_command.start(vault, args.dashboard_port) if args.dashboard else None
     settings = backend.environment()
     if args.json:
-        print(json.dumps({"url": backend.base_url, "link_url": backend.link_url, "env": settings}))
+        answer = {"url": backend.base_url, "link_url": backend.link_url, "env": settings}
+        if dashboard:
+            answer["dashboard_login_url"] = dashboard.dashboard.login_url
+        print(json.dumps(answer))
     else:
         print(f"Local Piper serving the vault in {vault.home}")
         print(f"  protocol:   {backend.base_url}")
@@ -593,10 +603,14 @@ def serve(args: argparse.Namespace) -> int:
         print("Point a Piper client at it with:")
         for name, value in settings.items():
             print(f"  export {name}={shlex.quote(value)}")  # pasted into a shell as is
+        if dashboard:
+            dashboard_command.show_login(dashboard.dashboard, open_browser=not args.no_browser)
         print("Stop with Ctrl-C.")
     sys.stdout.flush()
     stop.wait()
     withdraw(announced)
+    if dashboard:
+        dashboard.stop()
     backend.stop()
     vault.close()
     print("Stopped.", file=sys.stderr)

@@ -32,7 +32,8 @@ BACKEND_ACTIONS = {
     "secretmanager.access": "Secret Manager read",
     "unproven": "request without proof",
     "grant_page": "decided on the grant page",
-    "dashboard": "decided in the dashboard",
+    "dashboard": "grant changed in the dashboard",
+    "dashboard_secret": "secret changed in the dashboard",
     "command_line": "decided on the command line",
 }
 NAMES_A_VARIABLE = frozenset(

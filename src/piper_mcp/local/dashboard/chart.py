@@ -52,12 +52,9 @@ class Charts:
 def charts(events: list[Event], since: float, now: float | None = None) -> Charts:
     now = time.time() if now is None else now
     span = max(now - since, 1.0)
-    return Charts(
-        *_bars(events, since, span),
-        *_lanes(events, since, span),
-        start=_clock(since),
-        end=_clock(now),
-    )
+    bars, most = _bars(events, since, span)
+    lanes, left_out, height = _lanes(events, since, span)
+    return Charts(bars, most, lanes, left_out, height, _clock(since), _clock(now))
 
 
 def _bars(events: list[Event], since: float, span: float) -> tuple[list[Shape], int]:

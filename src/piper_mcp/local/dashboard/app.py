@@ -1,0 +1,403 @@
+"""The dashboard's pages and actions over one vault, for the browser that logged in.
+
+Four pages (overview, grants, secrets, activity), each action a form posted to its
+own route and answered with a redirect back to its page (post/redirect/get), which
+then says what was done. Every request must name this server (Host); every page
+needs the session cookie; every action also needs this origin and the session's
+CSRF token (`page_guard`, `sessions`). Each action is one `piper-mcp local` command
+(README lists them); the vault's writes run off the event loop.
+
+A secret's value arrives once, in a form field, is stored, and is never shown,
+logged, echoed back or put in a notice; errors name secrets, never values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from piper_mcp.invocation import command
+from piper_mcp.local import decisions
+from piper_mcp.local.dashboard import activity, chart
+from piper_mcp.local.dashboard.sessions import (
+    COOKIE,
+    SESSION_LIFETIME,
+    LoginRefused,
+    Session,
+    Sessions,
+)
+from piper_mcp.local.errors import VaultError
+from piper_mcp.local.page_guard import PageGuard, security_headers
+from piper_mcp.local.running import running
+from piper_mcp.local.vault import Vault
+from piper_mcp.piper.names import normalize_variable_name
+
+PAGES = Path(__file__).parent.parent / "pages"
+ASSETS = {"piper.css": "text/css", "dashboard.js": "text/javascript"}
+MAX_FORM_BYTES = 65_536
+HEADERS = security_headers(scripts=True)
+# Where each page is, as the navigation names it.
+NAVIGATION = (
+    ("/", "Overview"),
+    ("/grants", "Grants"),
+    ("/secrets", "Secrets"),
+    ("/activity", "Activity"),
+)
+
+_templates = Environment(
+    loader=PackageLoader("piper_mcp.local", "pages"),
+    autoescape=select_autoescape(["html"]),
+    auto_reload=False,
+)
+_templates.filters["when"] = lambda at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+_templates.filters["hosts"] = lambda rule: ", ".join(json.loads(rule)["hosts"]) if rule else ""
+
+Action = Callable[[dict[str, str]], str]
+
+
+class Refused(Exception):
+    """A request the dashboard will not serve; `response` says why."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class Dashboard:
+    """The dashboard app (`asgi`) for `vault`, served at `origin` (`http://127.0.0.1:PORT`).
+
+    `audit_path`: the MCP server's audit trail, read for the activity page.
+    """
+
+    def __init__(self, vault: Vault, origin: str, audit_path: Path, sessions: Sessions) -> None:
+        self.vault = vault
+        self.audit_path = audit_path
+        self.sessions = sessions
+        self.guard = PageGuard(origin)
+        self.login_url = f"{origin}/login?token={sessions.login_token}"
+        routes = [
+            Route("/login", self.log_in, methods=["GET"]),
+            Route("/", self._page("overview.html", self.overview), methods=["GET"]),
+            Route("/grants", self._page("grants.html", self.grants_page), methods=["GET"]),
+            Route("/secrets", self._page("secrets.html", self.secrets_page), methods=["GET"]),
+            Route("/activity", self._page("activity.html", self.activity), methods=["GET"]),
+            Route("/changes", self.changes, methods=["GET"]),
+            Route("/assets/{name}", self.asset, methods=["GET"]),
+        ]
+        actions: dict[str, tuple[str, Action]] = {
+            "/secrets/set": ("/secrets", self.set_secret),
+            "/secrets/remove": ("/secrets", self.remove_secret),
+            "/grants/grant": ("/grants", self.grant),
+            "/grants/revoke": ("/grants", self.revoke),
+            "/requests/approve": ("/grants", self.approve),
+            "/requests/deny": ("/grants", self.deny),
+        }
+        for path, (back, action) in actions.items():
+            routes.append(Route(path, self._action(back, action), methods=["POST"]))
+        self.asgi = Starlette(routes=routes)
+
+    # --- the way in ---
+
+    def log_in(self, request: Request) -> Response:
+        self._check_host(request)
+        try:
+            session_id = self.sessions.log_in(request.query_params.get("token", ""))
+        except LoginRefused as refusal:
+            return _refusal("Not logged in", str(refusal), 403)
+        response = RedirectResponse("/", status_code=303, headers=HEADERS)
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            max_age=int(SESSION_LIFETIME),
+            path="/",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    def _session(self, request: Request) -> Session:
+        self._check_host(request)
+        session = self.sessions.find(request.cookies.get(COOKIE))
+        if session is None:
+            raise Refused(
+                _refusal(
+                    "Log in first",
+                    "Open the login link that `"
+                    + command("local", "dashboard")
+                    + "` printed when it started. Each link works once; start the dashboard "
+                    "again for a new one.",
+                    401,
+                )
+            )
+        return session
+
+    def _check_host(self, request: Request) -> None:
+        if not self.guard.right_host(request):
+            raise Refused(
+                _refusal(
+                    "Wrong address",
+                    "The dashboard answers only at the address it printed (127.0.0.1).",
+                    421,
+                )
+            )
+
+    # --- pages ---
+
+    def _page(
+        self, template: str, context: Callable[[Request], dict[str, Any]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def page(request: Request) -> Response:
+            try:
+                session = self._session(request)
+            except Refused as refused:
+                return refused.response
+            data = await anyio.to_thread.run_sync(context, request)
+            return _html(
+                template,
+                data
+                | {
+                    "session": session,
+                    "notice": session.take_notice(),
+                    "state": await anyio.to_thread.run_sync(self.vault.fingerprint),
+                    "vault": str(self.vault.home),
+                    "navigation": NAVIGATION,
+                    "here": request.url.path,
+                },
+            )
+
+        return page
+
+    def overview(self, request: Request) -> dict[str, Any]:
+        agents = self.vault.agents()
+        grants = self.vault.grants(self.vault.local_user_id)
+        variables = sorted({v for agent in agents for v in agent.variables}, key=str.lower)
+        granted = {(g.client_id, g.variable): g for g in grants}
+        matrix = [
+            (
+                agent,
+                [
+                    (
+                        granted.get((agent.client_id, normalize_variable_name(variable))),
+                        variable in agent.variables,
+                    )
+                    for variable in variables
+                ],
+            )
+            for agent in agents
+        ]
+        return {
+            "agents": agents,
+            "secrets": self.vault.secrets(),
+            "variables": variables,
+            "matrix": matrix,
+            "running": running(self.vault.home),
+            "waiting": len(self.vault.grant_requests()),
+        }
+
+    def grants_page(self, request: Request) -> dict[str, Any]:
+        return {
+            "requests": self.vault.grant_requests(),
+            "grants": self.vault.grants(self.vault.local_user_id),
+            "agents": self.vault.agents(),
+            "secrets": self.vault.secrets(),
+        }
+
+    def secrets_page(self, request: Request) -> dict[str, Any]:
+        grants = self.vault.grants(self.vault.local_user_id)
+        return {
+            "secrets": self.vault.secrets(),
+            "used_by": {
+                secret.name: [g for g in grants if g.credential_id == secret.secret_id]
+                for secret in self.vault.secrets()
+            },
+        }
+
+    def activity(self, request: Request) -> dict[str, Any]:
+        from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
+
+        filters = activity.Filters.from_query(request.query_params)
+        problem = None
+        try:
+            entries = AuditTrail(self.audit_path).recent(activity.ENTRIES_READ)
+        except AuditError as error:
+            entries, problem = RecentEntries(), str(error)
+        server = activity.from_server(entries)
+        backend = activity.from_vault(self.vault.audit(activity.ENTRIES_READ))
+        events, since = activity.timeline(server, backend, filters)
+        everything = server + backend
+        return {
+            "filters": filters,
+            "windows": list(activity.WINDOWS),
+            "tones": activity.TONES,
+            "agents": sorted({e.agent for e in everything if e.agent}),
+            "variables": sorted({e.variable for e in everything if e.variable}),
+            "charts": chart.charts(events, since),
+            "chart": chart,
+            "last": list(reversed(events[-50:])),
+            "count": len(events),
+            "audit_path": str(self.audit_path),
+            "audit_problem": problem,
+            "skipped": entries.skipped,
+        }
+
+    async def changes(self, request: Request) -> Response:
+        """What the page polls: a value that changes when the vault or the audit trail does."""
+        try:
+            self._session(request)
+        except Refused as refused:
+            return refused.response
+        state = await anyio.to_thread.run_sync(self._state)
+        return JSONResponse({"state": state}, headers=HEADERS)
+
+    def _state(self) -> str:
+        try:
+            trail = self.audit_path.stat()
+            audited = f"{trail.st_size}/{trail.st_mtime_ns}"
+        except OSError:
+            audited = "-"
+        return f"{self.vault.fingerprint()}|{audited}"
+
+    def asset(self, request: Request) -> Response:
+        try:
+            self._check_host(request)
+        except Refused as refused:
+            return refused.response
+        name = request.path_params["name"]
+        if name not in ASSETS:
+            return _refusal("Not found", "There is no such file.", 404)
+        return Response((PAGES / name).read_bytes(), media_type=ASSETS[name], headers=HEADERS)
+
+    # --- actions ---
+
+    def _action(self, back: str, action: Action) -> Callable[[Request], Awaitable[Response]]:
+        async def act(request: Request) -> Response:
+            try:
+                session = self._session(request)
+                fields = await self._form(request, session)
+            except Refused as refused:
+                return refused.response
+            try:
+                session.notice = ("done", await anyio.to_thread.run_sync(action, fields))
+            except VaultError as error:
+                session.notice = ("problem", f"Nothing was changed: {error}.")
+            return RedirectResponse(back, status_code=303, headers=HEADERS)
+
+        return act
+
+    async def _form(self, request: Request, session: Session) -> dict[str, str]:
+        if not self.guard.same_origin(request):
+            raise Refused(
+                _refusal(
+                    "Nothing was changed",
+                    "Changes are made only from the dashboard's own pages, not from another site.",
+                    403,
+                )
+            )
+        if int(request.headers.get("content-length") or MAX_FORM_BYTES + 1) > MAX_FORM_BYTES:
+            raise Refused(_refusal("Nothing was changed", "The form was too large.", 413))
+        form = await request.form()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        if not session.csrf_matches(fields.get("csrf")):
+            raise Refused(
+                _refusal(
+                    "Nothing was changed",
+                    "The form was not one this dashboard showed you (its CSRF token did not "
+                    "match). Reload the page and try again.",
+                    403,
+                )
+            )
+        return fields
+
+    def set_secret(self, fields: dict[str, str]) -> str:
+        name, value = fields.get("name", "").strip(), fields.get("value", "")
+        if not value:
+            raise VaultError("type the secret's value")
+        replaced = self.vault.find_secret(name) is not None
+        secret_id = self.vault.put_secret(name, value, owner_user_id=self.vault.local_user_id)
+        self._record("replaced" if replaced else "stored", subject=name, action="dashboard_secret")
+        return f"{'Replaced the value of' if replaced else 'Stored'} {name!r} ({secret_id})."
+
+    def remove_secret(self, fields: dict[str, str]) -> str:
+        name = fields.get("name", "")
+        self.vault.remove_secret(name)
+        self._record("removed", subject=name, action="dashboard_secret")
+        return f"Removed {name!r} and every grant of it."
+
+    def grant(self, fields: dict[str, str]) -> str:
+        from piper_mcp.broker.rules import RuleError, rule_from_use
+
+        use, inject = fields.get("use", "").strip(), fields.get("inject", "").strip()
+        if inject and not use:
+            raise VaultError("'where the credential goes' needs the hosts it goes to")
+        try:
+            rule = rule_from_use(use, inject or None) if use else None
+        except RuleError as error:
+            raise VaultError(str(error).rstrip(".")) from None
+        agent, variable = fields.get("agent", ""), fields.get("variable", "").strip()
+        if self.vault.agent(agent) is None:
+            raise VaultError(f"there is no agent {agent!r}")
+        secret = decisions.chosen_secret(
+            self.vault,
+            fields.get("secret", ""),
+            fields.get("new_name", ""),
+            fields.get("new_value", ""),
+        )
+        made, _ = self.vault.grant(
+            self.vault.local_user_id,
+            agent,
+            variable,
+            secret,
+            api_rule=rule.model_dump_json() if rule else None,
+        )
+        self._record("granted", agent=agent, subject=f"{made.variable} {secret}")
+        hosts = f"; call_api may send it to {', '.join(rule.hosts)}" if rule else ""
+        return f"Granted {secret!r} to {agent!r} as {made.variable!r}{hosts}."
+
+    def revoke(self, fields: dict[str, str]) -> str:
+        agent, variable = fields.get("agent", ""), fields.get("variable", "")
+        self.vault.revoke(self.vault.local_user_id, agent, variable)
+        self._record("revoked", agent=agent, subject=variable)
+        return f"Revoked {variable!r} from {agent!r}; its next call is refused."
+
+    def approve(self, fields: dict[str, str]) -> str:
+        request = decisions.waiting_request(self.vault, fields.get("request", ""))
+        secret = decisions.chosen_secret(
+            self.vault,
+            fields.get("secret", ""),
+            fields.get("new_name", ""),
+            fields.get("new_value", ""),
+        )
+        grant = decisions.approve(self.vault, request.request_id, secret, by="dashboard")
+        return (
+            f"Granted {grant.secret_name!r} to {grant.client_id!r} as {grant.variable!r}; "
+            f"{request.client}'s call goes on."
+        )
+
+    def deny(self, fields: dict[str, str]) -> str:
+        request = decisions.deny(self.vault, fields.get("request", ""), by="dashboard")
+        return f"Denied {request.client_id!r} the variable {request.variable!r}."
+
+    def _record(
+        self, outcome: str, *, subject: str, agent: str | None = None, action: str = "dashboard"
+    ) -> None:
+        self.vault.record(
+            action, outcome, client_id=agent, user_id=self.vault.local_user_id, subject=subject
+        )
+
+
+def _html(template: str, context: dict[str, Any], status: int = 200) -> Response:
+    html = _templates.get_template(f"dashboard/{template}").render(**context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _refusal(title: str, problem: str, status: int) -> Response:
+    return _html("refused.html", {"title": title, "problem": problem}, status)
