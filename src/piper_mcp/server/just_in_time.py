@@ -156,7 +156,7 @@ class GrantingServer(ArgumentCheckedServer):
             raise ToolError(f"{said} The user did not open the grant page.")
         decided = await self._service.wait_for_grant(variable, link, self._grant_wait)
         if decided == "denied":
-            raise ToolError(f"{said} The user denied the grant on the grant page.")
+            raise ToolError(f"{said} The user denied the grant.")
         if decided == "expired":
             raise ToolError(
                 f"{said} No grant was made within {self._grant_wait:g} seconds "
