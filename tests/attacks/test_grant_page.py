@@ -145,7 +145,7 @@ def test_the_page_cannot_be_framed_cached_or_leak_its_link(
     assert "default-src 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
     assert headers["cache-control"] == "no-store"
-    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["referrer-policy"] == "same-origin"
     cookie = headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert f"path=/grant/{request_.request_id}".lower() in cookie

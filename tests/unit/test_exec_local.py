@@ -117,6 +117,6 @@ def test_a_value_read_is_scrubbed_from_anything_exec_says_after(
     vault.put_secret("key", value, owner_user_id=vault.local_user_id)
     vault.grant(vault.local_user_id, "research", "x_key", "key")
     redactor = Redactor()
-    audit = Audit(AuditTrail(tmp_path / "audit.jsonl"), "command")
+    audit = Audit(AuditTrail(tmp_path / "audit.jsonl"), "command", "local-agent")
     assert from_vault("research", [Injection("T", "x_key")], audit, redactor) == {"T": value}
     assert value not in redactor.scrub(f"cannot run command: {value}")

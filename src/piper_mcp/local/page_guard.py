@@ -4,8 +4,10 @@ The grant page and the dashboard are meant for one person's browser on this mach
 - a request must name this server in its Host header (a DNS-rebinding page names its own);
 - a change must come from this origin: the Origin header, and Sec-Fetch-Site where the
   browser sends it (another site's form, even one posted at 127.0.0.1, is refused);
-- every answer forbids framing, caching and referrers, under a Content-Security-Policy that
-  lets the page load only its own stylesheet (and, for the dashboard, its own script).
+- every answer forbids framing and caching, sends a referrer only to itself, under a
+  Content-Security-Policy that lets the page load only its own stylesheet (and, for the
+  dashboard, its own script). (`no-referrer` would be stricter, but Chromium then posts
+  forms with `Origin: null`, which the origin check refuses.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.requests import Request
 _HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer makes Chromium post forms with Origin: null
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
