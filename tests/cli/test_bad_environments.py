@@ -46,6 +46,10 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("local", "grants"): [],
     ("local", "serve"): ["--port", "0", "--link-port", "0"],
     ("local", "audit"): [],
+    ("local", "requests"): [],
+    ("local", "approve"): ["request-id", "My OpenAI key"],
+    ("local", "deny"): ["request-id"],
+    ("local", "dashboard"): ["--port", "0", "--no-browser"],
 }
 # Commands that need no vault, and why.
 NO_VAULT = {

@@ -353,6 +353,11 @@ ELSEWHERE: dict[str, Where] = {
         ("docs_sdk_example", '"REQUESTS_CA_BUNDLE"', "local serve --port 0 --link-port 0"),
         "needs the server above; the test runs this very text against it",
     ),
+    "piper-mcp local dashboard": Where(
+        "tests/cli/test_dashboard_command.py",
+        ('"local", "dashboard"', "login_link(process)", "signal.SIGINT"),
+        "serves until stopped: the test starts it as a person does, logs in, then Ctrl-C",
+    ),
     "piper-mcp serve --transport streamable-http --host 0.0.0.0 "
     "--auth-token-file ~/.piper-mcp-token": Where(
         "tests/attacks/test_http_token.py",
