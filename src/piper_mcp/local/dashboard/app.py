@@ -14,6 +14,7 @@ logged, echoed back or put in a notice; errors name secrets, never values.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,7 +40,8 @@ from piper_mcp.local.dashboard.sessions import (
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.page_guard import PageGuard, security_headers
 from piper_mcp.local.running import running
-from piper_mcp.local.vault import Vault
+from piper_mcp.local.storage import storage_error
+from piper_mcp.local.vault import Vault, checked_declared_variable
 from piper_mcp.piper.names import normalize_variable_name
 
 PAGES = Path(__file__).parent.parent / "pages"
@@ -160,6 +162,8 @@ class Dashboard:
                 session = self._session(request)
             except Refused as refused:
                 return refused.response
+            # Read before the data: a change in between then shows on the next poll.
+            state = await anyio.to_thread.run_sync(self._state)
             data = await anyio.to_thread.run_sync(context, request)
             return _html(
                 template,
@@ -167,7 +171,7 @@ class Dashboard:
                 | {
                     "session": session,
                     "notice": session.take_notice(),
-                    "state": await anyio.to_thread.run_sync(self.vault.fingerprint),
+                    "state": state,
                     "vault": str(self.vault.home),
                     "navigation": NAVIGATION,
                     "here": request.url.path,
@@ -289,6 +293,9 @@ class Dashboard:
                 session.notice = ("done", await anyio.to_thread.run_sync(action, fields))
             except VaultError as error:
                 session.notice = ("problem", f"Nothing was changed: {error}.")
+            except sqlite3.Error as error:  # the disk or another process's lock, mid-action
+                failure = storage_error(error, self.vault.database)
+                session.notice = ("problem", f"Nothing was changed: {failure}.")
             return RedirectResponse(back, status_code=303, headers=HEADERS)
 
         return act
@@ -345,6 +352,7 @@ class Dashboard:
         agent, variable = fields.get("agent", ""), fields.get("variable", "").strip()
         if self.vault.agent(agent) is None:
             raise VaultError(f"there is no agent {agent!r}")
+        checked_declared_variable(variable)  # before a new secret is stored for it
         secret = decisions.chosen_secret(
             self.vault,
             fields.get("secret", ""),
