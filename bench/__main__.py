@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import (
     brokered_call,
+    dashboard,
     default_path,
     exec_startup,
     faults,
@@ -49,6 +50,7 @@ def main() -> None:
         "default_path": default_path.run(rounds=7, calls=300),
         "exec_startup": exec_startup.run(rounds=11),
         "brokered_call": brokered_call.run(rounds=7, requests=100),
+        "dashboard": dashboard.run(rounds=5, requests=50),
         "sdk_compare": sdk_compare.run(rounds=5),
         "local_backend": local_backend.run(pair_count=1000, rounds=3),
         "round_trips": round_trips.run(),
@@ -68,6 +70,8 @@ def main() -> None:
             exec_startup.table(sections["exec_startup"]),
             "### A brokered call (`call_api`) vs calling the API directly",
             brokered_call.table(sections["brokered_call"]),
+            "### The dashboard's pages vs a trivial page on the same kind of server",
+            dashboard.table(sections["dashboard"]),
             "### The Piper client vs the published SDK",
             sdk_compare.table(sections["sdk_compare"]),
             "### The local backend: resolve + scoped pairs",

@@ -64,6 +64,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Trails:
+    """Both trails' events as read at `state` (`Dashboard._state`), and what went wrong."""
+
+    state: str
+    server: list[Event]
+    backend: list[Event]
+    problem: str | None  # why the MCP server's trail could not be read
+    skipped: int  # its lines that were not entries
+
+
+@dataclass(frozen=True)
 class Filters:
     agent: str = ""
     variable: str = ""

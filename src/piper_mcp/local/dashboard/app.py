@@ -30,6 +30,7 @@ from starlette.routing import Route
 from piper_mcp.invocation import command
 from piper_mcp.local import decisions
 from piper_mcp.local.dashboard import activity, chart
+from piper_mcp.local.dashboard.activity import Trails
 from piper_mcp.local.dashboard.sessions import (
     COOKIE,
     SESSION_LIFETIME,
@@ -86,6 +87,7 @@ class Dashboard:
         self.sessions = sessions
         self.guard = PageGuard(origin)
         self.login_url = f"{origin}/login?token={sessions.login_token}"
+        self._read_trails: Trails | None = None
         routes = [
             Route("/login", self.log_in, methods=["GET"]),
             Route("/", self._page("overview.html", self.overview), methods=["GET"]),
@@ -226,18 +228,10 @@ class Dashboard:
         }
 
     def activity(self, request: Request) -> dict[str, Any]:
-        from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
-
         filters = activity.Filters.from_query(request.query_params)
-        problem = None
-        try:
-            entries = AuditTrail(self.audit_path).recent(activity.ENTRIES_READ)
-        except AuditError as error:
-            entries, problem = RecentEntries(), str(error)
-        server = activity.from_server(entries)
-        backend = activity.from_vault(self.vault.audit(activity.ENTRIES_READ))
-        events, since = activity.timeline(server, backend, filters)
-        everything = server + backend
+        trails = self._trails()
+        events, since = activity.timeline(trails.server, trails.backend, filters)
+        everything = trails.server + trails.backend
         return {
             "filters": filters,
             "windows": list(activity.WINDOWS),
@@ -249,9 +243,30 @@ class Dashboard:
             "last": list(reversed(events[-50:])),
             "count": len(events),
             "audit_path": str(self.audit_path),
-            "audit_problem": problem,
-            "skipped": entries.skipped,
+            "audit_problem": trails.problem,
+            "skipped": trails.skipped,
         }
+
+    def _trails(self) -> Trails:
+        """Both audit trails as events, read again only when either changed."""
+        from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
+
+        state = self._state()
+        if self._read_trails is not None and self._read_trails.state == state:
+            return self._read_trails
+        problem = None
+        try:
+            entries = AuditTrail(self.audit_path).recent(activity.ENTRIES_READ)
+        except AuditError as error:
+            entries, problem = RecentEntries(), str(error)
+        self._read_trails = activity.Trails(
+            state,
+            activity.from_server(entries),
+            activity.from_vault(self.vault.audit(activity.ENTRIES_READ)),
+            problem,
+            entries.skipped,
+        )
+        return self._read_trails
 
     async def changes(self, request: Request) -> Response:
         """What the page polls: a value that changes when the vault or the audit trail does."""

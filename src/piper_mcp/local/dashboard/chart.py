@@ -1,7 +1,8 @@
 """The activity timeline drawn on the server, as shapes an SVG template places.
 
 Two charts, no script and nothing fetched: calls over time (a bar per interval,
-stacked by outcome) and one lane per agent and variable with a mark per event.
+stacked by outcome) and one lane per agent and variable with a mark per interval that
+saw events, coloured by its worst outcome (its title counts each).
 Coordinates are computed here; `activity.html` only writes them out, escaped.
 """
 
@@ -18,6 +19,7 @@ BAR_HEIGHT = 120
 LANE_HEIGHT = 22
 LABEL_WIDTH = 200
 BUCKETS = 24
+LANE_BUCKETS = 96
 MAX_LANES = 20
 
 
@@ -85,25 +87,31 @@ def _bars(events: list[Event], since: float, span: float) -> tuple[list[Shape], 
 
 
 def _lanes(events: list[Event], since: float, span: float) -> tuple[list[Lane], int, float]:
+    """One lane per agent and variable; a mark per interval with events, in its worst tone."""
     by_lane: dict[str, list[Event]] = {}
     for event in events:
-        key = f"{event.agent or '?'} · {event.variable}" if event.variable else ""
-        if key:
-            by_lane.setdefault(key, []).append(event)
+        if event.variable:
+            by_lane.setdefault(f"{event.agent or '?'} · {event.variable}", []).append(event)
     busiest = sorted(by_lane, key=lambda key: -len(by_lane[key]))[:MAX_LANES]
+    step = (WIDTH - LABEL_WIDTH) / LANE_BUCKETS
     lanes = []
     for row, key in enumerate(sorted(busiest)):
         y = row * LANE_HEIGHT
+        counts: dict[int, Counter[str]] = {}
+        for event in by_lane[key]:
+            bucket = min(int((event.at - since) / span * LANE_BUCKETS), LANE_BUCKETS - 1)
+            counts.setdefault(bucket, Counter())[event.tone] += 1
         marks = [
             Shape(
-                LABEL_WIDTH + (event.at - since) / span * (WIDTH - LABEL_WIDTH - 6),
+                LABEL_WIDTH + bucket * step,
                 y + 5,
-                6,
+                max(step - 1, 2),
                 LANE_HEIGHT - 10,
-                event.tone,
-                f"{_clock(event.at)} {event.what}: {event.outcome}",
+                next(tone for tone in reversed(TONES) if tally[tone]),  # the worst one
+                f"from {_clock(since + bucket * span / LANE_BUCKETS)}: "
+                + ", ".join(f"{tally[tone]} {tone}" for tone in TONES if tally[tone]),
             )
-            for event in by_lane[key]
+            for bucket, tally in sorted(counts.items())
         ]
         lanes.append(Lane(key, y, marks))
     return lanes, len(by_lane) - len(busiest), len(lanes) * LANE_HEIGHT
