@@ -1,0 +1,59 @@
+"""Which piper-mcp processes use a vault: announced while they run, forgotten when they die."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from piper_mcp.local.running import FOLDER, RunningProcess, announce, running, withdraw
+
+
+def test_an_announced_process_is_listed_until_it_withdraws(tmp_path: Path) -> None:
+    path = announce(tmp_path, RunningProcess("local serve", addresses={"Piper Link": "http://x"}))
+    assert path is not None and oct(path.stat().st_mode & 0o777) == "0o600"
+    [listed] = running(tmp_path)
+    assert (listed.kind, listed.pid, listed.addresses) == (
+        "local serve",
+        os.getpid(),
+        {"Piper Link": "http://x"},
+    )
+    withdraw(path)
+    assert running(tmp_path) == []
+
+
+def test_a_process_that_died_without_withdrawing_is_not_listed_and_its_file_goes(
+    tmp_path: Path,
+) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = announce(tmp_path, RunningProcess("serve --local", pid=int(dead.stdout)))
+    assert path is not None
+    assert running(tmp_path) == []
+    assert not path.exists()
+
+
+def test_files_that_are_not_a_process_are_skipped_never_signalled(tmp_path: Path) -> None:
+    folder = tmp_path / FOLDER
+    folder.mkdir()
+    (folder / "torn.json").write_text('{"kind": "serve')
+    (folder / "other.json").write_text(json.dumps({"kind": "x", "unknown": 1}))
+    # 0 and -1 would signal this process group and every process: never asked.
+    (folder / "0.json").write_text(json.dumps({"kind": "x", "pid": 0}))
+    (folder / "-1.json").write_text(json.dumps({"kind": "x", "pid": -1}))
+    (folder / "text.json").write_text(json.dumps({"kind": "x", "pid": "1"}))
+    assert running(tmp_path) == []
+
+
+def test_a_home_that_cannot_hold_the_file_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "a-file"
+    home.write_text("not a folder")
+    assert announce(home, RunningProcess("local dashboard")) is None
+    assert running(home) == []
+    withdraw(None)
