@@ -41,9 +41,7 @@ def ungranted_home(piper_home: Path) -> Path:
 
 
 async def piper_mcp(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    done = await anyio.run_process(
-        [sys.executable, "-m", "piper_mcp", *args], env=env, check=False
-    )
+    done = await anyio.run_process([sys.executable, "-m", "piper_mcp", *args], env=env, check=False)
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 

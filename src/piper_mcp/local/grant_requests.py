@@ -116,7 +116,7 @@ class GrantRequests:
             request = self._requests.get(request_id)
             if request is None or request.expired() or not request.key:
                 raise LinkProblem(_NO_LINK)
-            if not secrets.compare_digest(request.key, key):
+            if not _same(request.key, key):
                 raise LinkProblem(_NO_LINK)
         if (outcome := self.outcome(request)) is not None:
             raise LinkProblem(f"This request was already {outcome}.")
@@ -135,9 +135,9 @@ class GrantRequests:
             request is None
             or request.session is None
             or request.csrf is None
-            or not secrets.compare_digest(request.session, session)
+            or not _same(request.session, session)
             or csrf is None
-            or not secrets.compare_digest(request.csrf, csrf)
+            or not _same(request.csrf, csrf)
         ):
             raise LinkProblem(_NO_SESSION)
         if (outcome := self.outcome(request)) is not None:
@@ -157,6 +157,11 @@ class GrantRequests:
     def _forget_expired(self) -> None:
         for request_id in [i for i, r in self._requests.items() if r.expired()]:
             del self._requests[request_id]
+
+
+def _same(ours: str, given: str) -> bool:
+    """A constant-time compare of what the browser sent, which may be any text."""
+    return secrets.compare_digest(ours.encode(), given.encode("utf-8", "replace"))
 
 
 _NO_LINK = (

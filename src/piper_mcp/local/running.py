@@ -32,9 +32,11 @@ class RunningProcess:
 def announce(home: Path, process: RunningProcess) -> Path | None:
     """Leave `process`'s file in `home`; its path to `withdraw`, None if it could not be written."""
     folder = home / FOLDER
-    path = folder / f"{process.pid}.json"
+    # One process may run two things (`local serve --dashboard`): one file for each.
+    path = folder / f"{process.pid}-{process.kind.replace(' ', '_').replace('-', '')}.json"
     try:
         make_private_dir(folder)
+        path.unlink(missing_ok=True)  # a process of the same id that died without withdrawing
         write_private_file(path, json.dumps(asdict(process)).encode())
     except OSError:
         return None

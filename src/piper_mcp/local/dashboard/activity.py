@@ -56,7 +56,7 @@ class Event:
     @property
     def tone(self) -> str:
         """The outcome's colour class: ok, refused (a policy said no), failed (something broke)."""
-        if self.outcome in ("ok", "granted"):
+        if self.outcome in SUCCESSES:
             return "ok"
         if self.outcome in FAILURES or self.outcome.startswith("http_5"):
             return "failed"
@@ -102,6 +102,8 @@ class Filters:
 
 TONES = ("ok", "refused", "failed")
 FAILURES = frozenset({"storage_unavailable", "error", "unknown"})
+# The user's own changes (the dashboard, the grant page, the command line) went as asked.
+SUCCESSES = frozenset({"ok", "granted", "stored", "replaced", "removed", "revoked"})
 
 
 def from_server(entries: Iterable[dict[str, Any]]) -> list[Event]:

@@ -107,17 +107,29 @@ class Dashboard:
         }
         for path, (back, action) in actions.items():
             routes.append(Route(path, self._action(back, action), methods=["POST"]))
-        self.asgi = Starlette(routes=routes)
+        self.asgi = Starlette(
+            routes=routes, exception_handlers={404: self._elsewhere, 405: self._elsewhere}
+        )
+        self.login_file: Path | None = None  # the browser's way to the link, if one was opened
 
     # --- the way in ---
 
     def log_in(self, request: Request) -> Response:
-        self._check_host(request)
+        """Spend the link's token for a session cookie, then go on to the overview.
+
+        Not a redirect: a page of this origin moves on, so the SameSite=Strict cookie goes
+        with it even when the link came from another site or a file (`show_login`).
+        """
         try:
+            self._check_host(request)
             session_id = self.sessions.log_in(request.query_params.get("token", ""))
+        except Refused as refused:
+            return refused.response
         except LoginRefused as refusal:
             return _refusal("Not logged in", str(refusal), 403)
-        response = RedirectResponse("/", status_code=303, headers=HEADERS)
+        if self.login_file is not None:
+            self.login_file.unlink(missing_ok=True)
+        response = _html("logged_in.html", {})
         response.set_cookie(
             COOKIE,
             session_id,
@@ -153,6 +165,16 @@ class Dashboard:
                     421,
                 )
             )
+
+    def _elsewhere(self, request: Request, error: Exception) -> Response:
+        """Unknown paths and methods: the same checks and headers as every page."""
+        try:
+            self._check_host(request)
+        except Refused as refused:
+            return refused.response
+        if getattr(error, "status_code", 404) == 405:
+            return _refusal("Not allowed", "This page does not take that method.", 405)
+        return _refusal("Not found", "There is no such page here; start at the overview.", 404)
 
     # --- pages ---
 
@@ -307,10 +329,10 @@ class Dashboard:
             try:
                 session.notice = ("done", await anyio.to_thread.run_sync(action, fields))
             except VaultError as error:
-                session.notice = ("problem", f"Nothing was changed: {error}.")
+                session.notice = ("problem", _sentence(f"Nothing was changed: {error}"))
             except sqlite3.Error as error:  # the disk or another process's lock, mid-action
                 failure = storage_error(error, self.vault.database)
-                session.notice = ("problem", f"Nothing was changed: {failure}.")
+                session.notice = ("problem", _sentence(f"Nothing was changed: {failure}"))
             return RedirectResponse(back, status_code=303, headers=HEADERS)
 
         return act
@@ -393,6 +415,8 @@ class Dashboard:
 
     def approve(self, fields: dict[str, str]) -> str:
         request = decisions.waiting_request(self.vault, fields.get("request", ""))
+        if self.vault.agent(request.client_id) is None:  # before a new secret is stored for it
+            raise VaultError(f"there is no agent {request.client_id!r} any more")
         secret = decisions.chosen_secret(
             self.vault,
             fields.get("secret", ""),
@@ -420,6 +444,10 @@ class Dashboard:
 def _html(template: str, context: dict[str, Any], status: int = 200) -> Response:
     html = _templates.get_template(f"dashboard/{template}").render(**context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else f"{text}."
 
 
 def _refusal(title: str, problem: str, status: int) -> Response:

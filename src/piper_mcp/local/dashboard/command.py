@@ -7,6 +7,8 @@ can be opened (`--no-browser` to only print it). Runs until Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import html
+import os
 import signal
 import sys
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from piper_mcp.invocation import command
+from piper_mcp.local.files import write_private_file
 from piper_mcp.local.running import RunningProcess, announce, withdraw
 from piper_mcp.network import ListenError, bind, url_of
 
@@ -56,6 +59,8 @@ class RunningDashboard:
     def stop(self) -> None:
         withdraw(self.announced)
         self.server.stop()
+        if self.dashboard.login_file is not None:
+            self.dashboard.login_file.unlink(missing_ok=True)
 
 
 def start(vault: Vault, port: int) -> RunningDashboard:
@@ -87,7 +92,9 @@ def show_login(dashboard: Dashboard, *, open_browser: bool) -> None:
     print(f"Log in (the link works once, in one browser): {dashboard.login_url}")
     sys.stdout.flush()
     if open_browser and _can_open_browser():
-        webbrowser.open(dashboard.login_url)
+        # Not the link itself: a browser's command line is readable by every local user.
+        dashboard.login_file = _login_file(dashboard)
+        webbrowser.open(dashboard.login_file.as_uri())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,6 +149,20 @@ def _audit_path() -> Path:
         raise CommandError(setting_problems(error, ServeSettings)[0]) from None
     except SettingsError as error:
         raise CommandError(str(error)) from None
+
+
+def _login_file(dashboard: Dashboard) -> Path:
+    """An owner-only page in PIPER_HOME that leads this user's browser to the login link;
+    removed at login or when the dashboard stops."""
+    page = dashboard.vault.home / f"dashboard-login-{os.getpid()}.html"
+    link = html.escape(dashboard.login_url, quote=True)
+    page.unlink(missing_ok=True)  # a file a killed dashboard of the same pid left
+    write_private_file(
+        page,
+        f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={link}">'
+        f'<title>Local Piper dashboard</title><a href="{link}">Open the dashboard</a>\n'.encode(),
+    )
+    return page
 
 
 def _can_open_browser() -> bool:

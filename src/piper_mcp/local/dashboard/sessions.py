@@ -39,7 +39,9 @@ class Session:
         return notice
 
     def csrf_matches(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(self.csrf, token)
+        # As bytes: compare_digest refuses str beyond ASCII, which a form can send.
+        given = (token or "").encode("utf-8", "replace")
+        return token is not None and hmac.compare_digest(self.csrf.encode(), given)
 
 
 class LoginRefused(Exception):
