@@ -54,7 +54,7 @@ def user_at_the_command_line(env: dict[str, str], decide: list[str], seen: list[
         assert code == 0
         [waiting] = json.loads(listed)
         seen.append(waiting)
-        code, said, stderr = await piper_mcp(env, "local", *decide[:1], waiting["id"], *decide[1:])
+        code, _, stderr = await piper_mcp(env, "local", *decide[:1], waiting["id"], *decide[1:])
         assert code == 0, stderr
         return ElicitResult(action="accept")
 
