@@ -396,13 +396,14 @@ def shown_state(page: str) -> str:
     return html.unescape(found.group(1))
 
 
+@pytest.mark.parametrize("page", ["/", "/activity"])
 def test_a_page_is_drawn_from_the_state_changes_answers_while_nothing_changes(
-    browser: Browser,
+    browser: Browser, page: str
 ) -> None:
     """The page's script reloads it whenever /changes answers another state than it shows."""
-    shown = shown_state(browser.get("/").text)
-    assert browser.get("/changes").json() == {"state": shown}
-    assert browser.get("/changes").json() == {"state": shown}
+    shown = shown_state(browser.get(page).text)
+    assert browser.get(f"/changes?page={page}").json() == {"state": shown}
+    assert browser.get(f"/changes?page={page}").json() == {"state": shown}
 
 
 def test_changes_answers_a_new_state_when_another_process_changes_the_vault(
@@ -424,14 +425,24 @@ def test_changes_answers_a_new_state_when_another_process_changes_the_vault(
     assert len(set(states)) == len(states)
 
 
-def test_changes_answers_a_new_state_when_the_audit_trail_grows(
-    browser: Browser, audit_path: Path
+def test_only_the_activity_page_changes_when_the_audit_trails_grow(
+    browser: Browser, audit_path: Path, vault: Vault
 ) -> None:
-    before = browser.get("/changes").json()["state"]
+    """An agent's calls redraw the activity page, not a page the user may be reading."""
+
+    def states() -> tuple[str, str]:
+        return (
+            browser.get("/changes?page=/activity").json()["state"],
+            browser.get("/changes?page=/grants").json()["state"],
+        )
+
+    before = states()
     AuditTrail(audit_path).record(agent=AGENT, variable=VARIABLE, mode="token", outcome="ok")
-    after = browser.get("/changes").json()["state"]
-    AuditTrail(audit_path).record(agent=AGENT, variable=VARIABLE, mode="token", outcome="ok")
-    assert len({before, after, browser.get("/changes").json()["state"]}) == 3
+    server_call = states()
+    vault.record("piper-resolve-variable-mapping", "ok", client_id=AGENT, subject=VARIABLE)
+    backend_call = states()
+    assert len({before[0], server_call[0], backend_call[0]}) == 3
+    assert before[1] == server_call[1] == backend_call[1]
 
 
 # --- the files the pages load ---

@@ -559,8 +559,9 @@ class Vault:
 
     def fingerprint(self) -> str:
         """A value that changes whenever what the vault holds may look different: agents,
-        secrets (names and dates), grants, waiting requests, the audit table. One read of
-        each table's indexes, from any thread; for a page that updates itself."""
+        secrets (names and dates), grants, waiting requests (not the audit table: see
+        `audit_mark`). One read of each table's indexes, from any thread; for a page that
+        updates itself."""
         row = (
             self._db()
             .execute(
@@ -569,13 +570,16 @@ class Vault:
                 " (SELECT count(*) || '/' || coalesce(max(updated_at), 0) FROM secrets),"
                 " (SELECT count(*) || '/' || coalesce(max(created_at), 0) FROM grants),"
                 " (SELECT count(*) || '/' || coalesce(max(decided_at), 0) FROM grant_requests"
-                "   WHERE outcome IS NOT NULL OR expires_at > ?),"
-                " (SELECT coalesce(max(id), 0) FROM audit)",
+                "   WHERE outcome IS NOT NULL OR expires_at > ?)",
                 (time.time(),),
             )
             .fetchone()
         )
         return "|".join(str(part) for part in row)
+
+    def audit_mark(self) -> int:
+        """The last audit row's id: changes whenever a row is added."""
+        return int(self._db().execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0])
 
     def _discard(self, connection: sqlite3.Connection) -> None:
         with self._connections_lock:

@@ -187,7 +187,7 @@ class Dashboard:
             except Refused as refused:
                 return refused.response
             # Read before the data: a change in between then shows on the next poll.
-            state = await anyio.to_thread.run_sync(self._state)
+            state = await anyio.to_thread.run_sync(self._state, request.url.path)
             data = await anyio.to_thread.run_sync(context, request)
             return _html(
                 template,
@@ -199,6 +199,8 @@ class Dashboard:
                     "vault": str(self.vault.home),
                     "navigation": NAVIGATION,
                     "here": request.url.path,
+                    "again": request.url.path
+                    + (f"?{request.url.query}" if request.url.query else ""),
                 },
             )
 
@@ -273,7 +275,7 @@ class Dashboard:
         """Both audit trails as events, read again only when either changed."""
         from piper_mcp.server.audit import AuditError, AuditTrail, RecentEntries
 
-        state = self._state()
+        state = self._state("/activity")
         if self._read_trails is not None and self._read_trails.state == state:
             return self._read_trails
         problem = None
@@ -296,16 +298,22 @@ class Dashboard:
             self._session(request)
         except Refused as refused:
             return refused.response
-        state = await anyio.to_thread.run_sync(self._state)
+        page = request.query_params.get("page", "")
+        state = await anyio.to_thread.run_sync(self._state, page)
         return JSONResponse({"state": state}, headers=HEADERS)
 
-    def _state(self) -> str:
+    def _state(self, page: str) -> str:
+        """What `page` shows, as a value that changes with it: the vault's contents, and for
+        the activity page both audit trails (a call from an agent redraws only that page)."""
+        state = self.vault.fingerprint()
+        if page != "/activity":
+            return state
         try:
             trail = self.audit_path.stat()
             audited = f"{trail.st_size}/{trail.st_mtime_ns}"
         except OSError:
             audited = "-"
-        return f"{self.vault.fingerprint()}|{audited}"
+        return f"{state}|{self.vault.audit_mark()}|{audited}"
 
     def asset(self, request: Request) -> Response:
         try:

@@ -1,6 +1,7 @@
-// The dashboard updates itself when the vault or the audit trail changes (the command
-// line, a server, another tab): it asks /changes every two seconds and reloads. While
-// you are typing into a form it only says so, and keeps what you typed.
+// The dashboard updates itself when what this page shows changes (the command line, a
+// server, another tab; the audit trails only for the activity page): it asks /changes
+// every two seconds and reloads. While you are typing into a form it only says so, and
+// keeps what you typed.
 "use strict";
 (() => {
   const shown = document.querySelector('meta[name="piper-state"]').content;
@@ -8,7 +9,8 @@
   document.addEventListener("input", () => { typing = true; });
   const check = async () => {
     if (document.hidden) return;
-    const answer = await fetch("/changes", { cache: "no-store", credentials: "same-origin" });
+    const asked = "/changes?page=" + encodeURIComponent(location.pathname);
+    const answer = await fetch(asked, { cache: "no-store", credentials: "same-origin" });
     if (!answer.ok) return;
     const { state } = await answer.json();
     if (state === shown) return;
