@@ -77,12 +77,18 @@ async def test_the_audit_trail_says_who_asked_for_what_and_never_a_value(
     assert serving.stop() == (0, "Stopped.\n")
     entries = cli("local", "audit", "--json").json()
     assert [(e["agent"], e["action"], e["outcome"]) for e in entries] == [
+        (None, "command_line_secret", "stored"),  # the fixture's own changes, then the calls
+        ("research", "command_line", "granted"),
         ("research", "piper-resolve-variable-mapping", "ok"),
         ("research", "getscopedgcpcredentials", "ok"),
         ("research", "piper-exchange-sts-for-secret", "ok"),
         ("research", "piper-resolve-variable-mapping", "mapping_not_found"),
     ]
-    assert entries[0]["subject"] == "openai_api_key"
+    assert [e["subject"] for e in entries[:3]] == [
+        "My OpenAI",
+        "openai_api_key My OpenAI",
+        "openai_api_key",
+    ]
     assert len(cli("local", "audit", "--limit", "2", "--json").json()) == 2
     text = cli("local", "audit").out
     assert VALUE not in text and filled not in text

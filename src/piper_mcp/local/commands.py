@@ -448,7 +448,9 @@ def secret_set(args: argparse.Namespace) -> int:
     vault = open_vault()
     checked_secret_name(args.name)  # before asking for the value
     value = _read_stdin("secret value") if not sys.stdin.isatty() else _prompt(args.name)
+    replaced = vault.find_secret(args.name) is not None
     secret_id = vault.put_secret(args.name, value, owner_user_id=vault.local_user_id)
+    _record(vault, "replaced" if replaced else "stored", args.name, action="command_line_secret")
     return _emit(
         args, {"name": args.name, "id": secret_id}, f"Stored {args.name!r} as {secret_id}."
     )
@@ -469,7 +471,9 @@ def secret_list(args: argparse.Namespace) -> int:
 
 
 def secret_remove(args: argparse.Namespace) -> int:
-    open_vault().remove_secret(args.name)
+    vault = open_vault()
+    vault.remove_secret(args.name)
+    _record(vault, "removed", args.name, action="command_line_secret")
     print(f"Removed {args.name!r}; agents granted it lose it on their next call.")
     return 0
 
@@ -491,6 +495,7 @@ def grant(args: argparse.Namespace) -> int:
         args.secret,
         api_rule=rule.model_dump_json() if rule else None,
     )
+    _record(vault, "granted", f"{made.variable} {made.secret_name}", agent=made.client_id)
     if declared:
         print(f"Declared {args.variable!r} as a variable of {made.client_id!r}.")
     print(f"Granted {made.secret_name!r} to {made.client_id!r} as {made.variable!r}.")
@@ -502,6 +507,7 @@ def grant(args: argparse.Namespace) -> int:
 def revoke(args: argparse.Namespace) -> int:
     vault = open_vault()
     vault.revoke(vault.local_user_id, args.agent, args.variable)
+    _record(vault, "revoked", args.variable, agent=args.agent)
     print(f"Revoked {args.variable!r} from {args.agent!r}; it takes effect on the next call.")
     return 0
 
@@ -615,6 +621,19 @@ def serve(args: argparse.Namespace) -> int:
     vault.close()
     print("Stopped.", file=sys.stderr)
     return 0
+
+
+def _record(
+    vault: Vault, outcome: str, subject: str, *, agent: str | None = None, action: str = ""
+) -> None:
+    """A change made here, in the vault's audit table beside the dashboard's."""
+    vault.record(
+        action or "command_line",
+        outcome,
+        client_id=agent,
+        user_id=vault.local_user_id,
+        subject=subject,
+    )
 
 
 def _read_stdin(what: str) -> str:

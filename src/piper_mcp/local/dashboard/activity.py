@@ -34,7 +34,8 @@ BACKEND_ACTIONS = {
     "grant_page": "decided on the grant page",
     "dashboard": "grant changed in the dashboard",
     "dashboard_secret": "secret changed in the dashboard",
-    "command_line": "decided on the command line",
+    "command_line": "grant changed on the command line",
+    "command_line_secret": "secret changed on the command line",
 }
 NAMES_A_VARIABLE = frozenset(
     {protocol.RESOLVE_MAPPING_FUNCTION, "grant_page", "dashboard", "command_line"}
