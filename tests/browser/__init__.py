@@ -7,14 +7,18 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from playwright.sync_api import Page
 
 T = TypeVar("T")
 
-# The `screenshot` fixture: `screenshot(page, name)` saves a full-page PNG; its path.
-Screenshot = Callable[[Page, str], Path]
+
+class Screenshot(Protocol):
+    """The `screenshot` fixture: `screenshot(page, name)` saves a PNG (the whole page, or
+    with `full_page=False` what the window shows); its path."""
+
+    def __call__(self, page: Page, name: str, *, full_page: bool = True) -> Path: ...
 
 
 def in_a_thread(main: Callable[[], Coroutine[Any, Any, T]]) -> Future[T]:

@@ -90,9 +90,9 @@ def page(browser: Browser) -> Iterator[Page]:
 def screenshot(request: pytest.FixtureRequest, record_property: Callable[..., None]) -> Screenshot:
     folder = request.config.rootpath / ".pytest-screenshots"
 
-    def save(page: Page, name: str) -> Path:
+    def save(page: Page, name: str, *, full_page: bool = True) -> Path:
         path = folder / re.sub(r"[^\w.-]+", "-", f"{request.node.name}-{name}.png")
-        page.screenshot(path=path, full_page=True)
+        page.screenshot(path=path, full_page=full_page)
         request.config.stash.setdefault(SCREENSHOTS, []).append(path)
         record_property("screenshot", str(path))
         print(f"screenshot: {path}")

@@ -29,6 +29,9 @@ MAX_TOKEN_FILE_BYTES = 4096
 STANDARD_INPUT = {"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
 
 
+AUDIT_FILE = "audit.jsonl"  # in PIPER_HOME, beside the vault
+
+
 class ServeSettings(BaseSettings):
     """See the configuration table in docs/configuration.md."""
 
@@ -114,7 +117,7 @@ class ServeSettings(BaseSettings):
         return self
 
     def audit_path(self) -> Path:
-        return self.audit_file or default_home() / "audit.jsonl"
+        return self.audit_file or default_home() / AUDIT_FILE
 
 
 def _checked_token(value: str, what: str) -> str:

@@ -77,7 +77,7 @@ def start(vault: Vault, port: int) -> RunningDashboard:
             f"{error}; choose another with --port, or --port 0 for a free one"
         ) from None
     origin = url_of(sock)
-    dashboard = Dashboard(vault, origin, _audit_path(), Sessions())
+    dashboard = Dashboard(vault, origin, _audit_path(vault.home), Sessions())
     server = ServerThread([Site(dashboard.asgi, sock)])
     server.start()
     announced = announce(
@@ -134,17 +134,18 @@ def add_command(group: Any) -> None:
     add_arguments(parser)
 
 
-def _audit_path() -> Path:
-    """The MCP server's audit trail, where `serve` writes it (PIPER_MCP_AUDIT_FILE)."""
+def _audit_path(home: Path) -> Path:
+    """The MCP server's audit trail beside the vault in `home`, where `serve` writes it
+    (unless PIPER_MCP_AUDIT_FILE names another file)."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
     from piper_mcp.local.commands import CommandError
-    from piper_mcp.server.settings import ServeSettings
+    from piper_mcp.server.settings import AUDIT_FILE, ServeSettings
     from piper_mcp.validation import setting_problems
 
     try:
-        return ServeSettings().audit_path()
+        return ServeSettings().audit_file or home / AUDIT_FILE
     except ValidationError as error:
         raise CommandError(setting_problems(error, ServeSettings)[0]) from None
     except SettingsError as error:
