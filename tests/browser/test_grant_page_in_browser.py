@@ -89,7 +89,7 @@ def test_a_person_grants_a_stored_secret_and_the_call_is_answered(
     page.goto(link.result())
     expect(page.get_by_role("heading")).to_have_text("Grant a secret to an agent")
     expect(page.locator("main")).to_contain_text(VARIABLE)
-    page.get_by_label("Secret", exact=True).select_option(SECRET)
+    page.get_by_label("Grant a stored secret").select_option(SECRET)
     screenshot(page, "chosen")
     page.get_by_role("button", name="Grant", exact=True).click()
     expect(page.get_by_role("heading")).to_have_text("Granted")

@@ -174,7 +174,7 @@ def row(
         (
             row("command_line", OTHER_VARIABLE, "denied"),
             OTHER_VARIABLE,
-            "decided on the command line",
+            "grant changed on the command line",
             "",
         ),
         (
