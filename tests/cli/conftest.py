@@ -138,3 +138,24 @@ def serve_local(cli_env: dict[str, str]) -> Iterator[Callable[..., Serving]]:
         if serving.process.poll() is None:
             serving.process.kill()
             serving.process.communicate()
+
+
+# A variable `local-agent` declares but is not granted, and the stored secret to grant it:
+# a call for it raises a grant request (tests of grants made while the call waits).
+UNGRANTED = "github_token"
+STORED = "My GitHub token"
+STORED_VALUE = "ghp_canary-cli-just-in-time-5b2d"
+
+
+@pytest.fixture
+def ungranted_home(piper_home: Path) -> Path:
+    """`local-agent` declares `github_token` (granted once, then revoked); a secret is stored."""
+    from piper_mcp.local.vault import Vault
+
+    vault, _ = Vault.init(piper_home)
+    me = vault.local_user_id
+    vault.put_secret(STORED, STORED_VALUE, owner_user_id=me)
+    vault.grant(me, "local-agent", UNGRANTED, STORED)
+    vault.revoke(me, "local-agent", UNGRANTED)
+    vault.close()
+    return piper_home

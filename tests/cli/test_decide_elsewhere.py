@@ -19,25 +19,11 @@ from mcp import Client, StdioServerParameters
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
 from piper_mcp.local.vault import StoredGrantRequest, Vault
+from tests.cli.conftest import STORED, UNGRANTED
 
 pytestmark = pytest.mark.anyio
 
-VARIABLE = "github_token"
-SECRET = "My GitHub token"
-VALUE = "ghp_canary-decided-elsewhere-77a1"
-
-
-@pytest.fixture
-def ungranted_home(piper_home: Path) -> Path:
-    """`local-agent` declares `github_token` (granted once, then revoked); a secret is stored."""
-    vault, _ = Vault.init(piper_home)
-    me = vault.local_user_id
-    vault.put_secret(SECRET, VALUE, owner_user_id=me)
-    vault.grant(me, "local-agent", VARIABLE, SECRET)
-    vault.revoke(me, "local-agent", VARIABLE)
-    vault.add_agent("other-agent", None, owner_user_id=vault.local_user_id, variables=["x"])
-    vault.close()
-    return piper_home
+VARIABLE, SECRET = UNGRANTED, STORED
 
 
 async def piper_mcp(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -19,27 +19,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
-from piper_mcp.local.vault import Vault
+from tests.cli.conftest import STORED, UNGRANTED
 from tests.grant_page import open_and_choose
 from tests.processes import HTTP_TOKEN, mcp_http_servers, with_token
 
 pytestmark = pytest.mark.anyio
 
-VARIABLE = "github_token"
-SECRET = "My GitHub token"
-VALUE = "ghp_canary-cli-just-in-time-5b2d"
-
-
-@pytest.fixture
-def ungranted_home(piper_home: Path) -> Path:
-    """`local-agent` declares `github_token` (granted once, then revoked); a secret is stored."""
-    vault, _ = Vault.init(piper_home)
-    me = vault.local_user_id
-    vault.put_secret(SECRET, VALUE, owner_user_id=me)
-    vault.grant(me, "local-agent", VARIABLE, SECRET)
-    vault.revoke(me, "local-agent", VARIABLE)
-    vault.close()
-    return piper_home
+VARIABLE, SECRET = UNGRANTED, STORED
 
 
 def user_who_grants(seen: list[str]) -> Any:
