@@ -87,6 +87,15 @@ async def test_denied_on_the_command_line_the_call_says_so(
     assert Vault.open(ungranted_home).grants(client_id="local-agent") == []
 
 
+@pytest.fixture
+def with_another_agent(ungranted_home: Path) -> Path:
+    """Also `other-agent`, which declares `x`: the agent of the requests made up below."""
+    vault = Vault.open(ungranted_home)
+    vault.add_agent("other-agent", None, owner_user_id=vault.local_user_id, variables=["x"])
+    vault.close()
+    return ungranted_home
+
+
 def waiting(vault: Vault, request_id: str, *, expires_in: float = 600.0) -> None:
     import time
 
@@ -99,11 +108,11 @@ def waiting(vault: Vault, request_id: str, *, expires_in: float = 600.0) -> None
 
 
 async def test_requests_lists_only_the_waiting_ones(
-    ungranted_home: Path, cli_env: dict[str, str]
+    with_another_agent: Path, cli_env: dict[str, str]
 ) -> None:
     code, said, _ = await piper_mcp(cli_env, "local", "requests")
     assert (code, said.strip()) == (0, "No grant requests are waiting.")
-    vault = Vault.open(ungranted_home)
+    vault = Vault.open(with_another_agent)
     waiting(vault, "req-waiting")
     waiting(vault, "req-expired", expires_in=-1)
     waiting(vault, "req-denied")
@@ -115,9 +124,9 @@ async def test_requests_lists_only_the_waiting_ones(
 
 
 async def test_deciding_what_is_not_waiting_is_one_line_that_says_why(
-    ungranted_home: Path, cli_env: dict[str, str]
+    with_another_agent: Path, cli_env: dict[str, str]
 ) -> None:
-    vault = Vault.open(ungranted_home)
+    vault = Vault.open(with_another_agent)
     waiting(vault, "req-expired", expires_in=-1)
     waiting(vault, "req-denied")
     vault.decide_grant_request("req-denied", "denied")
@@ -134,9 +143,9 @@ async def test_deciding_what_is_not_waiting_is_one_line_that_says_why(
 
 
 async def test_approving_with_a_secret_that_does_not_exist_grants_nothing(
-    ungranted_home: Path, cli_env: dict[str, str]
+    with_another_agent: Path, cli_env: dict[str, str]
 ) -> None:
-    vault = Vault.open(ungranted_home)
+    vault = Vault.open(with_another_agent)
     waiting(vault, "req-waiting")
     code, _, stderr = await piper_mcp(cli_env, "local", "approve", "req-waiting", "No such")
     assert code == 1 and "No such" in stderr and "Traceback" not in stderr
