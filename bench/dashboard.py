@@ -36,7 +36,7 @@ from bench.default_path import minimal_environment, piper_mcp_script
 from piper_mcp.local.vault import AuditEntry, Vault
 
 PAGES = ("/", "/grants", "/secrets", "/activity", "/changes")
-LOGIN = re.compile(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+")
+LOGIN = re.compile(r"http://127\.0\.0\.1:\d+/dashboard-[\w-]+/login\?token=[\w-]+")
 TRIVIAL_SERVER = textwrap.dedent(
     """
     import sys, uvicorn

@@ -93,6 +93,11 @@ class Served:
     def port(self) -> int:
         return int(self.origin.rsplit(":", 1)[1])
 
+    @property
+    def pages(self) -> str:
+        """Where the pages are: the origin and the dashboard's own path under it."""
+        return self.dashboard.pages
+
 
 @dataclass
 class Recorder:
@@ -240,7 +245,7 @@ def use_the_dashboard(browser: httpx.Client, login_url: str, vault: Vault) -> No
     def do(path: str, **fields: str) -> str:
         answer = act(browser, origin, path, csrf, **fields)
         assert answer.status_code == 303
-        notice = notice_of(browser.get(f"{origin}{answer.headers['location']}").text)
+        notice = notice_of(browser.get(answer.headers["location"]).text)
         assert notice is not None
         return notice
 
@@ -275,7 +280,7 @@ def test_the_users_path_works_so_the_refusals_below_mean_something(
 ) -> None:
     browser = recorder.client()
     csrf = log_in(browser, served.dashboard.login_url)
-    answer = act(browser, served.origin, "/secrets/set", csrf, name="Stolen", value="x-value")
+    answer = act(browser, served.pages, "/secrets/set", csrf, name="Stolen", value="x-value")
     assert answer.status_code == 303
     assert holds(served.vault, "Stolen", "x-value")
 
@@ -289,12 +294,12 @@ def test_without_the_login_link_nothing_is_readable_or_changed(
     assert secret is not None
     other_process = recorder.client()
     for path in [*PAGES, "/changes"]:
-        answer = other_process.get(f"{served.origin}{path}")
+        answer = other_process.get(f"{served.pages}{path}")
         assert answer.status_code == 401
         for private in (str(escape(SECRET)), AGENT, secret.secret_id, str(served.vault.home)):
             assert private not in answer.text
     for path in ACTIONS:
-        assert act(other_process, served.origin, path, "guessed", **EVERY_FIELD).status_code == 401
+        assert act(other_process, served.pages, path, "guessed", **EVERY_FIELD).status_code == 401
     assert vault_state(served.vault) == before
 
 
@@ -303,10 +308,10 @@ def test_a_wrong_token_opens_nothing(served: Served, recorder: Recorder) -> None
     real = served.dashboard.sessions.login_token
     almost = real[:-1] + ("B" if real.endswith("A") else "A")
     for token in ("", "guessed", almost):
-        answer = other_process.get(f"{served.origin}/login", params={"token": token})
+        answer = other_process.get(f"{served.pages}/login", params={"token": token})
         assert answer.status_code == 403
         assert "set-cookie" not in answer.headers
-    assert other_process.get(f"{served.origin}/").status_code == 401
+    assert other_process.get(f"{served.pages}/").status_code == 401
 
 
 def test_a_used_login_link_opens_nothing_again_in_any_browser(
@@ -320,9 +325,9 @@ def test_a_used_login_link_opens_nothing_again_in_any_browser(
         assert again.status_code == 403
         assert "set-cookie" not in again.headers
     assert COOKIE not in other_process.cookies
-    assert other_process.get(f"{served.origin}/").status_code == 401
-    assert other_process.get(f"{served.origin}/changes").status_code == 401
-    assert user.get(f"{served.origin}/").status_code == 200  # the user's session stands
+    assert other_process.get(f"{served.pages}/").status_code == 401
+    assert other_process.get(f"{served.pages}/changes").status_code == 401
+    assert user.get(f"{served.pages}/").status_code == 200  # the user's session stands
     assert vault_state(served.vault) == before
 
 
@@ -350,7 +355,7 @@ def test_a_form_posted_from_another_site_changes_nothing(
     for path in ACTIONS:
         for headers in forged:
             answer = browser.post(
-                f"{served.origin}{path}", data={"csrf": csrf, **EVERY_FIELD}, headers=headers
+                f"{served.pages}{path}", data={"csrf": csrf, **EVERY_FIELD}, headers=headers
             )
             refused[path, tuple(headers.items())] = answer.status_code
     assert set(refused.values()) == {403}
@@ -372,7 +377,7 @@ def test_the_right_origin_without_the_sessions_csrf_token_changes_nothing(
     waiting_request(served.vault)
     before = vault_state(served.vault)
     for path in ACTIONS:
-        answer = act(browser, served.origin, path, given, **EVERY_FIELD)
+        answer = act(browser, served.pages, path, given, **EVERY_FIELD)
         assert answer.status_code == 403
         assert "its CSRF token did not match" in answer.text
     assert vault_state(served.vault) == before
@@ -384,7 +389,7 @@ def test_a_csrf_token_beyond_ascii_is_refused_like_any_wrong_one(
     browser = recorder.client()
     log_in(browser, served.dashboard.login_url)
     before = vault_state(served.vault)
-    answer = act(browser, served.origin, "/secrets/set", "é", name="Stolen", value="x")
+    answer = act(browser, served.pages, "/secrets/set", "é", name="Stolen", value="x")
     assert answer.status_code == 403
     assert vault_state(served.vault) == before
 
@@ -400,9 +405,9 @@ def test_one_sessions_csrf_token_does_not_work_with_another_sessions_cookie(
     assert first_csrf != second_csrf
     before = vault_state(first.vault)
     for path in ACTIONS:
-        crossed = act(second_browser, second.origin, path, first_csrf, **EVERY_FIELD)
+        crossed = act(second_browser, second.pages, path, first_csrf, **EVERY_FIELD)
         assert crossed.status_code == 403
-        unknown = act(second_browser, first.origin, path, second_csrf, **EVERY_FIELD)
+        unknown = act(second_browser, first.pages, path, second_csrf, **EVERY_FIELD)
         assert unknown.status_code == 401  # the first dashboard never issued that cookie
     assert vault_state(first.vault) == before
 
@@ -430,11 +435,11 @@ def test_a_rebound_host_name_is_refused_on_every_route(served: Served, recorder:
     for host in hosts:
         for path in [*PAGES, "/changes", "/assets/piper.css", "/assets/dashboard.js"]:
             statuses[path, host] = browser.get(
-                f"{served.origin}{path}", headers={"Host": host}
+                f"{served.pages}{path}", headers={"Host": host}
             ).status_code
         for path in ACTIONS:
             statuses[path, host] = act(
-                browser, served.origin, path, csrf, headers={"Host": host}, **EVERY_FIELD
+                browser, served.pages, path, csrf, headers={"Host": host}, **EVERY_FIELD
             ).status_code
     assert statuses == dict.fromkeys(statuses, 421)
     assert vault_state(served.vault) == before
@@ -447,7 +452,7 @@ def test_every_answer_forbids_framing_and_scripts_from_anywhere_else(
     served: Served, recorder: Recorder
 ) -> None:
     browser, stranger = recorder.client(), recorder.client()
-    origin = served.origin
+    origin = served.pages
     stranger.get(f"{origin}/login", params={"token": "wrong"})  # 403
     login = browser.get(served.dashboard.login_url)  # a page that moves on to the overview
     assert login.status_code == 200
@@ -482,9 +487,9 @@ def test_unknown_paths_and_methods_are_answered_with_the_same_protections(
     browser = recorder.client()
     log_in(browser, served.dashboard.login_url)
     answers = [
-        browser.get(f"{served.origin}/no-such-page"),  # 404
-        browser.get(f"{served.origin}/secrets/set"),  # 405
-        browser.post(f"{served.origin}/", headers={"Origin": served.origin}),  # 405
+        browser.get(f"{served.pages}/no-such-page"),  # 404
+        browser.get(f"{served.pages}/secrets/set"),  # 405
+        browser.post(f"{served.pages}/", headers={"Origin": served.origin}),  # 405
     ]
     assert [answer.status_code for answer in answers] == [404, 405, 405]
     for answer in answers:
@@ -492,7 +497,7 @@ def test_unknown_paths_and_methods_are_answered_with_the_same_protections(
         assert "frame-ancestors 'none'" in answer.headers.get("content-security-policy", "")
 
 
-def test_the_session_cookie_is_http_only_strict_and_for_the_whole_dashboard(
+def test_the_session_cookie_is_http_only_strict_and_for_the_dashboards_path_only(
     served: Served, recorder: Recorder
 ) -> None:
     login = recorder.client().get(served.dashboard.login_url)
@@ -502,7 +507,10 @@ def test_the_session_cookie_is_http_only_strict_and_for_the_whole_dashboard(
     morsel = cookie[COOKIE]
     assert morsel["httponly"] is True
     assert morsel["samesite"].lower() == "strict"
-    assert morsel["path"] == "/"
+    # Its own unguessable path: browsers do not keep cookies apart by port, so with
+    # Path=/ every other server on 127.0.0.1 the browser visits would receive it.
+    assert morsel["path"] == served.dashboard.base and morsel["path"].startswith("/dashboard-")
+    assert len(served.dashboard.base) > 20
     assert morsel["domain"] == ""  # this host only
     assert len(morsel.value) >= 40
     is_the_token = morsel.value == served.dashboard.sessions.login_token
@@ -512,7 +520,7 @@ def test_the_session_cookie_is_http_only_strict_and_for_the_whole_dashboard(
 def test_changes_without_a_session_says_nothing_of_the_vault(
     served: Served, recorder: Recorder
 ) -> None:
-    answer = recorder.client().get(f"{served.origin}/changes")
+    answer = recorder.client().get(f"{served.pages}/changes")
     assert answer.status_code == 401
     assert answer.headers["content-type"].startswith("text/html")
     assert "state" not in answer.text
@@ -523,11 +531,11 @@ def test_an_oversized_form_is_refused(served: Served, recorder: Recorder) -> Non
     browser = recorder.client()
     csrf = log_in(browser, served.dashboard.login_url)
     before = vault_state(served.vault)
-    big = act(browser, served.origin, "/secrets/set", csrf, name="Big", value="x" * 70_000)
+    big = act(browser, served.pages, "/secrets/set", csrf, name="Big", value="x" * 70_000)
     assert big.status_code == 413
     form = f"csrf={csrf}&name=Big&value=small".encode()
     unmeasured = browser.post(  # chunked: no length to check it by
-        f"{served.origin}/secrets/set",
+        f"{served.pages}/secrets/set",
         content=iter([form]),
         headers={
             "Origin": served.origin,
@@ -549,7 +557,7 @@ def test_the_dashboard_listens_on_loopback_only(vault: Vault, home: Path) -> Non
         assert running.announced is not None and running.announced.exists()
         with httpx.Client() as browser:
             log_in(browser, running.dashboard.login_url)
-            overview = browser.get(f"http://127.0.0.1:{port}/").text
+            overview = browser.get(f"{running.dashboard.pages}/").text
         assert f"<td>local dashboard</td><td>{os.getpid()}</td>" in overview
     finally:
         running.stop()
@@ -598,7 +606,7 @@ def test_names_with_markup_are_shown_as_text_on_every_page(
     served: Served, recorder: Recorder, home: Path
 ) -> None:
     browser = recorder.client()
-    origin = served.origin
+    origin = served.pages
     csrf = log_in(browser, served.dashboard.login_url)
     act(browser, origin, "/secrets/set", csrf, name=MARKUP_NAME, value="x-value")
     stored_notice = browser.get(f"{origin}/secrets").text
@@ -636,7 +644,7 @@ def test_the_real_command_logs_in_once_keeps_values_out_of_everything_and_stops_
         )
     try:
         printed = read_until(process, rb"Stop with Ctrl-C\.")
-        found = re.search(r"(http://127\.0\.0\.1:(\d+))/login\?token=\S+", printed)
+        found = re.search(r"(http://127\.0\.0\.1:(\d+)/dashboard-[\w-]+)/login\?token=\S+", printed)
         assert found is not None, "no login link printed"
         login_url, origin, port = found.group(0), found.group(1), int(found.group(2))
         announced = home / "running" / f"{process.pid}-local_dashboard.json"

@@ -52,7 +52,7 @@ VARIABLE = "openai_api_key"
 TYPED = "My OpenAI key"
 TYPED_VALUE = "sk-canary-dashboard-browser-9a41"
 CANARIES = (STORED_VALUE, TYPED_VALUE)
-LOGIN = re.compile(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+")
+LOGIN = re.compile(r"http://127\.0\.0\.1:\d+/dashboard-[\w-]+/login\?token=[\w-]+")
 # What a host or a server gives a process: no display, no terminal type, no BROWSER.
 NO_BROWSER_HERE = {"DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "TERM"}
 
@@ -234,7 +234,7 @@ def piper_mcp(env: dict[str, str], *args: str) -> None:
 
 def next_poll(page: Page) -> None:
     """Wait until the page's script has asked /changes again."""
-    with page.expect_response(lambda response: urlsplit(response.url).path == "/changes"):
+    with page.expect_response(lambda response: urlsplit(response.url).path.endswith("/changes")):
         pass
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.cli.conftest import Cli, Serving
 
-LOGIN = re.compile(r"http://127\.0\.0\.1:(\d+)/login\?token=[\w-]+")
+LOGIN = re.compile(r"http://127\.0\.0\.1:(\d+)/dashboard-[\w-]+/login\?token=[\w-]+")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from urllib.parse import urlsplit
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,24 +106,28 @@ def log_in(browser: httpx.Client, login_url: str) -> str:
     """Open the login link as the user's browser does: the session's CSRF token."""
     page = browser.get(login_url, follow_redirects=True)
     assert page.status_code == 200, page.text
-    origin = login_url.split("/login", 1)[0]
-    return csrf_of(browser.get(f"{origin}/secrets").text)
+    pages = login_url.split("/login", 1)[0]
+    return csrf_of(browser.get(f"{pages}/secrets").text)
 
 
 def act(
     browser: httpx.Client,
-    origin: str,
+    pages: str,
     path: str,
     csrf: str | None,
     *,
     headers: dict[str, str] | None = None,
     **fields: Any,
 ) -> httpx.Response:
-    """Post a dashboard form from the dashboard's own page (`origin`); the answer unfollowed."""
+    """Post a dashboard form from the dashboard's own page; the answer unfollowed.
+
+    `pages`: where the dashboard's pages are (`Dashboard.pages`: its origin and path).
+    """
     form = {"csrf": csrf, **fields} if csrf is not None else fields
+    scheme, host, *_ = urlsplit(pages)
     return browser.post(
-        f"{origin}{path}",
+        f"{pages}{path}",
         data=form,
-        headers={"Origin": origin, "Sec-Fetch-Site": "same-origin", **(headers or {})},
+        headers={"Origin": f"{scheme}://{host}", "Sec-Fetch-Site": "same-origin", **(headers or {})},
         follow_redirects=False,
     )

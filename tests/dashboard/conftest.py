@@ -1,7 +1,8 @@
 """The dashboard of a seeded vault, in-process, and a browser logged in to it.
 
 The browser is Starlette's `TestClient` at the address the dashboard believes it is
-served at (`ORIGIN`), so its Host header is the right one; nothing listens there.
+served at (`ORIGIN`, and the pages' path under it: `Dashboard.pages`), so its Host
+header is the right one; nothing listens there.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def dashboard(vault: Vault, audit_path: Path) -> Dashboard:
 @pytest.fixture
 def client(dashboard: Dashboard) -> Iterator[TestClient]:
     """A browser that has not logged in."""
-    with TestClient(dashboard.asgi, base_url=ORIGIN) as client:
+    with TestClient(dashboard.asgi, base_url=dashboard.pages) as client:
         yield client
 
 
@@ -54,13 +55,14 @@ class Browser:
 
     client: TestClient
     csrf: str
+    pages: str  # `Dashboard.pages`
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)
 
     def act(self, path: str, **fields: str) -> httpx.Response:
         """Post a form of the dashboard's pages; the redirect it answers with, unfollowed."""
-        return act(self.client, ORIGIN, path, self.csrf, **fields)
+        return act(self.client, self.pages, path, self.csrf, **fields)
 
     def act_and_see(self, path: str, **fields: str) -> tuple[str | None, httpx.Response]:
         """Post a form and open the page it leads back to: (its notice, that page)."""
@@ -73,4 +75,4 @@ class Browser:
 
 @pytest.fixture
 def browser(client: TestClient, dashboard: Dashboard) -> Browser:
-    return Browser(client, log_in(client, dashboard.login_url))
+    return Browser(client, log_in(client, dashboard.login_url), dashboard.pages)

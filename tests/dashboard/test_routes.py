@@ -87,7 +87,7 @@ def test_the_login_link_starts_a_session_and_leads_to_the_overview(
     # A page of this origin moves on (not a redirect): the SameSite=Strict cookie then goes
     # along even when the link came from a file or another site.
     assert answer.status_code == 200
-    assert '<meta http-equiv="refresh" content="0; url=/">' in answer.text
+    assert f'<meta http-equiv="refresh" content="0; url={dashboard.base}/">' in answer.text
     assert COOKIE in client.cookies
     page = client.get("/")
     assert page.status_code == 200
@@ -117,7 +117,7 @@ def test_the_login_link_works_once(client: TestClient, dashboard: Dashboard) -> 
 def test_a_session_ends_after_its_lifetime(vault: Vault, audit_path: Path) -> None:
     now = [1000.0]
     dashboard = Dashboard(vault, ORIGIN, audit_path, Sessions(clock=lambda: now[0]))
-    with TestClient(dashboard.asgi, base_url=ORIGIN) as client:
+    with TestClient(dashboard.asgi, base_url=dashboard.pages) as client:
         client.get(dashboard.login_url)
         now[0] += SESSION_LIFETIME - 1
         assert client.get("/").status_code == 200
@@ -135,12 +135,14 @@ def test_every_page_needs_the_session(client: TestClient, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ACTIONS)
-def test_every_action_needs_the_session(client: TestClient, vault: Vault, path: str) -> None:
+def test_every_action_needs_the_session(
+    client: TestClient, dashboard: Dashboard, vault: Vault, path: str
+) -> None:
     waiting_request(vault)
     before = vault_state(vault)
     answer = act(
         client,
-        ORIGIN,
+        dashboard.pages,
         path,
         "a-guessed-csrf-token",
         name=SECRET,
@@ -188,7 +190,7 @@ def test_the_overview_says_what_waits_and_what_runs(browser: Browser, vault: Vau
         page = browser.get("/").text
     finally:
         withdraw(announced)
-    assert '<a href="/grants#requests">1 grant request waiting for you</a>' in page
+    assert 'href="/dashboard-' in page and '/grants#requests">1 grant request waiting' in page
     assert f"<td>local serve</td><td>{os.getpid()}</td>" in page
     assert f"Piper Link: <code>{link}</code>" in page
 
@@ -206,7 +208,7 @@ def test_the_grants_page_shows_waiting_requests_grants_and_the_forms_to_decide(
     assert f"{CLIENT}, acting as the agent {AGENT}, asks for the variable {OTHER_VARIABLE}" in asked
     assert '<input type="hidden" name="request" value="request-1">' in form.group(1)
     assert f'name="csrf" value="{browser.csrf}"' in form.group(1)
-    assert 'formaction="/requests/deny"' in form.group(1)
+    assert re.search(r'formaction="/dashboard-[\w-]+/requests/deny"', form.group(1))
     assert [row[:4] for row in table(page, "grants")] == [
         [AGENT, VARIABLE, SECRET, ""],
         [OTHER_AGENT, "slack_token", SECRET, "slack.com"],
@@ -233,7 +235,7 @@ def test_pages_need_nothing_their_content_security_policy_forbids(
     """No inline script, handler or style, and nothing from another origin: the CSP would
     block each, and the page would break quietly."""
     page = browser.get(path).text
-    assert re.findall(r"<script(?![^>]*\bsrc=\"/assets/)", page) == []
+    assert re.findall(r"<script(?![^>]*\bsrc=\"/dashboard-[\w-]+/assets/)", page) == []
     assert re.findall(r"\son[a-z]+=", page) == []
     assert "style=" not in page
     assert re.findall(r'(?:src|href|action)="(?:[a-z]+:)?//', page) == []
@@ -477,7 +479,7 @@ def test_storing_a_secret_keeps_its_value_and_says_so_without_it(
     assert secret is not None
     assert holds(vault, "Stripe key", NEW_VALUE)
     assert notice == f"done: Stored 'Stripe key' ({secret.secret_id})."
-    assert page.url.path == "/secrets"
+    assert page.url.path.endswith("/secrets") and page.url.path.startswith("/dashboard-")
     assert NEW_VALUE not in page.text
     assert last_audit_row(vault) == ("dashboard_secret", "stored", None, "Stripe key")
 

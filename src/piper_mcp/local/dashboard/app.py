@@ -14,6 +14,7 @@ logged, echoed back or put in a notice; errors name secrets, never values.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, Router
 
 from piper_mcp.invocation import command
 from piper_mcp.local import decisions
@@ -86,7 +87,12 @@ class Dashboard:
         self.audit_path = audit_path
         self.sessions = sessions
         self.guard = PageGuard(origin)
-        self.login_url = f"{origin}/login?token={sessions.login_token}"
+        # Every page lives under a path no other server knows: the browser keeps the session
+        # cookie for this path only, and cookies are not kept apart by port (any server on
+        # 127.0.0.1 would receive it otherwise), nor are two dashboards' sessions.
+        self.base = f"/dashboard-{secrets.token_urlsafe(16)}"
+        self.pages = f"{origin}{self.base}"
+        self.login_url = f"{self.pages}/login?token={sessions.login_token}"
         self._read_trails: Trails | None = None
         routes = [
             Route("/login", self.log_in, methods=["GET"]),
@@ -108,8 +114,10 @@ class Dashboard:
         for path, (back, action) in actions.items():
             routes.append(Route(path, self._action(back, action), methods=["POST"]))
         self.asgi = Starlette(
-            routes=routes, exception_handlers={404: self._elsewhere, 405: self._elsewhere}
+            routes=[Mount(self.base, app=Router(routes, redirect_slashes=False))],
+            exception_handlers={404: self._elsewhere, 405: self._elsewhere},
         )
+        self.asgi.router.redirect_slashes = False  # a redirect would skip the Host check
         self.login_file: Path | None = None  # the browser's way to the link, if one was opened
 
     # --- the way in ---
@@ -120,21 +128,23 @@ class Dashboard:
         Not a redirect: a page of this origin moves on, so the SameSite=Strict cookie goes
         with it even when the link came from another site or a file (`show_login`).
         """
+        if request.method != "GET":  # a HEAD (a link previewer) must not spend the link
+            return self._refusal("Not allowed", "Open the login link in a browser.", 405)
         try:
             self._check_host(request)
             session_id = self.sessions.log_in(request.query_params.get("token", ""))
         except Refused as refused:
             return refused.response
         except LoginRefused as refusal:
-            return _refusal("Not logged in", str(refusal), 403)
+            return self._refusal("Not logged in", str(refusal), 403)
         if self.login_file is not None:
             self.login_file.unlink(missing_ok=True)
-        response = _html("logged_in.html", {})
+        response = _html("logged_in.html", {"base": self.base})
         response.set_cookie(
             COOKIE,
             session_id,
             max_age=int(SESSION_LIFETIME),
-            path="/",
+            path=self.base,
             httponly=True,
             samesite="strict",
         )
@@ -142,10 +152,12 @@ class Dashboard:
 
     def _session(self, request: Request) -> Session:
         self._check_host(request)
-        session = self.sessions.find(request.cookies.get(COOKIE))
+        # Every cookie of that name: another page on 127.0.0.1 may have planted one with a
+        # broader path, and the request then carries both.
+        session = next(filter(None, map(self.sessions.find, _cookies(request, COOKIE))), None)
         if session is None:
             raise Refused(
-                _refusal(
+                self._refusal(
                     "Log in first",
                     "Open the login link that `"
                     + command("local", "dashboard")
@@ -159,7 +171,7 @@ class Dashboard:
     def _check_host(self, request: Request) -> None:
         if not self.guard.right_host(request):
             raise Refused(
-                _refusal(
+                self._refusal(
                     "Wrong address",
                     "The dashboard answers only at the address it printed (127.0.0.1).",
                     421,
@@ -173,8 +185,8 @@ class Dashboard:
         except Refused as refused:
             return refused.response
         if getattr(error, "status_code", 404) == 405:
-            return _refusal("Not allowed", "This page does not take that method.", 405)
-        return _refusal("Not found", "There is no such page here; start at the overview.", 404)
+            return self._refusal("Not allowed", "This page does not take that method.", 405)
+        return self._refusal("Not found", "There is no such page here; start at the overview.", 404)
 
     # --- pages ---
 
@@ -198,6 +210,7 @@ class Dashboard:
                     "state": state,
                     "vault": str(self.vault.home),
                     "navigation": NAVIGATION,
+                    "base": self.base,
                     "here": request.url.path,
                     "again": request.url.path
                     + (f"?{request.url.query}" if request.url.query else ""),
@@ -306,7 +319,7 @@ class Dashboard:
         """What `page` shows, as a value that changes with it: the vault's contents, and for
         the activity page both audit trails (a call from an agent redraws only that page)."""
         state = self.vault.fingerprint()
-        if page != "/activity":
+        if page.removeprefix(self.base) != "/activity":
             return state
         try:
             trail = self.audit_path.stat()
@@ -322,7 +335,7 @@ class Dashboard:
             return refused.response
         name = request.path_params["name"]
         if name not in ASSETS:
-            return _refusal("Not found", "There is no such file.", 404)
+            return self._refusal("Not found", "There is no such file.", 404)
         return Response((PAGES / name).read_bytes(), media_type=ASSETS[name], headers=HEADERS)
 
     # --- actions ---
@@ -341,26 +354,26 @@ class Dashboard:
             except sqlite3.Error as error:  # the disk or another process's lock, mid-action
                 failure = storage_error(error, self.vault.database)
                 session.notice = ("problem", _sentence(f"Nothing was changed: {failure}"))
-            return RedirectResponse(back, status_code=303, headers=HEADERS)
+            return RedirectResponse(f"{self.pages}{back}", status_code=303, headers=HEADERS)
 
         return act
 
     async def _form(self, request: Request, session: Session) -> dict[str, str]:
         if not self.guard.same_origin(request):
             raise Refused(
-                _refusal(
+                self._refusal(
                     "Nothing was changed",
                     "Changes are made only from the dashboard's own pages, not from another site.",
                     403,
                 )
             )
         if int(request.headers.get("content-length") or MAX_FORM_BYTES + 1) > MAX_FORM_BYTES:
-            raise Refused(_refusal("Nothing was changed", "The form was too large.", 413))
+            raise Refused(self._refusal("Nothing was changed", "The form was too large.", 413))
         form = await request.form()
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
         if not session.csrf_matches(fields.get("csrf")):
             raise Refused(
-                _refusal(
+                self._refusal(
                     "Nothing was changed",
                     "The form was not one this dashboard showed you (its CSRF token did not "
                     "match). Reload the page and try again.",
@@ -448,15 +461,25 @@ class Dashboard:
             action, outcome, client_id=agent, user_id=self.vault.local_user_id, subject=subject
         )
 
+    def _refusal(self, title: str, problem: str, status: int) -> Response:
+        context = {"title": title, "problem": problem, "base": self.base}
+        return _html("refused.html", context, status)
+
 
 def _html(template: str, context: dict[str, Any], status: int = 200) -> Response:
     html = _templates.get_template(f"dashboard/{template}").render(**context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
+def _cookies(request: Request, name: str) -> list[str]:
+    """Every value of cookie `name` the request carries (Starlette keeps only one)."""
+    values = []
+    for pair in request.headers.get("cookie", "").split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == name and value:
+            values.append(value)
+    return values
+
+
 def _sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else f"{text}."
-
-
-def _refusal(title: str, problem: str, status: int) -> Response:
-    return _html("refused.html", {"title": title, "problem": problem}, status)

@@ -5,11 +5,12 @@
 "use strict";
 (() => {
   const shown = document.querySelector('meta[name="piper-state"]').content;
+  const base = document.querySelector('meta[name="piper-base"]').content;
   let typing = false;
   document.addEventListener("input", () => { typing = true; });
   const check = async () => {
     if (document.hidden) return;
-    const asked = "/changes?page=" + encodeURIComponent(location.pathname);
+    const asked = base + "/changes?page=" + encodeURIComponent(location.pathname);
     const answer = await fetch(asked, { cache: "no-store", credentials: "same-origin" });
     if (!answer.ok) return;
     const { state } = await answer.json();
