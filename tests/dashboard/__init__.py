@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from urllib.parse import urlsplit
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -128,6 +128,10 @@ def act(
     return browser.post(
         f"{pages}{path}",
         data=form,
-        headers={"Origin": f"{scheme}://{host}", "Sec-Fetch-Site": "same-origin", **(headers or {})},
+        headers={
+            "Origin": f"{scheme}://{host}",
+            "Sec-Fetch-Site": "same-origin",
+            **(headers or {}),
+        },
         follow_redirects=False,
     )
