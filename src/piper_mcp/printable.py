@@ -28,3 +28,9 @@ def printable(text: str) -> str:
 def quoted(text: str, limit: int = 64) -> str:
     """`text` quoted for an error message: escaped as `repr` does, and cut if long."""
     return repr(text[:limit]) + ("…" if len(text) > limit else "")
+
+
+def shown(text: str, limit: int = 100) -> str:
+    """`text` as a page shows a name someone else chose: printable, cut at `limit`."""
+    text = printable(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

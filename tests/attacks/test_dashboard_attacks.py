@@ -433,7 +433,7 @@ def test_a_rebound_host_name_is_refused_on_every_route(served: Served, recorder:
     waiting_request(served.vault)
     before = vault_state(served.vault)
     for host in hosts:
-        for path in [*PAGES, "/changes", "/assets/piper.css", "/assets/dashboard.js"]:
+        for path in [*PAGES, "/grants/", "/changes", "/assets/piper.css", "/assets/dashboard.js"]:
             statuses[path, host] = browser.get(
                 f"{served.pages}{path}", headers={"Host": host}
             ).status_code

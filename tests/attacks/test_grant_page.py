@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from piper_mcp.local.errors import VaultError
 from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS, GrantRequest
 from piper_mcp.local.vault import Vault
 from piper_mcp.server.local_piper import LocalPiper
@@ -167,12 +168,25 @@ def test_a_decided_request_cannot_be_decided_again(
     assert not granted(local)
 
 
-def test_a_flood_of_requests_keeps_a_bounded_number_open(local: LocalPiper) -> None:
-    """A model that calls for an ungranted variable in a loop opens no unbounded memory."""
+def test_a_flood_of_requests_is_bounded_and_never_pushes_out_the_users_own(
+    local: LocalPiper,
+) -> None:
+    """A model that calls for an ungranted variable in a loop opens a bounded number of
+    requests, and the one the user is deciding keeps working."""
     first = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
-    for _ in range(MAX_OPEN_REQUESTS):
-        latest = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
-    assert local.grant_requests.find(first.request_id) is None  # the oldest made room
-    assert local.grant_requests.find(latest.request_id) is latest
+    for _ in range(MAX_OPEN_REQUESTS - 1):
+        latest = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client" * 100)
+    with pytest.raises(VaultError, match="grant requests of this server are waiting already"):
+        local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
+    vault = Vault.open(local.home)
+    try:
+        waiting = vault.grant_requests()
+        assert len(waiting) == MAX_OPEN_REQUESTS
+        assert {len(r.client) for r in waiting} == {len("Flooding Client"), 200}  # cut
+        local.grant_requests.withdraw(latest)  # its call ended: room for one more
+        assert len(vault.grant_requests()) == MAX_OPEN_REQUESTS - 1
+        local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
+    finally:
+        vault.close()
     with httpx.Client() as browser:
-        assert browser.get(link(local, first)).status_code == 403
+        assert browser.get(link(local, first)).status_code == 200  # the user's still opens

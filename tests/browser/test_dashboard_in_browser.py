@@ -303,9 +303,7 @@ def decide_a_waiting_request(
     call = get_secret(env, ASKED_FOR, asked=asked)
     request = page.locator("form.request")
     expect(request).to_be_visible()  # the page reloaded itself: nobody reloads it here
-    expect(request).to_contain_text(
-        f"acting as the agent {AGENT}, asks for the variable {ASKED_FOR}"
-    )
+    expect(request).to_contain_text(f"The agent {AGENT} asks for the variable {ASKED_FOR}")
     assert asked.done() and not call.done()  # the host showed a link; the call waits
     screenshot(page, "grants-waiting")
     request.get_by_label("Grant a stored secret").select_option(STORED)

@@ -151,3 +151,33 @@ async def test_approving_with_a_secret_that_does_not_exist_grants_nothing(
     assert code == 1 and "No such" in stderr and "Traceback" not in stderr
     assert [r.request_id for r in vault.grant_requests()] == ["req-waiting"]  # still waiting
     assert vault.grants(client_id="other-agent") == []
+
+
+async def test_a_declined_link_takes_its_request_back(
+    ungranted_home: Path, cli_env: dict[str, str]
+) -> None:
+    """The user said no in the host: nothing is left waiting in the dashboard or the CLI."""
+
+    async def decline(context: object, params: ElicitRequestParams) -> ElicitResult:
+        code, listed, _ = await piper_mcp(cli_env, "local", "requests", "--json")
+        assert code == 0 and len(json.loads(listed)) == 1  # it waited while asked
+        return ElicitResult(action="decline")
+
+    async with Client(server(cli_env), elicitation_callback=decline) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("get_secret", {"variable": VARIABLE})
+        assert result.is_error is True
+        code, listed, _ = await piper_mcp(cli_env, "local", "requests")
+    assert (code, listed.strip()) == (0, "No grant requests are waiting.")
+
+
+async def test_a_models_spelling_of_the_variable_is_asked_for_as_declared(
+    ungranted_home: Path, cli_env: dict[str, str]
+) -> None:
+    """A zero-width space matches the declared name; the request names the declared one,
+    so the user can approve it (a control character could never be granted)."""
+    seen: list[Any] = []
+    answer = user_at_the_command_line(cli_env, ["approve", SECRET], seen)
+    async with Client(server(cli_env), elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("get_secret", {"variable": "\u200b" + VARIABLE})
+    assert result.is_error is False, result.content
+    assert [w["variable"] for w in seen] == [VARIABLE]

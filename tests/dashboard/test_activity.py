@@ -411,3 +411,12 @@ def test_a_torn_line_in_the_audit_trail_is_left_out_and_counted_on_the_page(
     assert "1 unreadable line of the MCP server's audit trail left out." in page
     body = page.split('<table id="events">', 1)[1].split("</tbody>", 1)[0]
     assert re.findall(r"<td><code>([^<]*)</code></td>", body) == [OTHER_VARIABLE, VARIABLE]
+
+
+def test_control_and_bidi_characters_of_a_trail_are_shown_escaped() -> None:
+    """A model's variable argument is recorded as sent; the page must not let it reorder
+    or hide text around it (U+202E), as `piper-mcp audit` does not either."""
+    [event] = activity.from_server(
+        [{"time": "2026-11-29T00:00:00+00:00", "variable": "github_token\u202e", "outcome": "ok"}]
+    )
+    assert event.variable == "github_token\\u202e"

@@ -205,7 +205,8 @@ def test_the_grants_page_shows_waiting_requests_grants_and_the_forms_to_decide(
     form = re.search(r'<form [^>]*id="request-request-1">(.*?)</form>', page, re.S)
     assert form is not None
     asked = html.unescape(re.sub(r"<[^>]+>", "", form.group(1)))
-    assert f"{CLIENT}, acting as the agent {AGENT}, asks for the variable {OTHER_VARIABLE}" in asked
+    assert f"The agent {AGENT} asks for the variable {OTHER_VARIABLE}" in asked
+    assert f"calls itself {CLIENT}" in asked  # the client's own words, after the facts
     assert '<input type="hidden" name="request" value="request-1">' in form.group(1)
     assert f'name="csrf" value="{browser.csrf}"' in form.group(1)
     assert re.search(r'formaction="/dashboard-[\w-]+/requests/deny"', form.group(1))
@@ -712,7 +713,8 @@ def test_approving_a_request_with_a_stored_secret_grants_it_and_lets_the_call_go
     waiting_request(vault)
     notice, page = browser.act_and_see("/requests/approve", request="request-1", secret=SECRET)
     assert notice == (
-        f"done: Granted {SECRET!r} to {AGENT!r} as {OTHER_VARIABLE!r}; {CLIENT}'s call goes on."
+        f"done: Granted {SECRET!r} to {AGENT!r} as {OTHER_VARIABLE!r}; "
+        f"the call of {CLIENT!r} goes on."
     )
     decided = vault.grant_request("request-1")
     assert decided is not None and decided.outcome == "granted"
@@ -781,11 +783,11 @@ def agent_gone(vault: Vault) -> None:
         ),
         ("/requests/approve", waiting_request, {"secret": "Ghost key"}, "no secret 'Ghost key'"),
         (
-            # The new secret must not be stored when the grant it was typed for fails.
+            # Removing the agent took its requests back: nothing is stored for them.
             "/requests/approve",
             agent_gone,
             {"new_name": "Slack token", "new_value": NEW_VALUE},
-            f"there is no agent {OTHER_AGENT!r}",
+            "was already expired",
         ),
     ],
     ids=[
@@ -829,3 +831,39 @@ def test_an_actions_notice_is_shown_once_on_the_next_page(browser: Browser) -> N
         f"done: Revoked {VARIABLE!r} from {AGENT!r}; its next call is refused."
     )
     assert notice_of(browser.get("/activity").text) is None
+
+
+# --- what an attack review found ---
+
+
+def test_a_head_request_does_not_spend_the_login_link(
+    client: TestClient, dashboard: Dashboard
+) -> None:
+    """A link previewer HEADs what it sees; the user's click must still work."""
+    assert client.head(dashboard.login_url).status_code == 405
+    assert COOKIE not in client.cookies
+    assert client.get(dashboard.login_url).status_code == 200
+
+
+def test_a_trailing_slash_is_not_a_redirect_around_the_checks(browser: Browser) -> None:
+    answer = browser.get("/grants/", follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers
+    assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_a_clients_name_is_shown_as_its_own_words_after_the_facts(
+    browser: Browser, vault: Vault
+) -> None:
+    """A model's host names itself; that name must not read as the dashboard speaking."""
+    claim = "Piper security team: pre-approved, click Approve \x1b[31m" + "x" * 300
+    waiting_request(vault, client=claim)
+    page = browser.get("/grants").text
+    form = re.search(r'<form method="post" action="[^"]*/requests/approve".*?</form>', page, re.S)
+    assert form is not None
+    said = html.unescape(re.sub(r"<(?!/?q>)[^>]+>", "", form.group(0)))  # all tags but <q>
+    facts = said.index(f"The agent {AGENT} asks for the variable {OTHER_VARIABLE}")
+    quoted = re.search(r"calls itself <q>(.*?)</q>", said)
+    assert quoted is not None and facts < quoted.start()
+    assert quoted.group(1).startswith("Piper security team: pre-approved, click Approve \\x1b")
+    assert len(quoted.group(1)) == 100 and quoted.group(1).endswith("…")
+    assert "\x1b" not in page

@@ -48,6 +48,11 @@ def test_files_that_are_not_a_process_are_skipped_never_signalled(tmp_path: Path
     (folder / "0.json").write_text(json.dumps({"kind": "x", "pid": 0}))
     (folder / "-1.json").write_text(json.dumps({"kind": "x", "pid": -1}))
     (folder / "text.json").write_text(json.dumps({"kind": "x", "pid": "1"}))
+    # Alive, but not of the shape the overview shows (it answered 500 for these once).
+    me = os.getpid()
+    (folder / "list.json").write_text(json.dumps({"kind": "x", "pid": me, "addresses": []}))
+    (folder / "kind.json").write_text(json.dumps({"kind": 1, "pid": me}))
+    (folder / "detail.json").write_text(json.dumps({"kind": "x", "pid": me, "details": {"a": 1}}))
     assert running(tmp_path) == []
 
 

@@ -36,6 +36,16 @@ def waiting_request(vault: Vault, request_id: str) -> StoredGrantRequest:
     return request
 
 
+def approvable(vault: Vault, agent_id: str, variable: str) -> None:
+    """`VaultError` unless a grant of `variable` to `agent_id` could be made: checked before a
+    page stores a new secret for it (a request names what a model asked for)."""
+    from piper_mcp.local.vault import checked_declared_variable
+
+    if vault.agent(agent_id) is None:
+        raise VaultError(f"there is no agent {agent_id!r} any more")
+    checked_declared_variable(variable)
+
+
 def chosen_secret(vault: Vault, chosen: str, new_name: str, new_value: str) -> str:
     """The stored secret a page's form chose, or the new one it stores first: its name."""
     chosen, new_name = chosen.strip(), new_name.strip()
@@ -59,9 +69,17 @@ def chosen_secret(vault: Vault, chosen: str, new_name: str, new_value: str) -> s
 def approve(vault: Vault, request_id: str, secret_name: str, *, by: str) -> Grant:
     """Grant the request's variable to its agent as `secret_name`, and mark it granted."""
     request = waiting_request(vault, request_id)
-    grant, _ = vault.grant(vault.local_user_id, request.client_id, request.variable, secret_name)
-    if not vault.decide_grant_request(request_id, "granted"):
-        waiting_request(vault, request_id)  # decided elsewhere meanwhile: say so; the grant stands
+    try:  # one transaction: a request denied meanwhile is not granted after all
+        grant, _ = vault.grant(
+            vault.local_user_id,
+            request.client_id,
+            request.variable,
+            secret_name,
+            deciding=request_id,
+        )
+    except VaultError:
+        waiting_request(vault, request_id)  # decided elsewhere meanwhile: say how
+        raise
     _record(vault, request, "granted", by, grant.secret_name)
     return grant
 

@@ -21,11 +21,12 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from piper_mcp.invocation import command
-from piper_mcp.local.decisions import chosen_secret
+from piper_mcp.local.decisions import approvable, chosen_secret
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.grant_requests import GrantRequest, GrantRequests, LinkProblem
 from piper_mcp.local.page_guard import PageGuard, security_headers
 from piper_mcp.local.vault import Vault
+from piper_mcp.printable import shown
 
 STYLESHEET = Path(__file__).parent / "pages" / "piper.css"
 COOKIE = "piper_grant"
@@ -37,6 +38,7 @@ _pages = Environment(
     autoescape=select_autoescape(["html"]),
     auto_reload=False,
 )
+_pages.filters["shown"] = shown
 
 
 class GrantPage:
@@ -103,31 +105,36 @@ class GrantPage:
             self._record(grant_request, "denied")
             return _page(
                 "Denied",
-                done=f"{grant_request.client} does not get {grant_request.variable!r}. "
+                done=f"{shown(grant_request.client)} does not get {grant_request.variable!r}. "
                 "You can close this page.",
             )
         try:
+            approvable(self.vault, grant_request.agent_id, grant_request.variable)
             secret = chosen_secret(
                 self.vault,
                 fields.get("secret", ""),
                 fields.get("new_name", ""),
                 fields.get("new_value", ""),
             )
-            self.vault.grant(
-                self.vault.local_user_id, grant_request.agent_id, grant_request.variable, secret
+            self.vault.grant(  # and the request granted, in one transaction
+                self.vault.local_user_id,
+                grant_request.agent_id,
+                grant_request.variable,
+                secret,
+                deciding=grant_request.request_id,
             )
         except VaultError as error:
+            if (outcome := self.requests.outcome(grant_request)) is not None:
+                already = f"This request was already {outcome}; nothing was granted."
+                return _page("Nothing was granted", status=409, problem=already)
             return self._form(grant_request, problem=f"Not granted: {error}.", status=400)
-        try:
-            self.requests.decide(grant_request, "granted")
-        except LinkProblem as problem:  # decided elsewhere meanwhile; the grant stands
-            return _page("Granted, but the request was decided elsewhere", problem=str(problem))
+        self.requests.decide(grant_request, "granted", recorded=True)
         self._record(grant_request, "granted", subject=secret)
         revoke = command("local", "revoke", grant_request.agent_id, grant_request.variable)
         return _page(
             "Granted",
             done=f"The agent {grant_request.agent_id!r} may now use {grant_request.variable!r} "
-            f"(secret {secret!r}). {grant_request.client} goes on by itself; you can close "
+            f"(secret {secret!r}). {shown(grant_request.client)} goes on by itself; you can close "
             f"this page. Revoke it with `{revoke}`.",
         )
 

@@ -18,14 +18,18 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from piper_mcp.local.errors import VaultError
+
 if TYPE_CHECKING:
     from piper_mcp.local.vault import Vault
 
 # Long enough for a user to find the page and choose; as long as the SDK keeps a
 # 2026-07-28 call's request state, so a retried call still finds its request.
 REQUEST_LIFETIME = 600.0
-# A model calling again and again opens a request each time; the oldest make room.
+# A model calling again and again opens a request each time; past this many waiting,
+# no more are opened (the call says why) until the user decides or they expire.
 MAX_OPEN_REQUESTS = 64
+MAX_CLIENT_NAME = 200  # the client's name as it calls itself, kept and shown
 
 Outcome = Literal["granted", "denied", "expired"]
 
@@ -69,8 +73,25 @@ class GrantRequests:
         self._vault = vault
 
     def open(self, agent_id: str, variable: str, client: str) -> GrantRequest:
-        """A new request; kept in the vault, a write: call it off the event loop."""
-        request = GrantRequest(agent_id, variable, client)
+        """A new request; kept in the vault, a write: call it off the event loop.
+
+        `VaultError` when `MAX_OPEN_REQUESTS` of this server wait already: a model calling
+        in a loop never pushes out the request the user is deciding.
+        """
+        with self._lock:
+            self._forget_expired()
+            waiting = [r for r in self._requests.values() if r.outcome is None]
+            if len(waiting) >= MAX_OPEN_REQUESTS:
+                raise VaultError(
+                    f"{len(waiting)} grant requests of this server are waiting already; "
+                    "decide them first"
+                )
+            # Decided ones are kept while they last (a retried call finds its answer there),
+            # the oldest of them making room.
+            decided = [i for i, r in self._requests.items() if r.outcome is not None]
+            for request_id in decided[: max(0, len(self._requests) - 2 * MAX_OPEN_REQUESTS)]:
+                del self._requests[request_id]
+        request = GrantRequest(agent_id, variable, client[:MAX_CLIENT_NAME])
         if self._vault is not None:
             from piper_mcp.local.vault import StoredGrantRequest
 
@@ -80,7 +101,7 @@ class GrantRequests:
                     request.request_id,
                     agent_id,
                     variable,
-                    client,
+                    request.client,
                     now,
                     now + REQUEST_LIFETIME,
                     None,
@@ -88,11 +109,25 @@ class GrantRequests:
                 )
             )
         with self._lock:
-            self._forget_expired()
-            while len(self._requests) >= MAX_OPEN_REQUESTS:
-                del self._requests[next(iter(self._requests))]
             self._requests[request.request_id] = request
         return request
+
+    def withdraw(self, request: GrantRequest) -> None:
+        """The call no longer waits (declined, timed out, the server stopping): the request
+        goes from the page, the dashboard and `local requests`."""
+        with self._lock:
+            if request.outcome is None:
+                request.outcome = "expired"
+            request.session = request.csrf = None
+            request.key = ""
+        if self._vault is not None:
+            self._vault.decide_grant_request(request.request_id, "expired")
+
+    def withdraw_all(self) -> None:
+        with self._lock:
+            waiting = [r for r in self._requests.values() if r.outcome is None]
+        for request in waiting:
+            self.withdraw(request)
 
     def outcome(self, request: GrantRequest) -> Outcome | None:
         """What the user decided: on this server's page, or in the vault (the dashboard,
@@ -144,10 +179,14 @@ class GrantRequests:
             raise LinkProblem(f"This request was already {outcome}.")
         return request
 
-    def decide(self, request: GrantRequest, outcome: Outcome) -> None:
-        """Record the page's decision; `LinkProblem` if it was decided elsewhere first."""
-        if self._vault is not None and not self._vault.decide_grant_request(
-            request.request_id, outcome
+    def decide(self, request: GrantRequest, outcome: Outcome, *, recorded: bool = False) -> None:
+        """Record the page's decision; `LinkProblem` if it was decided elsewhere first.
+
+        `recorded`: the vault has it already (a grant made with `deciding=`)."""
+        if (
+            self._vault is not None
+            and not recorded
+            and not self._vault.decide_grant_request(request.request_id, outcome)
         ):
             raise LinkProblem(f"This request was already {self.outcome(request) or 'expired'}.")
         with self._lock:

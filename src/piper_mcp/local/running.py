@@ -60,11 +60,27 @@ def running(home: Path) -> list[RunningProcess]:
             process = RunningProcess(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue  # half-written or not ours: nothing to show
+        if not _well_formed(process):
+            continue
         if _alive(process.pid):
             found.append(process)
         else:
             path.unlink(missing_ok=True)  # its process died without cleaning up
     return sorted(found, key=lambda process: process.started_at)
+
+
+def _well_formed(process: RunningProcess) -> bool:
+    def texts(mapping: object) -> bool:
+        return isinstance(mapping, dict) and all(
+            isinstance(key, str) and isinstance(value, str) for key, value in mapping.items()
+        )
+
+    return (
+        isinstance(process.kind, str)
+        and isinstance(process.started_at, int | float)
+        and texts(process.addresses)
+        and texts(process.details)
+    )
 
 
 def _alive(pid: object) -> bool:

@@ -67,6 +67,8 @@ STALE_PARTIAL_SECONDS = 300
 _CONNECTION_SERIALS = itertools.count()
 # Decided and expired grant requests are kept this long after they expire, then forgotten.
 REQUESTS_KEPT_SECONDS = 86_400.0
+# Grant requests waiting per agent, at most (as many as one server keeps open).
+MAX_WAITING_REQUESTS = 64
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 GRANT_REQUESTS_TABLE = """
@@ -701,9 +703,16 @@ class Vault:
         return Agent(client_id, owner, names, created, salt, hashed, bool(secretless))
 
     def remove_agent(self, client_id: str) -> None:
+        """Remove the agent, its grants, and its waiting requests (an agent registered again
+        under the same id must not inherit them)."""
         with self._write() as db:
             if not db.execute("DELETE FROM agents WHERE client_id = ?", (client_id,)).rowcount:
                 raise self._no_agent(client_id)
+            db.execute(
+                "UPDATE grant_requests SET outcome = 'expired', decided_at = ?"
+                " WHERE client_id = ? AND outcome IS NULL",
+                (time.time(), client_id),
+            )
 
     def verify_client_secret(self, client_id: str, client_secret: str) -> Agent | None:
         agent = self.agent(client_id)
@@ -796,12 +805,15 @@ class Vault:
         secret_name: str,
         status: str = ACTIVE,
         api_rule: str | None = None,
+        deciding: str | None = None,
     ) -> tuple[Grant, bool]:
         """Let `client_id` have `secret_name` when it asks for `variable` on behalf of `user_id`.
 
         On a local vault the user is also the agent's developer: a variable the
         agent has not declared yet is declared by granting it. Returns the grant
-        and whether the variable was newly declared.
+        and whether the variable was newly declared. `deciding`: the waiting grant
+        request this grant approves, marked granted in the same transaction; if it
+        is no longer waiting (denied elsewhere meanwhile), nothing is granted.
         """
         agent = self.agent(client_id)
         if agent is None:
@@ -816,6 +828,8 @@ class Vault:
         # A fresh id on every grant: tokens minted under an earlier one never come back.
         grant_id = "grant-" + secrets.token_hex(10)
         with self._write() as db:
+            if deciding is not None and not self._decide(db, deciding, "granted"):
+                raise VaultError(f"the grant request {_shown(deciding)} is no longer waiting")
             if newly_declared:
                 db.execute("INSERT INTO agent_variables VALUES (?, ?)", (client_id, declared))
             db.execute(
@@ -861,12 +875,25 @@ class Vault:
     # --- grant requests (raised by `serve --local`, decided anywhere) ---
 
     def open_grant_request(self, request: StoredGrantRequest) -> None:
-        """Keep `request` where other processes can decide it; forgets day-old ones."""
+        """Keep `request` where other processes can decide it; forgets day-old ones.
+
+        At most `MAX_WAITING_REQUESTS` wait per agent: past that, a `VaultError` says so
+        (a model calling in a loop cannot bury the user's own request)."""
         with self._write() as db:
             db.execute(
                 "DELETE FROM grant_requests WHERE expires_at < ?",
                 (time.time() - REQUESTS_KEPT_SECONDS,),
             )
+            (waiting,) = db.execute(
+                "SELECT count(*) FROM grant_requests"
+                " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
+                (request.client_id, time.time()),
+            ).fetchone()
+            if waiting >= MAX_WAITING_REQUESTS:
+                raise VaultError(
+                    f"{waiting} grant requests of the agent {request.client_id!r} are waiting "
+                    f"already; decide them first (`{command('local', 'requests')}`)"
+                )
             db.execute(
                 "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -899,14 +926,22 @@ class Vault:
         return None if row is None else StoredGrantRequest(*row)
 
     def decide_grant_request(self, request_id: str, outcome: str) -> bool:
-        """Record the user's decision on a waiting request; False if none was waiting."""
+        """Record the user's decision on a waiting request; False if none was waiting.
+
+        "expired": its call no longer waits (declined, timed out, its server stopped).
+        """
         with self._write() as db:
-            decided = db.execute(
+            return self._decide(db, request_id, outcome)
+
+    def _decide(self, db: sqlite3.Connection, request_id: str, outcome: str) -> bool:
+        now = time.time()
+        return bool(
+            db.execute(
                 "UPDATE grant_requests SET outcome = ?, decided_at = ?"
                 " WHERE request_id = ? AND outcome IS NULL AND expires_at > ?",
-                (outcome, time.time(), request_id, time.time()),
+                (outcome, now, request_id, now),
             ).rowcount
-        return bool(decided)
+        )
 
     # --- Google identities (for the Secret Manager subset) ---
 

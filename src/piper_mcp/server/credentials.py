@@ -146,6 +146,13 @@ class Grants(Protocol):
     def link_for(self, reference: str) -> GrantLink | None:
         """The link `request_grant` gave under `reference`, while it lasts."""
 
+    def withdraw(self, link: GrantLink) -> None:
+        """The call that asked no longer waits: take its request back from the user."""
+
+
+class GrantRequestRefused(Exception):
+    """No grant request can be opened now (too many wait); the text says why."""
+
 
 def _undecided() -> Decided | None:
     return None
@@ -163,6 +170,9 @@ class PiperCloudGrants:
 
     def link_for(self, reference: str) -> GrantLink | None:
         return GrantLink("", reference, _undecided, self.POLL_SECONDS)  # Piper is asked
+
+    def withdraw(self, link: GrantLink) -> None:
+        pass  # the cloud's grant page keeps no request
 
     def how_to_grant(self, variable: str, error: PiperGrantNeededError) -> str:
         return f"Ask the user to grant {variable!r} to this agent: {error.grant_url}"

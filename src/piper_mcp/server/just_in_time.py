@@ -39,7 +39,12 @@ from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from piper_mcp.piper import PiperGrantNeededError
 from piper_mcp.server.consent import client_name
-from piper_mcp.server.credentials import CredentialService, GrantLink, Refusal
+from piper_mcp.server.credentials import (
+    CredentialService,
+    GrantLink,
+    GrantRequestRefused,
+    Refusal,
+)
 from piper_mcp.server.tool_arguments import ArgumentCheckedServer
 
 # The key of the grant question among a 2026-07-28 call's input requests, and of its
@@ -97,11 +102,19 @@ class GrantingServer(ArgumentCheckedServer):
                 and _url_mode(context)
             ):
                 raise
-            variable, said = ungranted.variable, str(error)
-            # Off the event loop: a local vault keeps the request, a write that may wait.
-            link = await anyio.to_thread.run_sync(
-                self._service.grants.request_grant, variable, client_name(context), ungranted.piper
-            )
+            # The name Piper was asked for (the declared one), not the model's spelling of it.
+            variable = ungranted.piper.variable_name_requested or ungranted.variable
+            said = str(error)
+            try:
+                # Off the event loop: a local vault keeps the request, a write that may wait.
+                link = await anyio.to_thread.run_sync(
+                    self._service.grants.request_grant,
+                    variable,
+                    client_name(context),
+                    ungranted.piper,
+                )
+            except GrantRequestRefused as refused:
+                raise ToolError(f"{said} {refused}") from None
             question = _question(link, variable, context)
             if context.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
                 answer = await context.elicit_url(question.message, link.url, link.reference)
@@ -152,12 +165,15 @@ class GrantingServer(ArgumentCheckedServer):
         accepted: bool,
     ) -> CallToolResult | InputRequiredResult:
         """Wait for the grant the user went to make, then run the call again, once."""
+        grants = self._service.grants
         if not accepted:
+            await anyio.to_thread.run_sync(grants.withdraw, link)
             raise ToolError(f"{said} The user did not open the grant page.")
         decided = await self._service.wait_for_grant(variable, link, self._grant_wait)
         if decided == "denied":
             raise ToolError(f"{said} The user denied the grant.")
         if decided == "expired":
+            await anyio.to_thread.run_sync(grants.withdraw, link)
             raise ToolError(
                 f"{said} No grant was made within {self._grant_wait:g} seconds "
                 "(PIPER_MCP_GRANT_WAIT_SECONDS); call the tool again once it is."

@@ -38,7 +38,7 @@ from piper_mcp.piper import load_settings
 from piper_mcp.piper.names import normalize_variable_name
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
-from piper_mcp.server.credentials import GrantLink
+from piper_mcp.server.credentials import GrantLink, GrantRequestRefused
 
 if TYPE_CHECKING:
     from piper_mcp.local.embedded import EmbeddedPiper
@@ -63,9 +63,16 @@ class LocalGrants:
         return self.how_to_declare(variable)
 
     def request_grant(self, variable: str, client: str, error: PiperGrantNeededError) -> GrantLink:
-        request = self.requests.open(self.agent_id, variable, client)
+        try:
+            request = self.requests.open(self.agent_id, variable, client)
+        except VaultError as refused:
+            raise GrantRequestRefused(f"No grant link this time: {refused}.") from None
         url = f"{self.page_url}/grant/{request.request_id}?key={request.key}"
         return self._link(request, url)
+
+    def withdraw(self, link: GrantLink) -> None:
+        if (request := self.requests.find(link.reference)) is not None:
+            self.requests.withdraw(request)
 
     def link_for(self, reference: str) -> GrantLink | None:
         request = self.requests.find(reference)
@@ -167,6 +174,8 @@ class LocalPiper:
         if self._opener is not None:
             self._opener.join()
         withdraw(self._announced)
+        if self._backend.done() and self._backend.exception() is None:
+            self.grant_requests.withdraw_all()  # their calls end with this server
         if self._backend.done() and self._backend.exception() is None:
             backend = self._backend.result()
             backend.stop()

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from piper_mcp.piper import protocol
+from piper_mcp.printable import printable
 
 # How far back the activity page looks, and how many entries of each trail it reads.
 WINDOWS = {"hour": 3600.0, "day": 86_400.0, "week": 7 * 86_400.0}
@@ -147,23 +148,23 @@ def from_vault(rows: Iterable[Any]) -> list[Event]:
     """Events of the vault's audit rows (`AuditEntry`)."""
     events = []
     for row in rows:
-        subject = row.subject or ""
+        subject = _text(row.subject)
         names_variable = row.action in NAMES_A_VARIABLE
         events.append(
             Event(
                 at=row.at,
                 source="backend",
-                agent=row.client_id or "",
+                agent=_text(row.client_id),
                 variable=subject.split(" ", 1)[0] if names_variable else "",
                 what=BACKEND_ACTIONS.get(row.action, row.action),
                 client="",
                 consent="",
-                outcome=row.outcome,
+                outcome=_text(row.outcome),
                 detail=" ".join(
                     part
                     for part in (
                         subject.partition(" ")[2] if names_variable else subject,
-                        row.reason or "",
+                        _text(row.reason),
                     )
                     if part
                 ),
@@ -182,4 +183,5 @@ def timeline(
 
 
 def _text(value: object) -> str:
-    return "" if value is None else str(value)[:200]
+    """A trail's field as shown: control and bidi characters escaped, cut at 200 characters."""
+    return "" if value is None else printable(str(value)[:200])

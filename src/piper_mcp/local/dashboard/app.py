@@ -45,6 +45,7 @@ from piper_mcp.local.running import running
 from piper_mcp.local.storage import storage_error
 from piper_mcp.local.vault import Vault, checked_declared_variable
 from piper_mcp.piper.names import normalize_variable_name
+from piper_mcp.printable import shown
 
 PAGES = Path(__file__).parent.parent / "pages"
 ASSETS = {"piper.css": "text/css", "dashboard.js": "text/javascript"}
@@ -63,6 +64,7 @@ _templates = Environment(
     autoescape=select_autoescape(["html"]),
     auto_reload=False,
 )
+_templates.filters["shown"] = shown
 _templates.filters["when"] = lambda at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 _templates.filters["hosts"] = lambda rule: ", ".join(json.loads(rule)["hosts"]) if rule else ""
 
@@ -436,8 +438,7 @@ class Dashboard:
 
     def approve(self, fields: dict[str, str]) -> str:
         request = decisions.waiting_request(self.vault, fields.get("request", ""))
-        if self.vault.agent(request.client_id) is None:  # before a new secret is stored for it
-            raise VaultError(f"there is no agent {request.client_id!r} any more")
+        decisions.approvable(self.vault, request.client_id, request.variable)
         secret = decisions.chosen_secret(
             self.vault,
             fields.get("secret", ""),
@@ -447,7 +448,7 @@ class Dashboard:
         grant = decisions.approve(self.vault, request.request_id, secret, by="dashboard")
         return (
             f"Granted {grant.secret_name!r} to {grant.client_id!r} as {grant.variable!r}; "
-            f"{request.client}'s call goes on."
+            f"the call of {shown(request.client)!r} goes on."
         )
 
     def deny(self, fields: dict[str, str]) -> str:
