@@ -7,8 +7,7 @@ needs the session cookie; every action also needs this origin and the session's
 CSRF token (`page_guard`, `sessions`). Each action is one `piper-mcp local` command
 (README lists them); the vault's writes run off the event loop.
 
-A secret's value arrives once, in a form field, is stored, and is never shown,
-logged, echoed back or put in a notice; errors name secrets, never values.
+What each action does to the vault: `actions`.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route, Router
 
 from piper_mcp.invocation import command
-from piper_mcp.local import decisions
 from piper_mcp.local.dashboard import activity, chart
+from piper_mcp.local.dashboard.actions import Action, FormActions
 from piper_mcp.local.dashboard.activity import Trails
 from piper_mcp.local.dashboard.sessions import (
     COOKIE,
@@ -43,7 +42,7 @@ from piper_mcp.local.errors import VaultError
 from piper_mcp.local.page_guard import PageGuard, security_headers
 from piper_mcp.local.running import running
 from piper_mcp.local.storage import storage_error
-from piper_mcp.local.vault import Vault, checked_declared_variable
+from piper_mcp.local.vault import Vault
 from piper_mcp.piper.names import normalize_variable_name
 from piper_mcp.printable import shown
 
@@ -67,8 +66,6 @@ _templates = Environment(
 _templates.filters["shown"] = shown
 _templates.filters["when"] = lambda at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 _templates.filters["hosts"] = lambda rule: ", ".join(json.loads(rule)["hosts"]) if rule else ""
-
-Action = Callable[[dict[str, str]], str]
 
 
 class Refused(Exception):
@@ -105,15 +102,8 @@ class Dashboard:
             Route("/changes", self.changes, methods=["GET"]),
             Route("/assets/{name}", self.asset, methods=["GET"]),
         ]
-        actions: dict[str, tuple[str, Action]] = {
-            "/secrets/set": ("/secrets", self.set_secret),
-            "/secrets/remove": ("/secrets", self.remove_secret),
-            "/grants/grant": ("/grants", self.grant),
-            "/grants/revoke": ("/grants", self.revoke),
-            "/requests/approve": ("/grants", self.approve),
-            "/requests/deny": ("/grants", self.deny),
-        }
-        for path, (back, action) in actions.items():
+        actions = FormActions(vault)
+        for path, (back, action) in actions.routes().items():
             routes.append(Route(path, self._action(back, action), methods=["POST"]))
         self.asgi = Starlette(
             routes=[Mount(self.base, app=Router(routes, redirect_slashes=False))],
@@ -383,84 +373,6 @@ class Dashboard:
                 )
             )
         return fields
-
-    def set_secret(self, fields: dict[str, str]) -> str:
-        name, value = fields.get("name", "").strip(), fields.get("value", "")
-        if not value:
-            raise VaultError("type the secret's value")
-        replaced = self.vault.find_secret(name) is not None
-        secret_id = self.vault.put_secret(name, value, owner_user_id=self.vault.local_user_id)
-        self._record("replaced" if replaced else "stored", subject=name, action="dashboard_secret")
-        return f"{'Replaced the value of' if replaced else 'Stored'} {name!r} ({secret_id})."
-
-    def remove_secret(self, fields: dict[str, str]) -> str:
-        name = fields.get("name", "")
-        self.vault.remove_secret(name)
-        self._record("removed", subject=name, action="dashboard_secret")
-        return f"Removed {name!r} and every grant of it."
-
-    def grant(self, fields: dict[str, str]) -> str:
-        from piper_mcp.broker.rules import RuleError, rule_from_use
-
-        use, inject = fields.get("use", "").strip(), fields.get("inject", "").strip()
-        if inject and not use:
-            raise VaultError("'where the credential goes' needs the hosts it goes to")
-        try:
-            rule = rule_from_use(use, inject or None) if use else None
-        except RuleError as error:
-            raise VaultError(str(error).rstrip(".")) from None
-        agent, variable = fields.get("agent", ""), fields.get("variable", "").strip()
-        if self.vault.agent(agent) is None:
-            raise VaultError(f"there is no agent {agent!r}")
-        checked_declared_variable(variable)  # before a new secret is stored for it
-        secret = decisions.chosen_secret(
-            self.vault,
-            fields.get("secret", ""),
-            fields.get("new_name", ""),
-            fields.get("new_value", ""),
-        )
-        made, _ = self.vault.grant(
-            self.vault.local_user_id,
-            agent,
-            variable,
-            secret,
-            api_rule=rule.model_dump_json() if rule else None,
-        )
-        self._record("granted", agent=agent, subject=f"{made.variable} {secret}")
-        hosts = f"; call_api may send it to {', '.join(rule.hosts)}" if rule else ""
-        return f"Granted {secret!r} to {agent!r} as {made.variable!r}{hosts}."
-
-    def revoke(self, fields: dict[str, str]) -> str:
-        agent, variable = fields.get("agent", ""), fields.get("variable", "")
-        self.vault.revoke(self.vault.local_user_id, agent, variable)
-        self._record("revoked", agent=agent, subject=variable)
-        return f"Revoked {variable!r} from {agent!r}; its next call is refused."
-
-    def approve(self, fields: dict[str, str]) -> str:
-        request = decisions.waiting_request(self.vault, fields.get("request", ""))
-        decisions.approvable(self.vault, request.client_id, request.variable)
-        secret = decisions.chosen_secret(
-            self.vault,
-            fields.get("secret", ""),
-            fields.get("new_name", ""),
-            fields.get("new_value", ""),
-        )
-        grant = decisions.approve(self.vault, request.request_id, secret, by="dashboard")
-        return (
-            f"Granted {grant.secret_name!r} to {grant.client_id!r} as {grant.variable!r}; "
-            f"the call of {shown(request.client)!r} goes on."
-        )
-
-    def deny(self, fields: dict[str, str]) -> str:
-        request = decisions.deny(self.vault, fields.get("request", ""), by="dashboard")
-        return f"Denied {request.client_id!r} the variable {request.variable!r}."
-
-    def _record(
-        self, outcome: str, *, subject: str, agent: str | None = None, action: str = "dashboard"
-    ) -> None:
-        self.vault.record(
-            action, outcome, client_id=agent, user_id=self.vault.local_user_id, subject=subject
-        )
 
     def _refusal(self, title: str, problem: str, status: int) -> Response:
         context = {"title": title, "problem": problem, "base": self.base}
