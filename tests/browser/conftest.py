@@ -28,6 +28,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from piper_mcp.local.dashboard import command
+from piper_mcp.local.dashboard.command import RunningDashboard
+from piper_mcp.local.vault import Vault
 from tests.browser import Screenshot
 
 HERE = Path(__file__).parent
@@ -99,3 +102,19 @@ def screenshot(request: pytest.FixtureRequest, record_property: Callable[..., No
         return path
 
     return save
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    """A new vault in `tmp_path / "piper-home"` (a test file may fill it, by its own `vault`)."""
+    vault, _ = Vault.init(tmp_path / "piper-home")
+    yield vault
+    vault.close()
+
+
+@pytest.fixture
+def running(vault: Vault) -> Iterator[RunningDashboard]:
+    """The dashboard of `vault` on a free loopback port, as `local dashboard` starts it."""
+    served = command.start(vault, 0)
+    yield served
+    served.stop()

@@ -11,15 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from piper_mcp.local.dashboard import command
 from piper_mcp.local.dashboard.command import RunningDashboard
 from piper_mcp.local.dashboard.sessions import COOKIE
-from piper_mcp.local.vault import Vault
 
 
 class OtherServer(ThreadingHTTPServer):
@@ -59,15 +56,6 @@ def other_server() -> Iterator[OtherServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[RunningDashboard]:
-    vault, _ = Vault.init(tmp_path / "piper-home")
-    served = command.start(vault, 0)
-    yield served
-    served.stop()
-    vault.close()
 
 
 def test_another_port_gets_no_session_and_cannot_log_the_user_out(

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import stat
 import webbrowser
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from piper_mcp.local.dashboard import command
 from piper_mcp.local.dashboard.command import RunningDashboard
-from piper_mcp.local.vault import Vault
 
 
 class RecordingBrowser:
@@ -32,15 +29,6 @@ class RecordingBrowser:
     def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
         self.opened.append(url)
         return True
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[RunningDashboard]:
-    vault, _ = Vault.init(tmp_path / "piper-home")
-    served = command.start(vault, 0)
-    yield served
-    served.stop()
-    vault.close()
 
 
 def test_the_browser_gets_an_owner_only_file_that_logs_it_in_once(

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from piper_mcp.local.dashboard import command
 from piper_mcp.local.dashboard.command import RunningDashboard
 from piper_mcp.local.vault import AuditEntry, StoredGrantRequest, Vault
 from tests.browser import Screenshot
@@ -78,9 +76,8 @@ def day_of_activity(vault: Vault, trail: Path, now: float) -> None:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[RunningDashboard]:
-    home = tmp_path / "piper-home"
-    vault, _ = Vault.init(home)
+def vault(vault: Vault) -> Vault:
+    """conftest's new vault, in daily use: the dashboard (`running`) then serves it."""
     me = vault.local_user_id
     for agent, variables in AGENTS.items():
         if agent != "local-agent":
@@ -94,11 +91,8 @@ def running(tmp_path: Path) -> Iterator[RunningDashboard]:
     vault.open_grant_request(
         StoredGrantRequest(**{**WAITING.__dict__, "opened_at": now, "expires_at": now + 600})
     )
-    day_of_activity(vault, home / "audit.jsonl", now)
-    served = command.start(vault, 0)
-    yield served
-    served.stop()
-    vault.close()
+    day_of_activity(vault, vault.home / "audit.jsonl", now)
+    return vault
 
 
 def test_each_page_shows_what_a_person_looks_for(
