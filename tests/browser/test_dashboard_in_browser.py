@@ -335,7 +335,7 @@ def test_a_denied_request_answers_the_call_with_a_refusal(
     said, result = decide_a_waiting_request(env, browsing, page, screenshot, "Deny")
     assert said == f"Denied '{AGENT}' the variable '{ASKED_FOR}'."
     assert result.is_error is True
-    assert "The user denied the grant." in text_of(result)
+    assert "the user denied the grant." in text_of(result)
     vault = Vault.open(piper_home)
     assert vault.grant_requests() == []
     assert vault.grants(client_id=AGENT) == []

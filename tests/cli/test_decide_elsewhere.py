@@ -83,7 +83,9 @@ async def test_denied_on_the_command_line_the_call_says_so(
     async with Client(server(cli_env), mode=era, elicitation_callback=answer) as client:  # type: ignore[arg-type]
         result = await client.call_tool("get_secret", {"variable": VARIABLE})
     assert result.is_error is True
-    assert "The user denied the grant." in result.content[0].text  # type: ignore[union-attr]
+    said = result.content[0].text  # type: ignore[union-attr]
+    assert said.endswith(f"No credential for {VARIABLE!r}: the user denied the grant.")
+    assert "local grant" not in said  # no advice to ask again
     assert Vault.open(ungranted_home).grants(client_id="local-agent") == []
 
 

@@ -171,7 +171,8 @@ class GrantingServer(ArgumentCheckedServer):
             raise ToolError(f"{said} The user did not open the grant page.")
         decided = await self._service.wait_for_grant(variable, link, self._grant_wait)
         if decided == "denied":
-            raise ToolError(f"{said} The user denied the grant.")
+            # Not `said`: its advice on how to grant would invite asking again.
+            raise ToolError(f"No credential for {variable!r}: the user denied the grant.")
         if decided == "expired":
             await anyio.to_thread.run_sync(grants.withdraw, link)
             raise ToolError(
