@@ -137,3 +137,20 @@ def test_the_help_names_the_command_and_its_options(cli: Cli) -> None:
     assert done.code == 0
     assert "--no-browser" in done.out and "--port" in done.out and "works once" in done.out
     assert "local dashboard --no-browser" in done.out  # the example
+
+
+def test_local_serve_with_a_taken_dashboard_port_stops_with_one_line_and_leaves_nothing(
+    cli: Cli, cli_process: Cli, piper_home: Path
+) -> None:
+    cli("local", "init")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli_process(
+            "local", "serve", "--port", "0", "--link-port", "0", "--dashboard",
+            "--dashboard-port", str(port), "--no-browser",
+        )  # fmt: skip
+    assert done.code == 1 and done.out == ""
+    assert done.err.count("\n") == 1 and str(port) in done.err and "Traceback" not in done.err
+    assert list((piper_home / "running").glob("*.json")) == []

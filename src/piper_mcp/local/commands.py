@@ -591,11 +591,12 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     backend.start()
+    # Before announcing: a dashboard port that is taken ends the command here.
+    dashboard = dashboard_command.start(vault, args.dashboard_port) if args.dashboard else None
     addresses = {"protocol": backend.base_url}
     if backend.link_url:
         addresses["Piper Link"] = backend.link_url
     announced = announce(vault.home, RunningProcess("local serve", addresses=addresses))
-    dashboard = dashboard_command.start(vault, args.dashboard_port) if args.dashboard else None
     settings = backend.environment()
     if args.json:
         answer = {"url": backend.base_url, "link_url": backend.link_url, "env": settings}
@@ -624,11 +625,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _record(
-    vault: Vault, outcome: str, subject: str, *, agent: str | None = None, action: str = ""
+    vault: Vault,
+    outcome: str,
+    subject: str,
+    *,
+    agent: str | None = None,
+    action: str = "command_line",
 ) -> None:
     """A change made here, in the vault's audit table beside the dashboard's."""
     vault.record(
-        action or "command_line",
+        action,
         outcome,
         client_id=agent,
         user_id=vault.local_user_id,

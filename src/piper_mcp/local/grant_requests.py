@@ -13,6 +13,7 @@ opened one waits for either and then retries the call once.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -124,10 +125,15 @@ class GrantRequests:
             self._vault.decide_grant_request(request.request_id, "expired")
 
     def withdraw_all(self) -> None:
+        """Withdraw every waiting request; where the vault takes no write (a full disk, as
+        the server stops), they are left to expire by themselves."""
         with self._lock:
             waiting = [r for r in self._requests.values() if r.outcome is None]
-        for request in waiting:
-            self.withdraw(request)
+        try:
+            for request in waiting:
+                self.withdraw(request)
+        except (VaultError, sqlite3.Error):
+            pass
 
     def outcome(self, request: GrantRequest) -> Outcome | None:
         """What the user decided: on this server's page, or in the vault (the dashboard,

@@ -40,6 +40,7 @@ from piper_mcp.local.files import (
     make_private_dir,
     write_private_file,
 )
+from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     DamagedSecretError,
@@ -67,8 +68,8 @@ STALE_PARTIAL_SECONDS = 300
 _CONNECTION_SERIALS = itertools.count()
 # Decided and expired grant requests are kept this long after they expire, then forgotten.
 REQUESTS_KEPT_SECONDS = 86_400.0
-# Grant requests waiting per agent, at most (as many as one server keeps open).
-MAX_WAITING_REQUESTS = 64
+# Grant requests waiting per agent, at most: as many as one server keeps open.
+MAX_WAITING_REQUESTS = MAX_OPEN_REQUESTS
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 GRANT_REQUESTS_TABLE = """
@@ -217,7 +218,7 @@ class StoredGrantRequest:
     client: str  # the MCP client whose call raised it
     opened_at: float
     expires_at: float
-    outcome: str | None  # "granted", "denied"; None: waiting
+    outcome: str | None  # "granted", "denied", "expired" (its call ended); None: waiting
     decided_at: float | None
 
     def waiting(self, now: float) -> bool:

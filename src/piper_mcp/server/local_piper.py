@@ -176,7 +176,6 @@ class LocalPiper:
         withdraw(self._announced)
         if self._backend.done() and self._backend.exception() is None:
             self.grant_requests.withdraw_all()  # their calls end with this server
-        if self._backend.done() and self._backend.exception() is None:
             backend = self._backend.result()
             backend.stop()
             backend.vault.close()
