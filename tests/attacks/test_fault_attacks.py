@@ -1,7 +1,5 @@
 """Hostile peers and injected faults against the stdio transport, the HTTP session cap,
 shutdown, and the audit trail (review of 3bf48e4).
-
-Tests marked `xfail(strict=True)` are findings: they pass once the fault is fixed.
 """
 
 from __future__ import annotations
@@ -128,11 +126,6 @@ def test_stdio_a_request_with_a_null_id_is_answered(host: Callable[[], Host]) ->
     assert first.get("error", {}).get("code") == -32600, first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdio: every unreadable line (stdio._log_refusal) and every notification with "
-    "malformed params (SDK runner) logs a WARNING line, unthrottled",
-)
 @pytest.mark.parametrize(
     "junk, logged",
     [

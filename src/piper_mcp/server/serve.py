@@ -34,6 +34,7 @@ from piper_mcp.server.brokered_calls import BrokeredCalls
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.redaction import Redactor
+from piper_mcp.server.repeated_warnings import RepeatedWarnings
 from piper_mcp.server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatedWarnings())
     # uvicorn and the SDK are chatty at INFO; their warnings still show.
     for noisy in ("uvicorn.access", "httpx", "httpx2", "mcp.server.lowlevel.server"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,62 @@
+"""Warnings a peer can repeat at will are logged a few times a minute, then counted.
+
+A host (or anything writing to the server's stdin or port) decides how often
+the server warns about what it sent: an unreadable line, a notification with
+malformed params. Logged each time, a flood of junk becomes a flood of stderr.
+`RepeatedWarnings` sits on the log handler and lets `per_minute` warnings of
+one kind (the logger and the message's template) through in each minute, then
+says once that it is holding the rest back, and how many it held back when the
+kind next gets through. Errors always pass: they are rare, and each matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Kinds are message templates, so they are few; a bound keeps memory flat if a logger
+# formats its own messages (every message a new kind).
+MAX_KINDS = 256
+
+
+class RepeatedWarnings(logging.Filter):
+    def __init__(self, per_minute: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.per_minute = per_minute
+        self._clock = clock
+        self._windows: dict[tuple[str, str], _Window] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        kind = (record.name, str(record.msg))
+        window = self._windows.get(kind)
+        now = self._clock()
+        if window is None or now - window.start >= 60:
+            if window is None and len(self._windows) >= MAX_KINDS:
+                self._windows.clear()
+            held_back = window.held_back if window else 0
+            window = self._windows[kind] = _Window(now)
+            if held_back:
+                _append(record, f" ({held_back} more like it were not logged before this one)")
+        window.seen += 1
+        if window.seen <= self.per_minute:
+            if window.seen == self.per_minute:
+                _append(record, " (more like it in this minute are counted, not logged)")
+            return True
+        window.held_back += 1
+        return False
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    seen: int = 0
+    held_back: int = 0
+
+
+def _append(record: logging.LogRecord, note: str) -> None:
+    record.msg = record.getMessage() + note
+    record.args = None

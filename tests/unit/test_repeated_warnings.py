@@ -1,0 +1,54 @@
+"""RepeatedWarnings: a few warnings of one kind a minute, then a count."""
+
+from __future__ import annotations
+
+import logging
+
+from piper_mcp.server.repeated_warnings import MAX_KINDS, RepeatedWarnings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(
+    msg: str, *args: object, level: int = logging.WARNING, name: str = "peer"
+) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_a_kind_passes_per_minute_times_then_is_counted_and_the_count_said_later() -> None:
+    clock = Clock()
+    warnings = RepeatedWarnings(per_minute=3, clock=clock)
+    passed = [
+        warnings.filter(rec := record("junk of %d bytes", n)) and rec.getMessage() for n in range(5)
+    ]
+    assert passed[:2] == ["junk of 0 bytes", "junk of 1 bytes"]
+    assert passed[2] == "junk of 2 bytes (more like it in this minute are counted, not logged)"
+    assert passed[3:] == [False, False]
+
+    clock.now += 60
+    later = record("junk of %d bytes", 9)
+    assert warnings.filter(later)
+    assert later.getMessage() == "junk of 9 bytes (2 more like it were not logged before this one)"
+
+
+def test_kinds_are_counted_apart_and_errors_always_pass() -> None:
+    warnings = RepeatedWarnings(per_minute=1, clock=Clock())
+    assert warnings.filter(record("one kind"))
+    assert not warnings.filter(record("one kind"))
+    assert warnings.filter(record("one kind", name="another logger"))
+    assert warnings.filter(record("another kind"))
+    assert all(warnings.filter(record("one kind", level=logging.ERROR)) for _ in range(5))
+    assert all(warnings.filter(record("one kind", level=logging.INFO)) for _ in range(5))
+
+
+def test_messages_formatted_by_the_caller_cannot_grow_memory() -> None:
+    warnings = RepeatedWarnings(per_minute=1, clock=Clock())
+    for n in range(MAX_KINDS * 4):
+        assert warnings.filter(record(f"formatted {n}"))
+    assert len(warnings._windows) <= MAX_KINDS
