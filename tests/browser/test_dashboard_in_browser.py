@@ -370,6 +370,23 @@ def test_the_page_follows_the_command_line(
     expect(page.locator("#grants")).to_have_count(0)
 
 
+def test_the_page_keeps_the_keyboards_place_when_the_vault_changes(
+    env: dict[str, str], browsing: Browsing, page: Page
+) -> None:
+    """A reload would send a keyboard or screen-reader user back to the top of the page."""
+    browsing.open("/secrets")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # skip to the page
+    page.keyboard.press("Tab")
+    remove = page.get_by_role("button", name=f"Remove {STORED}")
+    expect(remove).to_be_focused()
+    page.evaluate("window.drawn = 'once'")
+    piper_mcp(env, "local", "grant", AGENT, ASKED_FOR, STORED)
+    expect(page.locator("#stale")).to_be_visible()
+    assert page.evaluate("window.drawn") == "once"
+    expect(remove).to_be_focused()
+
+
 def test_an_agent_at_work_does_not_redraw_a_page_that_does_not_show_its_work(
     env: dict[str, str], browsing: Browsing, page: Page
 ) -> None:
