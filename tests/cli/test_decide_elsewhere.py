@@ -9,12 +9,14 @@ protocol eras, with the SDK's client declaring URL-mode elicitation.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client, StdioServerParameters
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
@@ -183,3 +185,56 @@ async def test_a_models_spelling_of_the_variable_is_asked_for_as_declared(
         result = await client.call_tool("get_secret", {"variable": "\u200b" + VARIABLE})
     assert result.is_error is False, result.content
     assert [w["variable"] for w in seen] == [VARIABLE]
+
+
+async def test_a_request_whose_server_was_killed_waits_no_more(
+    ungranted_home: Path, cli_env: dict[str, str]
+) -> None:
+    """SIGKILL leaves no time to withdraw the request: the dashboard and the command line
+    stop offering it at once (approving it would answer no call), not ten minutes later."""
+    serving = await anyio.open_process(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=cli_env,
+        stderr=subprocess.DEVNULL,
+    )
+    assert serving.stdin is not None and serving.stdout is not None
+    answers = BufferedByteReceiveStream(serving.stdout)
+    try:
+        for message in (
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"elicitation": {"url": {}}},
+                    "clientInfo": {"name": "killed-host", "version": "1"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "get_secret", "arguments": {"variable": VARIABLE}},
+            },
+        ):
+            await serving.stdin.send(json.dumps(message).encode() + b"\n")
+        with anyio.fail_after(60):
+            while (said := json.loads(await answers.receive_until(b"\n", 1 << 20))).get(
+                "method"
+            ) != "elicitation/create":
+                pass
+        assert said["params"]["mode"] == "url"
+        code, listed, _ = await piper_mcp(cli_env, "local", "requests", "--json")
+        [request] = json.loads(listed)  # it waits while its server does
+    finally:
+        serving.kill()
+        await serving.wait()
+
+    code, listed, _ = await piper_mcp(cli_env, "local", "requests")
+    assert (code, listed.strip()) == (0, "No grant requests are waiting.")
+    code, _, stderr = await piper_mcp(cli_env, "local", "approve", request["id"], SECRET)
+    assert code == 1 and stderr.count("\n") == 1
+    assert "the server whose call raised it stopped" in stderr
+    assert Vault.open(ungranted_home).grants(client_id="local-agent") == []

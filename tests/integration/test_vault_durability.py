@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from piper_mcp.local.storage import DamagedSecretError
-from piper_mcp.local.vault import Vault, VaultError
+from piper_mcp.local.vault import StoredGrantRequest, Vault, VaultError
 
 WRITER = textwrap.dedent(
     """
@@ -168,7 +168,30 @@ def test_a_schema_3_vault_gains_grant_requests_and_keeps_its_grants(tmp_path: Pa
     assert migrated.grant_requests() == []
     with sqlite3.connect(home / "vault.sqlite3") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "4",
+            "5",
+        )
+
+
+def test_a_schema_4_vault_keeps_its_waiting_requests_as_waited_for(tmp_path: Path) -> None:
+    """Requests from before servers were named: nobody knows whose they are, so they wait
+    until they expire, as they did."""
+    home = tmp_path / "vault"
+    vault, _ = Vault.init(home)
+    vault.add_agent("ci-bot", None, owner_user_id=vault.local_user_id, variables=["npm_token"])
+    now = time.time()
+    vault.open_grant_request(
+        StoredGrantRequest("req-old", "ci-bot", "npm_token", "Host", now, now + 600, None, None)
+    )
+    vault.close()
+    with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before this wrote
+        db.execute("ALTER TABLE grant_requests DROP COLUMN raised_by")
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+    migrated = Vault.open(home)
+    assert [(r.request_id, r.raised_by) for r in migrated.grant_requests()] == [("req-old", None)]
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "5",
         )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +27,27 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
     vault.close()
 
 
-def waiting(vault: Vault, request_id: str = "req-1", agent: str = AGENT) -> None:
+def waiting(
+    vault: Vault, request_id: str = "req-1", agent: str = AGENT, raised_by: int | None = None
+) -> None:
     now = time.time()
     vault.open_grant_request(
-        StoredGrantRequest(request_id, agent, "npm_token", "Host 1.0", now, now + 600, None, None)
+        StoredGrantRequest(
+            request_id, agent, "npm_token", "Host 1.0", now, now + 600, None, None, raised_by
+        )
     )
+
+
+@pytest.fixture(scope="module")
+def gone() -> int:
+    """The id of a process that has ended (a server killed before it withdrew its request)."""
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(ended.stdout)
 
 
 def test_a_grant_for_a_request_denied_meanwhile_is_not_made(vault: Vault) -> None:
@@ -73,3 +92,38 @@ def test_an_agent_has_a_bounded_number_of_waiting_requests(vault: Vault) -> None
     waiting(vault, "another-agents", agent="local-agent")  # each agent has its own bound
     vault.decide_grant_request("req-0", "expired")
     waiting(vault, "room-again")
+
+
+def test_a_request_whose_server_is_gone_waits_no_more(vault: Vault, gone: int) -> None:
+    waiting(vault, "req-mine", raised_by=os.getpid())
+    waiting(vault, "req-orphan", raised_by=gone)
+    assert [r.request_id for r in vault.grant_requests()] == ["req-mine"]
+    with pytest.raises(VaultError, match="the server whose call raised it stopped") as said:
+        decisions.approve(vault, "req-orphan", "npm", by="dashboard")
+    assert "local grant ci-bot npm_token SECRET" in str(said.value)
+    with pytest.raises(VaultError, match="the server whose call raised it stopped"):
+        decisions.deny(vault, "req-orphan", by="command_line")
+    assert vault.grants(client_id=AGENT) == []
+
+
+def test_orphaned_requests_do_not_count_against_the_bound(vault: Vault, gone: int) -> None:
+    for n in range(MAX_WAITING_REQUESTS):
+        waiting(vault, f"req-{n}", raised_by=gone)
+    waiting(vault, "a-live-one", raised_by=os.getpid())
+
+
+def test_the_vaults_fingerprint_changes_when_a_requests_server_is_gone(tmp_path: Path) -> None:
+    """The dashboard's grants page redraws without the orphan, though no row changed."""
+    vault, _ = Vault.init(tmp_path / "piper-home")
+    vault.add_agent(AGENT, None, owner_user_id=vault.local_user_id, variables=["npm_token"])
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        waiting(vault, raised_by=server.pid)
+        before = vault.fingerprint()
+        assert [r.request_id for r in vault.grant_requests()] == ["req-1"]
+    finally:
+        server.kill()
+        server.wait()
+    assert vault.grant_requests() == []
+    assert vault.fingerprint() != before
+    vault.close()

@@ -26,14 +26,22 @@ if TYPE_CHECKING:
 def waiting_request(vault: Vault, request_id: str) -> StoredGrantRequest:
     """The request `request_id`, if it still waits for the user; `VaultError` says why not."""
     request = vault.grant_request(request_id)
-    if request is None or not request.waiting(time.time()):
-        state = f"was already {request.outcome}" if request and request.outcome else None
-        raise VaultError(
-            f"the grant request {request_id!r} "
-            + (state or "is not waiting (it expired, or there is none)")
-            + f"; `{command('local', 'requests')}` lists the waiting ones"
+    if request is not None and request.waiting(time.time()):
+        return request
+    if request is not None and request.outcome:
+        state = f"was already {request.outcome}"
+    elif request is not None and not request.waited_for:
+        state = (
+            "is not waited for: the server whose call raised it stopped (grant the variable "
+            f"with `{command('local', 'grant', request.client_id, request.variable, 'SECRET')}`"
+            " if the agent should have it)"
         )
-    return request
+    else:
+        state = "is not waiting (it expired, or there is none)"
+    raise VaultError(
+        f"the grant request {request_id!r} {state}; "
+        f"`{command('local', 'requests')}` lists the waiting ones"
+    )
 
 
 def approvable(vault: Vault, agent_id: str, variable: str) -> None:

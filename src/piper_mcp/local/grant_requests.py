@@ -12,6 +12,7 @@ opened one waits for either and then retries the call once.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import threading
@@ -107,6 +108,7 @@ class GrantRequests:
                     now + REQUEST_LIFETIME,
                     None,
                     None,
+                    os.getpid(),
                 )
             )
         with self._lock:

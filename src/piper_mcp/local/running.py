@@ -4,7 +4,8 @@ Each long-running process (`serve --local`, `local serve`, `local dashboard`) le
 a small owner-only file in `PIPER_HOME/running/` while it runs: what it is, its
 process id and its addresses. Readers keep only files whose process is alive, so a
 process killed without removing its file is not shown. It is a hint for people,
-never a security decision; failing to write it changes nothing else.
+never a security decision; failing to write it changes nothing else. `alive` also
+tells whether the server that raised a grant request still waits for it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def running(home: Path) -> list[RunningProcess]:
             continue  # half-written or not ours: nothing to show
         if not _well_formed(process):
             continue
-        if _alive(process.pid):
+        if alive(process.pid):
             found.append(process)
         else:
             path.unlink(missing_ok=True)  # its process died without cleaning up
@@ -83,7 +84,8 @@ def _well_formed(process: RunningProcess) -> bool:
     )
 
 
-def _alive(pid: object) -> bool:
+def alive(pid: object) -> bool:
+    """Whether process `pid` of this machine still runs (a hint: ids are reused)."""
     if not isinstance(pid, int) or pid <= 0:
         return False  # 0 and negative numbers name process groups
     if os.name == "nt":

@@ -41,6 +41,7 @@ from piper_mcp.local.files import (
     write_private_file,
 )
 from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS
+from piper_mcp.local.running import alive
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     DamagedSecretError,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["StorageError", "Vault", "VaultError"]
 
 ACTIVE = "ACTIVE"
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 MAX_SECRET_NAME_LENGTH = 200
 # Suffix of the files `init` builds before linking them into place.
 PARTIAL = ".partial-"
@@ -81,7 +82,8 @@ CREATE TABLE grant_requests (
     opened_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     outcome TEXT,
-    decided_at REAL
+    decided_at REAL,
+    raised_by INTEGER
 );
 """
 
@@ -150,19 +152,20 @@ MIGRATE_1_TO_2 = """
 ALTER TABLE agents ADD COLUMN secretless INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE grants ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';
 UPDATE grants SET grant_id = 'grant-' || lower(hex(randomblob(10)));
-UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
 # Schema 2 → 3: a grant may carry the rule for brokered calls with it (`call_api`): which
 # hosts, and where the credential goes (JSON, read by `piper_mcp.broker.rules`).
 MIGRATE_2_TO_3 = """
 ALTER TABLE grants ADD COLUMN api_rule TEXT;
-UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 
 # Schema 3 → 4: the grant requests a `serve --local` raised are kept in the vault, so the
 # dashboard and `piper-mcp local requests` (other processes) can see and decide them.
-MIGRATE_3_TO_4 = [GRANT_REQUESTS_TABLE, "UPDATE meta SET value = '4' WHERE key = 'schema_version'"]
+MIGRATE_3_TO_4 = GRANT_REQUESTS_TABLE
+# Schema 4 → 5: each request names the process whose call waits for it, so one whose server
+# was killed stops waiting at once, not when it expires.
+MIGRATE_4_TO_5 = "ALTER TABLE grant_requests ADD COLUMN raised_by INTEGER"
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,15 @@ class StoredGrantRequest:
     expires_at: float
     outcome: str | None  # "granted", "denied", "expired" (its call ended); None: waiting
     decided_at: float | None
+    raised_by: int | None = None  # the process id of the server whose call waits
 
     def waiting(self, now: float) -> bool:
-        return self.outcome is None and now < self.expires_at
+        return self.outcome is None and now < self.expires_at and self.waited_for
+
+    @property
+    def waited_for(self) -> bool:
+        """False once the server that raised it is gone (killed before it could withdraw it)."""
+        return self.raised_by is None or alive(self.raised_by)
 
 
 @dataclass(frozen=True)
@@ -480,7 +489,7 @@ class Vault:
 
     def _migrate(self) -> None:
         version = str(self._meta("schema_version"))
-        if version not in ("1", "2", "3", SCHEMA_VERSION):
+        if version not in ("1", "2", "3", "4", SCHEMA_VERSION):
             raise VaultError(
                 f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
                 "understands; upgrade piper-mcp"
@@ -493,14 +502,16 @@ class Vault:
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
             steps = {
-                "1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3, *MIGRATE_3_TO_4],
-                "2": [MIGRATE_2_TO_3, *MIGRATE_3_TO_4],
-                "3": MIGRATE_3_TO_4,
+                "1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+                "2": [MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+                "3": [MIGRATE_3_TO_4],
+                "4": [MIGRATE_4_TO_5],
             }
             for migration in steps.get(str(current), []):
                 for statement in migration.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         with self._connections_lock:
@@ -562,9 +573,9 @@ class Vault:
 
     def fingerprint(self) -> str:
         """A value that changes whenever what the vault holds may look different: agents,
-        secrets (names and dates), grants, waiting requests (not the audit table: see
-        `audit_mark`). One read of each table's indexes, from any thread; for a page that
-        updates itself."""
+        secrets (names and dates), grants, waiting requests, also when their server is gone
+        (not the audit table: see `audit_mark`). One read of each table's indexes, and of
+        the waiting requests, from any thread; for a page that updates itself."""
         row = (
             self._db()
             .execute(
@@ -578,7 +589,7 @@ class Vault:
             )
             .fetchone()
         )
-        return "|".join(str(part) for part in row)
+        return "|".join(str(part) for part in (*row, len(self.grant_requests())))
 
     def audit_mark(self) -> int:
         """The last audit row's id: changes whenever a row is added."""
@@ -885,18 +896,24 @@ class Vault:
                 "DELETE FROM grant_requests WHERE expires_at < ?",
                 (time.time() - REQUESTS_KEPT_SECONDS,),
             )
-            (waiting,) = db.execute(
-                "SELECT count(*) FROM grant_requests"
-                " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
-                (request.client_id, time.time()),
-            ).fetchone()
+            waiting = len(
+                [
+                    row
+                    for row in db.execute(
+                        "SELECT * FROM grant_requests"
+                        " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
+                        (request.client_id, time.time()),
+                    )
+                    if StoredGrantRequest(*row).waited_for
+                ]
+            )
             if waiting >= MAX_WAITING_REQUESTS:
                 raise VaultError(
                     f"{waiting} grant requests of the agent {request.client_id!r} are waiting "
                     f"already; decide them first (`{command('local', 'requests')}`)"
                 )
             db.execute(
-                "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.request_id,
                     request.client_id,
@@ -906,17 +923,21 @@ class Vault:
                     request.expires_at,
                     request.outcome,
                     request.decided_at,
+                    request.raised_by,
                 ),
             )
 
     def grant_requests(self) -> list[StoredGrantRequest]:
-        """The requests still waiting for the user, oldest first."""
+        """The requests still waiting for the user, oldest first (not those whose server
+        is gone)."""
         rows = self._db().execute(
             "SELECT * FROM grant_requests WHERE outcome IS NULL AND expires_at > ?"
             " ORDER BY opened_at",
             (time.time(),),
         )
-        return [StoredGrantRequest(*row) for row in rows.fetchall()]
+        return [
+            request for row in rows.fetchall() if (request := StoredGrantRequest(*row)).waited_for
+        ]
 
     def grant_request(self, request_id: str) -> StoredGrantRequest | None:
         row = (
