@@ -328,7 +328,7 @@ ELSEWHERE: dict[str, Where] = {
     ".venv/bin/ruff check .": Where(".ci/run", (".venv/bin/ruff check .",), "CI"),
     ".venv/bin/ruff format --check .": Where(".ci/run", (".venv/bin/ruff format --check .",), "CI"),
     ".venv/bin/mypy": Where(".ci/run", (".venv/bin/mypy",), "CI"),
-    "npx @modelcontextprotocol/inspector --cli --config mcp.json --server piper-local "
+    "npx @modelcontextprotocol/inspector@2.12.0 --cli --config mcp.json --server piper-local "
     '-e PIPER_HOME="$(piper-mcp local home)" '
     "--method tools/call --tool-name get_secret --tool-arg variable=openai_api_key": Where(
         "tests/e2e/test_inspector.py",
@@ -405,6 +405,21 @@ def test_the_named_test_contains_the_command(command: str) -> None:
     text = (ROOT / where.path).read_text()
     for part in where.parts:
         assert part in text, f"{where.path} no longer contains {part!r}"
+
+
+def test_every_npx_command_names_the_version_the_tests_install() -> None:
+    """An unpinned `npx` runs whatever npm has today, not what the e2e tests checked."""
+    tested = json.loads((ROOT / "tests/e2e/package.json").read_text())["devDependencies"]
+    shown = [
+        (document.name, package)
+        for document in DOCUMENTS
+        for package in re.findall(r"\bnpx\s+(@?[\w./-]+(?:@[\w.-]+)?)", document.read_text())
+    ]
+    assert shown, "README shows the Inspector"
+    for document, package in shown:
+        name, version = re.fullmatch(r"(@?[^@]+)@?(.*)", package).groups()  # type: ignore[union-attr]
+        assert name in tested, f"{document}: npx {package} is not a package the tests install"
+        assert version == tested[name], f"{document}: npx {package}; the tests run {tested[name]}"
 
 
 @pytest.mark.parametrize("page", DOCUMENTS, ids=lambda page: page.name)
