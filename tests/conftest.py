@@ -14,7 +14,7 @@ from piper_mcp.local.link import link_app
 from piper_mcp.local.server_thread import LocalBackend, ServerThread, Site
 from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 
 AGENT_ID = "agent-research"
 AGENT_SECRET = "agent-client-secret-canary-7f3a-5d1c9e"
@@ -163,7 +163,7 @@ class PooledBackend(LocalBackend):
         self._pool = pool
         self._loopbacks = [pool.take(self.app.asgi), pool.take(link_app(INSTANCE_ID))]
         self.base_url = self._loopbacks[0].url
-        self.link_url = self._loopbacks[1].url + protocol.LINK_CONTEXT_PATH
+        self.link_url = self._loopbacks[1].url + protocol_names.LINK_CONTEXT_PATH
         self._closed = False
 
     def start(self) -> PooledBackend:

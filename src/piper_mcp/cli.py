@@ -49,7 +49,12 @@ def add_command(
     return parser
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line's parser; when `argv` names a command, with that command only.
+
+    Building all of them (some forty parsers, the `local` group's modules imported)
+    takes half of `exec`'s start, which is added to the start of the command it runs.
+    """
     parser = argparse.ArgumentParser(
         prog="piper-mcp",
         description="User-approved, short-lived credentials from Piper for AI agents, over "
@@ -62,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"piper-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    named = next((word for word in argv if not word.startswith("-")), None)
+    for name, register in COMMANDS.items():
+        if named not in COMMANDS or name == named:
+            register(commands)
+    return parser
+
+
+def _demo_command(commands: Any) -> None:
     add_command(
         commands,
         "demo",
@@ -71,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         "of yours.",
         ["piper-mcp demo"],
     )
+
+
+def _serve_command(commands: Any) -> None:
     serve = add_command(
         commands,
         "serve",
@@ -120,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="another Host header to accept over HTTP (repeat for more)",
     )
+
+
+def _check_command(commands: Any) -> None:
     check = add_command(
         commands,
         "check",
@@ -130,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _server_options(check)
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _audit_command(commands: Any) -> None:
     audit = add_command(
         commands,
         "audit",
@@ -140,12 +162,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--limit", type=int, default=50, help="most recent N entries (50)")
     audit.add_argument("--json", action="store_true", help="print JSON for scripts")
-    _exec_command(commands)
-
-    from piper_mcp.local.commands import add_commands
-
-    add_commands(commands)
-    return parser
 
 
 def _exec_command(commands: Any) -> None:
@@ -186,6 +202,23 @@ def _exec_command(commands: Any) -> None:
     run.add_argument(
         "program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="what to run"
     )
+
+
+def _local_commands(commands: Any) -> None:
+    from piper_mcp.local.commands import add_commands
+
+    add_commands(commands)
+
+
+# In the order `piper-mcp --help` lists them.
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "demo": _demo_command,
+    "serve": _serve_command,
+    "check": _check_command,
+    "audit": _audit_command,
+    "exec": _exec_command,
+    "local": _local_commands,
+}
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -237,14 +270,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(words)
+    args = parser.parse_args(words)
     if args.command != "serve":
         gc.enable()
     if args.command == "demo":
         from piper_mcp import demo
 
         return demo.run(sys.stdout)
+    if args.command == "exec" and args.local:
+        import os
+
+        from piper_mcp import exec as command
+
+        plain = command.plain_local_options(args.agent, os.environ)
+        if plain is not None:
+            return command.run(plain, args.inject, args.program, agent_flag=args.agent is not None)
     if args.command in ("serve", "check", "audit", "exec"):
         return _run_server_command(args)
     if args.command == "local":
@@ -273,7 +315,10 @@ def _run_server_command(args: argparse.Namespace) -> int:
             from piper_mcp import exec as command
 
             return command.run(
-                options, args.inject, args.program, agent_flag=args.agent is not None
+                command.ExecOptions.of(options),
+                args.inject,
+                args.program,
+                agent_flag=args.agent is not None,
             )
         if args.command == "check":
             from piper_mcp.server.check import run_check

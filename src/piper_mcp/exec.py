@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from piper_mcp.home import default_home
+from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command
 from piper_mcp.local.advice import how_to_grant, no_agent, no_vault
 from piper_mcp.local.errors import VaultError
-from piper_mcp.piper.protocol import MAPPING_NOT_FOUND, PERMISSION_DENIED, STORAGE_UNAVAILABLE
+from piper_mcp.piper.protocol_names import MAPPING_NOT_FOUND, PERMISSION_DENIED, STORAGE_UNAVAILABLE
 from piper_mcp.printable import printable, quoted
-from piper_mcp.server.results import Consent
+from piper_mcp.server.consents import Consent
 
 if TYPE_CHECKING:
     from piper_mcp.server.audit import AuditTrail
@@ -54,6 +54,59 @@ class ExecError(Exception):
 
 
 @dataclass(frozen=True)
+class ExecOptions:
+    """What exec reads of `serve`'s settings (docs/configuration.md)."""
+
+    local: bool
+    agent: str
+    audit_path: Path
+    audit_max_bytes: int
+    variables: tuple[str, ...] = ()  # PIPER_VARIABLES, for the Piper cloud's agent
+
+    @classmethod
+    def of(cls, settings: ServeSettings) -> ExecOptions:
+        return cls(
+            settings.local,
+            settings.agent,
+            settings.audit_path(),
+            settings.audit_max_bytes,
+            tuple(settings.variables),
+        )
+
+
+# The settings `exec --local` reads (its agent, and where and how its audit goes); every
+# other PIPER_MCP_* is serve's.
+PLAIN_SETTINGS = ("PIPER_MCP_AGENT", "PIPER_MCP_AUDIT_FILE", "PIPER_MCP_AUDIT_MAX_BYTES")
+
+
+def plain_local_options(agent: str | None, environ: Mapping[str, str]) -> ExecOptions | None:
+    """`exec --local`'s settings read without pydantic, whose import is most of exec's own
+    start-up and so is added to the command's; None for anything but the plain forms
+    (another spelling, an empty value, a number outside its range, PIPER_MCP_LOCAL), which
+    `ServeSettings` reads, or says in one line what is wrong with."""
+    from piper_mcp.server import audit
+
+    if (
+        any(name.upper() != name and name.upper().startswith("PIPER_MCP_") for name in environ)
+        or "PIPER_MCP_LOCAL" in environ
+    ):
+        return None
+    agent_setting, audit_file, max_bytes = (environ.get(name) for name in PLAIN_SETTINGS)
+    if audit_file == "" or agent_setting == "":
+        return None
+    if max_bytes is not None and not (
+        re.fullmatch(r"[0-9]{1,12}", max_bytes) and int(max_bytes) >= audit.MIN_MAX_BYTES
+    ):
+        return None
+    return ExecOptions(
+        local=True,
+        agent=agent or agent_setting or DEFAULT_AGENT,
+        audit_path=Path(audit_file) if audit_file else default_home() / audit.FILE_NAME,
+        audit_max_bytes=int(max_bytes) if max_bytes else audit.DEFAULT_MAX_BYTES,
+    )
+
+
+@dataclass(frozen=True)
 class Injection:
     """An environment variable the command gets, and the Piper variable whose value it holds."""
 
@@ -61,7 +114,7 @@ class Injection:
     variable: str
 
 
-def run(options: ServeSettings, env_flags: list[str], words: list[str], *, agent_flag: bool) -> int:
+def run(options: ExecOptions, env_flags: list[str], words: list[str], *, agent_flag: bool) -> int:
     """Become the command `words` with its Piper variables; else one line and an exit code."""
     import logging
 
@@ -240,13 +293,13 @@ class Audit:
 
 
 def provide(
-    options: ServeSettings, wanted: list[Injection], command_name: str, redactor: Redactor
+    options: ExecOptions, wanted: list[Injection], command_name: str, redactor: Redactor
 ) -> dict[str, str]:
     """Each injection's value, audited; everything opened for it closed again on return."""
     from piper_mcp.server.audit import AuditError, AuditTrail
 
     # Closed as this returns: nothing else holds it.
-    trail = AuditTrail(options.audit_path(), max_bytes=options.audit_max_bytes)
+    trail = AuditTrail(options.audit_path, max_bytes=options.audit_max_bytes)
     audit = Audit(trail, command_name, options.agent if options.local else None)
     try:
         if options.local:
@@ -405,7 +458,7 @@ class VaultAgent:
 
 
 def from_piper_cloud(
-    options: ServeSettings, wanted: list[Injection], audit: Audit, redactor: Redactor
+    options: ExecOptions, wanted: list[Injection], audit: Audit, redactor: Redactor
 ) -> dict[str, str]:
     """Each injection's value from the Piper cloud, as the agent `serve` is configured as."""
     import asyncio

@@ -28,7 +28,7 @@ from piper_mcp.local.throttle import (
     MAX_TRACKED_CLIENTS,
     SecretCheckGate,
 )
-from piper_mcp.piper import AsyncPiperClient, PiperAuthError, protocol
+from piper_mcp.piper import AsyncPiperClient, PiperAuthError, protocol_names
 from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE, seeded_vault
 
 pytestmark = pytest.mark.anyio
@@ -60,13 +60,13 @@ def token_form(base_url: str, client_id: str, client_secret: str) -> dict[str, s
         "grant_type": "client_credentials",
         "client_id": client_id,
         "client_secret": client_secret,
-        "audience": f"{base_url}/{protocol.RESOLVE_MAPPING_FUNCTION}",
+        "audience": f"{base_url}/{protocol_names.RESOLVE_MAPPING_FUNCTION}",
     }
 
 
 def ask_token(http: httpx.Client, base_url: str, client_id: str, secret: str) -> httpx.Response:
     return http.post(
-        f"{base_url}/{protocol.TOKEN_FUNCTION}", data=token_form(base_url, client_id, secret)
+        f"{base_url}/{protocol_names.TOKEN_FUNCTION}", data=token_form(base_url, client_id, secret)
     )
 
 
@@ -76,7 +76,7 @@ def assert_backed_off(answer: httpx.Response) -> int:
     retry_after = int(answer.headers["retry-after"])
     assert retry_after >= 1
     body = answer.json()
-    assert body["error"] == protocol.TOO_MANY_REQUESTS
+    assert body["error"] == protocol_names.TOO_MANY_REQUESTS
     assert f"try again in {retry_after} s" in body["error_description"]
     return retry_after
 
@@ -180,7 +180,7 @@ async def test_our_client_honours_retry_after_then_says_when_to_try_again(
         with pytest.raises(PiperAuthError) as refused:
             await agent.get_secret("OpenAI API Key")
         assert "try again in 1 s" in str(refused.value)
-        tries = piper.app.calls[protocol.TOKEN_FUNCTION] - FAILURES_BEFORE_BACKOFF
+        tries = piper.app.calls[protocol_names.TOKEN_FUNCTION] - FAILURES_BEFORE_BACKOFF
         assert tries > 1  # it honoured Retry-After and asked again
 
         clock.advance(1)
@@ -200,7 +200,7 @@ async def flood(url: str) -> list[httpx.Response]:
         answers = await asyncio.gather(
             *(
                 attacker.post(
-                    f"{url}/{protocol.TOKEN_FUNCTION}",
+                    f"{url}/{protocol_names.TOKEN_FUNCTION}",
                     data=token_form(url, client_id, wrong_secret()),
                 )
                 for client_id in client_ids
@@ -223,27 +223,27 @@ async def test_after_a_flood_the_agent_gets_its_token_resolve_and_scoped_credent
     url = piper.base_url
     async with httpx.AsyncClient() as agent:
         token = await agent.post(
-            f"{url}/{protocol.TOKEN_FUNCTION}",
+            f"{url}/{protocol_names.TOKEN_FUNCTION}",
             data={**token_form(url, AGENT_ID, AGENT_SECRET), "piper_link_instance_id": INSTANCE_ID},
         )
         assert token.status_code == 200, token.text
         resolved = await agent.post(
-            f"{url}/{protocol.RESOLVE_MAPPING_FUNCTION}",
+            f"{url}/{protocol_names.RESOLVE_MAPPING_FUNCTION}",
             json={"variableName": "openai_api_key"},
             headers={"Authorization": f"Bearer {token.json()['access_token']}"},
         )
         assert resolved.status_code == 200, resolved.text
         credential_id = resolved.json()["credentialId"]
         scoped_token = await agent.post(
-            f"{url}/{protocol.TOKEN_FUNCTION}",
+            f"{url}/{protocol_names.TOKEN_FUNCTION}",
             data={
                 **token_form(url, AGENT_ID, AGENT_SECRET),
-                "audience": f"{url}/{protocol.GET_SCOPED_FUNCTION}",
+                "audience": f"{url}/{protocol_names.GET_SCOPED_FUNCTION}",
                 "piper_link_instance_id": INSTANCE_ID,
             },
         )
         scoped = await agent.post(
-            f"{url}/{protocol.GET_SCOPED_FUNCTION}",
+            f"{url}/{protocol_names.GET_SCOPED_FUNCTION}",
             json={"credentialIds": [credential_id]},
             headers={"Authorization": f"Bearer {scoped_token.json()['access_token']}"},
         )

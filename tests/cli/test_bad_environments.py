@@ -22,7 +22,7 @@ import pytest
 
 from piper_mcp.cli import _parser
 from piper_mcp.local.vault import Vault
-from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
+from piper_mcp.piper.protocol_names import DEFAULT_LINK_PORT
 from tests.cli.conftest import PROGRAM, Cli
 
 NOBODY = 65534

@@ -16,7 +16,7 @@ import pytest
 from piper_mcp.local.dashboard import activity, chart
 from piper_mcp.local.dashboard.activity import Event, Filters
 from piper_mcp.local.vault import AuditEntry
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.server.audit import AuditTrail
 from tests.dashboard import AGENT, CLIENT, OTHER_VARIABLE, VARIABLE
 from tests.dashboard.conftest import Browser
@@ -158,7 +158,7 @@ def row(
 @pytest.mark.parametrize(
     ("entry", "variable", "what", "detail"),
     [
-        (row(protocol.RESOLVE_MAPPING_FUNCTION, VARIABLE), VARIABLE, "variable resolved", ""),
+        (row(protocol_names.RESOLVE_MAPPING_FUNCTION, VARIABLE), VARIABLE, "variable resolved", ""),
         (
             row("dashboard", f"{VARIABLE} Ada's key", "granted"),
             VARIABLE,
@@ -178,7 +178,7 @@ def row(
             "",
         ),
         (
-            row(protocol.GET_SCOPED_FUNCTION, "cred-1234", "refused", "no grant"),
+            row(protocol_names.GET_SCOPED_FUNCTION, "cred-1234", "refused", "no grant"),
             "",
             "STS token minted",
             "cred-1234 no grant",

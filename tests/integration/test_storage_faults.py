@@ -42,7 +42,7 @@ from piper_mcp.local.storage import (
     StorageFaultLog,
 )
 from piper_mcp.local.vault import Vault
-from piper_mcp.piper.protocol import STORAGE_UNAVAILABLE
+from piper_mcp.piper.protocol_names import STORAGE_UNAVAILABLE
 from piper_mcp.piper.retry import RetryPolicy
 from piper_mcp.server.app import build_server
 from piper_mcp.server.serve import build_service

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.piper.errors import (
     PiperAuthError,
     PiperBackendError,
@@ -25,15 +25,20 @@ def answer(function: str, status: int, code: str) -> PiperError:
 @pytest.mark.parametrize(
     ("function", "status", "code", "kind"),
     [
-        (protocol.RESOLVE_MAPPING_FUNCTION, 503, "http_503", PiperBackendError),
+        (protocol_names.RESOLVE_MAPPING_FUNCTION, 503, "http_503", PiperBackendError),
         (
-            protocol.EXCHANGE_SECRET_FUNCTION,
+            protocol_names.EXCHANGE_SECRET_FUNCTION,
             400,
-            protocol.INVALID_REQUEST,
+            protocol_names.INVALID_REQUEST,
             PiperRawSecretExchangeError,
         ),
-        (protocol.GET_SCOPED_FUNCTION, 403, protocol.PERMISSION_DENIED, PiperForbiddenError),
-        (protocol.TOKEN_FUNCTION, 401, protocol.INVALID_CLIENT, PiperAuthError),
+        (
+            protocol_names.GET_SCOPED_FUNCTION,
+            403,
+            protocol_names.PERMISSION_DENIED,
+            PiperForbiddenError,
+        ),
+        (protocol_names.TOKEN_FUNCTION, 401, protocol_names.INVALID_CLIENT, PiperAuthError),
     ],
 )
 def test_each_answer_keeps_what_the_backend_said(
@@ -50,7 +55,7 @@ def test_each_answer_keeps_what_the_backend_said(
 
 
 def test_an_unmapped_variable_says_where_to_grant_it() -> None:
-    error = answer(protocol.RESOLVE_MAPPING_FUNCTION, 404, protocol.MAPPING_NOT_FOUND)
+    error = answer(protocol_names.RESOLVE_MAPPING_FUNCTION, 404, protocol_names.MAPPING_NOT_FOUND)
     assert isinstance(error, PiperGrantNeededError)
     assert error.grant_url == (
         "https://p.example?response_type=code&scope=manage_grants&client=agent-x"
@@ -60,12 +65,12 @@ def test_an_unmapped_variable_says_where_to_grant_it() -> None:
 
 
 def test_failed_storage_keeps_the_backends_own_advice_only() -> None:
-    error = answer(protocol.GET_SCOPED_FUNCTION, 503, protocol.STORAGE_UNAVAILABLE)
+    error = answer(protocol_names.GET_SCOPED_FUNCTION, 503, protocol_names.STORAGE_UNAVAILABLE)
     assert isinstance(error, PiperBackendError)
     assert str(error) == error.message
-    assert "PIPER_*_URL" in str(answer(protocol.GET_SCOPED_FUNCTION, 500, "http_500"))
+    assert "PIPER_*_URL" in str(answer(protocol_names.GET_SCOPED_FUNCTION, 500, "http_500"))
 
 
 def test_a_rejected_user_context_says_to_sign_in_again() -> None:
-    error = answer(protocol.TOKEN_FUNCTION, 400, protocol.INVALID_REQUEST)
+    error = answer(protocol_names.TOKEN_FUNCTION, 400, protocol_names.INVALID_REQUEST)
     assert "sign in to Piper Link again" in error.advice

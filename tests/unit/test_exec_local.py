@@ -18,7 +18,7 @@ from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.grant_requests import GrantRequests
 from piper_mcp.local.vault import Vault
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.piper.errors import error_for
 from piper_mcp.piper.wire import BackendAnswerError
 from piper_mcp.server.audit import AuditTrail
@@ -84,12 +84,12 @@ def test_a_missing_grant_is_said_as_the_backends_answer_to_serve_is(
             agent.granted_value("x_key")
     finally:
         agent.vault.close()
-    assert raised.value.reason == protocol.MAPPING_NOT_FOUND
+    assert raised.value.reason == protocol_names.MAPPING_NOT_FOUND
     # What the in-process backend answers (local/app.py) and the client makes of it.
     answer = BackendAnswerError(
-        protocol.RESOLVE_MAPPING_FUNCTION,
+        protocol_names.RESOLVE_MAPPING_FUNCTION,
         404,
-        protocol.MAPPING_NOT_FOUND,
+        protocol_names.MAPPING_NOT_FOUND,
         "No grant of this variable to this agent.",
         None,
     )

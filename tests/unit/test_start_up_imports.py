@@ -9,6 +9,7 @@ Each check runs in a fresh interpreter, whose `sys.modules` is what was loaded.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from piper_mcp.local.vault import Vault
 WRONG_SETTING = "PIPER_LOCAL_AUDIT_MAX_ROWS: Input should be a valid integer"
 
 
-def loaded_after(code: str, *watched: str) -> list[str]:
+def loaded_after(code: str, *watched: str, env: dict[str, str] | None = None) -> list[str]:
     """Which of `watched` a fresh interpreter has loaded after running `code`."""
     looked = "import json, sys\nprint(json.dumps([n for n in sys.argv[1:] if n in sys.modules]))"
     probe = f"{code}\n{looked}"
@@ -32,6 +33,7 @@ def loaded_after(code: str, *watched: str) -> list[str]:
         text=True,
         timeout=60,
         check=True,
+        env=env,
     )
     loaded: list[str] = json.loads(done.stdout)
     return loaded
@@ -96,3 +98,42 @@ def test_a_wrong_audit_setting_stops_an_open_at_once_and_a_reader_at_its_first_w
         assert [entry.action for entry in reader.audit()] == ["seeded"]  # nothing written
     finally:
         reader.close()
+
+
+def test_exec_local_becomes_its_command_without_pydantic(home: Path, tmp_path: Path) -> None:
+    """Its own start is added to the start of the server it wraps (bench/exec_startup.py)."""
+    command = [sys.executable, "-c", "pass"]
+    run = (
+        "import os, sys\n"
+        "from piper_mcp.cli import main\n"
+        "became = []\n"
+        "os.execve = lambda program, argv, env: became.append(env['INJECTED'])\n"
+        f"main(['exec', '--local', '--env', 'INJECTED=api_key', '--', *{command!r}])\n"
+        "assert became == ['sk-canary-read-7d2e']\n"
+    )
+    env = {"PATH": os.environ["PATH"], "PIPER_HOME": str(home), "HOME": str(tmp_path)}
+    watched = ("piper_mcp.exec", "pydantic", "pydantic_settings", "piper_mcp.local.commands")
+    assert loaded_after(run, *watched, env=env) == ["piper_mcp.exec"]
+
+
+def test_exec_local_leaves_a_setting_it_cannot_read_plainly_to_the_settings(
+    home: Path, tmp_path: Path
+) -> None:
+    """The full reader says what is wrong, in the words `serve` uses."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIPER_HOME": str(home),
+        "HOME": str(tmp_path),
+        "PIPER_MCP_AUDIT_MAX_BYTES": "12",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "exec", "--local", "--env", "X=api_key", "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("piper-mcp: PIPER_MCP_AUDIT_MAX_BYTES")
+    assert "4096" in done.stderr and done.stderr.count("\n") == 1

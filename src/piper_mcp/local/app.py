@@ -42,16 +42,8 @@ from piper_mcp.local.storage import DAMAGED, StorageError, StorageFaultLog, stor
 from piper_mcp.local.throttle import SecretCheckGate
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol, protocol_names
 from piper_mcp.piper.protocol import (
-    INVALID_CLIENT,
-    INVALID_REQUEST,
-    INVALID_TOKEN,
-    MAPPING_NOT_FOUND,
-    NOT_FOUND,
-    PERMISSION_DENIED,
-    STORAGE_UNAVAILABLE,
-    UNSUPPORTED_GRANT_TYPE,
     ExchangeRequestV1,
     ExchangeRequestV2,
     ResolveRequestV1,
@@ -60,21 +52,31 @@ from piper_mcp.piper.protocol import (
     ScopedRequestV2,
     error_body,
 )
+from piper_mcp.piper.protocol_names import (
+    INVALID_CLIENT,
+    INVALID_REQUEST,
+    INVALID_TOKEN,
+    MAPPING_NOT_FOUND,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    STORAGE_UNAVAILABLE,
+    UNSUPPORTED_GRANT_TYPE,
+)
 
 logger = logging.getLogger(__name__)
 
 FUNCTIONS_WITH_AGENT_TOKENS = (
-    protocol.RESOLVE_MAPPING_FUNCTION,
-    protocol.GET_SCOPED_FUNCTION,
-    protocol.EXCHANGE_SECRET_FUNCTION,
+    protocol_names.RESOLVE_MAPPING_FUNCTION,
+    protocol_names.GET_SCOPED_FUNCTION,
+    protocol_names.EXCHANGE_SECRET_FUNCTION,
 )
 SECRET_MANAGER_ACCESS = "secretmanager.access"
 # Their answers are credentials: given only once the audit row saying so is written.
 HANDS_OUT_CREDENTIALS = frozenset(
     {
-        protocol.TOKEN_FUNCTION,
-        protocol.GET_SCOPED_FUNCTION,
-        protocol.EXCHANGE_SECRET_FUNCTION,
+        protocol_names.TOKEN_FUNCTION,
+        protocol_names.GET_SCOPED_FUNCTION,
+        protocol_names.EXCHANGE_SECRET_FUNCTION,
         SECRET_MANAGER_ACCESS,
     }
 )
@@ -142,10 +144,10 @@ class PiperBackendApp:
         self.audit = AuditWriter(vault, self.faults)
         self.calls: Counter[str] = Counter()
         handlers: dict[str, Handler] = {
-            protocol.TOKEN_FUNCTION: self.token,
-            protocol.RESOLVE_MAPPING_FUNCTION: self.resolve,
-            protocol.GET_SCOPED_FUNCTION: self.scoped,
-            protocol.EXCHANGE_SECRET_FUNCTION: self.exchange,
+            protocol_names.TOKEN_FUNCTION: self.token,
+            protocol_names.RESOLVE_MAPPING_FUNCTION: self.resolve,
+            protocol_names.GET_SCOPED_FUNCTION: self.scoped,
+            protocol_names.EXCHANGE_SECRET_FUNCTION: self.exchange,
         }
         routes = [
             Route(f"/{name}", self._audited(name, handler), methods=["POST"])
@@ -294,7 +296,11 @@ class PiperBackendApp:
 
     async def resolve(self, request: Request, caller: Caller) -> Response:
         ask, client_id, user_id = await self._agent_call(
-            request, protocol.RESOLVE_MAPPING_FUNCTION, caller, ResolveRequestV1, ResolveRequestV2
+            request,
+            protocol_names.RESOLVE_MAPPING_FUNCTION,
+            caller,
+            ResolveRequestV1,
+            ResolveRequestV2,
         )
         variable = ask.variableName
         caller.subject = variable[:256]
@@ -305,7 +311,7 @@ class PiperBackendApp:
 
     async def scoped(self, request: Request, caller: Caller) -> Response:
         ask, client_id, user_id = await self._agent_call(
-            request, protocol.GET_SCOPED_FUNCTION, caller, ScopedRequestV1, ScopedRequestV2
+            request, protocol_names.GET_SCOPED_FUNCTION, caller, ScopedRequestV1, ScopedRequestV2
         )
         requested = ask.credentialIds
         caller.subject = ",".join(requested)[:256]
@@ -333,7 +339,11 @@ class PiperBackendApp:
 
     async def exchange(self, request: Request, caller: Caller) -> Response:
         ask, client_id, user_id = await self._agent_call(
-            request, protocol.EXCHANGE_SECRET_FUNCTION, caller, ExchangeRequestV1, ExchangeRequestV2
+            request,
+            protocol_names.EXCHANGE_SECRET_FUNCTION,
+            caller,
+            ExchangeRequestV1,
+            ExchangeRequestV2,
         )
         if isinstance(ask, ExchangeRequestV1):
             credential_id = ask.piper_credential_id

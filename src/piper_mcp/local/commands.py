@@ -27,7 +27,7 @@ from piper_mcp.local.dashboard import command as dashboard_command
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import DATABASE_FILE
 from piper_mcp.network import ListenError, is_loopback_host
-from piper_mcp.piper.protocol import DEFAULT_LINK_PORT
+from piper_mcp.piper.protocol_names import DEFAULT_LINK_PORT
 from piper_mcp.printable import printable
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from piper_mcp.network import bind, url_of
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID
 from piper_mcp.piper.wire import new_http_client
 
@@ -33,11 +33,11 @@ GRANT_PAGE_PATHS = ("/grant/", "/assets/")
 def client_settings(secret_manager_url: str, project_id: str) -> dict[str, Any]:
     """`load_settings` keywords that point a Piper client at an embedded backend (v2)."""
     return {
-        "token_url": f"{IN_PROCESS_URL}/{protocol.TOKEN_FUNCTION}",
-        "resolve_mapping_url": f"{IN_PROCESS_URL}/{protocol.RESOLVE_MAPPING_FUNCTION}",
-        "get_scoped_url": f"{IN_PROCESS_URL}/{protocol.GET_SCOPED_FUNCTION}",
-        "exchange_secret_url": f"{IN_PROCESS_URL}/{protocol.EXCHANGE_SECRET_FUNCTION}",
-        "link_url": f"{IN_PROCESS_URL}{LINK_MOUNT}{protocol.LINK_CONTEXT_PATH}",
+        "token_url": f"{IN_PROCESS_URL}/{protocol_names.TOKEN_FUNCTION}",
+        "resolve_mapping_url": f"{IN_PROCESS_URL}/{protocol_names.RESOLVE_MAPPING_FUNCTION}",
+        "get_scoped_url": f"{IN_PROCESS_URL}/{protocol_names.GET_SCOPED_FUNCTION}",
+        "exchange_secret_url": f"{IN_PROCESS_URL}/{protocol_names.EXCHANGE_SECRET_FUNCTION}",
+        "link_url": f"{IN_PROCESS_URL}{LINK_MOUNT}{protocol_names.LINK_CONTEXT_PATH}",
         "secret_manager_endpoint": secret_manager_url,
         "project_id": project_id,
     }

@@ -8,7 +8,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from piper_mcp.network import is_loopback_host
-from piper_mcp.piper.protocol import LINK_CONTEXT_PATH, LinkContext, error_body
+from piper_mcp.piper.protocol import LinkContext, error_body
+from piper_mcp.piper.protocol_names import LINK_CONTEXT_PATH
 
 
 def link_app(instance_id: str) -> Starlette:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from piper_mcp.piper.protocol import INVALID_REQUEST, error_body
+from piper_mcp.piper.protocol import error_body
+from piper_mcp.piper.protocol_names import INVALID_REQUEST
 from piper_mcp.validation import first_problem
 
 MAX_BODY_BYTES = 64 * 1024

@@ -20,7 +20,7 @@ from piper_mcp.local.link import link_app
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.piper.settings import DEFAULT_PROJECT_ID, env_var_for_keyword
 
 THREAD_NAME = "piper-server"
@@ -138,7 +138,7 @@ class LocalBackend:
         self.base_url = url_of(sites[0].sock, tls=tls is not None)
         if instance_id is not None:
             sites.append(Site(link_app(instance_id), bind("127.0.0.1", link_port)))
-            self.link_url = url_of(sites[1].sock) + protocol.LINK_CONTEXT_PATH
+            self.link_url = url_of(sites[1].sock) + protocol_names.LINK_CONTEXT_PATH
         self._server = ServerThread(sites)
 
     @property
@@ -148,10 +148,10 @@ class LocalBackend:
     def client_settings(self) -> dict[str, Any]:
         """Keyword arguments that point a Piper client at this backend."""
         settings: dict[str, Any] = {
-            "token_url": f"{self.base_url}/{protocol.TOKEN_FUNCTION}",
-            "resolve_mapping_url": f"{self.base_url}/{protocol.RESOLVE_MAPPING_FUNCTION}",
-            "get_scoped_url": f"{self.base_url}/{protocol.GET_SCOPED_FUNCTION}",
-            "exchange_secret_url": f"{self.base_url}/{protocol.EXCHANGE_SECRET_FUNCTION}",
+            "token_url": f"{self.base_url}/{protocol_names.TOKEN_FUNCTION}",
+            "resolve_mapping_url": f"{self.base_url}/{protocol_names.RESOLVE_MAPPING_FUNCTION}",
+            "get_scoped_url": f"{self.base_url}/{protocol_names.GET_SCOPED_FUNCTION}",
+            "exchange_secret_url": f"{self.base_url}/{protocol_names.EXCHANGE_SECRET_FUNCTION}",
             "secret_manager_endpoint": self.base_url,
             "project_id": self.project_id,
         }

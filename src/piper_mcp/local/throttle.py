@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from piper_mcp.local.request_body import RequestRejected, rejected
-from piper_mcp.piper.protocol import TOO_MANY_REQUESTS
+from piper_mcp.piper.protocol_names import TOO_MANY_REQUESTS
 
 Checked = TypeVar("Checked")
 

@@ -22,7 +22,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from piper_mcp.piper import fallback, protocol, secret_manager, wire
+from piper_mcp.piper import fallback, protocol_names, secret_manager, wire
 from piper_mcp.piper.errors import (
     PiperAuthError,
     PiperConfigError,
@@ -276,7 +276,7 @@ class AsyncPiperClient:
                 result = await self.functions.credential(name, fetch_raw_secret)
             except PiperAuthError as error:
                 # A discovered instanceId the backend no longer knows: ask Link again, once.
-                if error.error_code != protocol.INVALID_REQUEST or not self.link.forget():
+                if error.error_code != protocol_names.INVALID_REQUEST or not self.link.forget():
                     raise
                 logger.info("Piper rejected the user context; asking Piper Link again.")
                 self.tokens.clear()
@@ -344,7 +344,9 @@ class AsyncPiperClient:
         async with within_deadline(self.settings.retry_deadline):
             instance_id = await self.functions.user_context()
             if self.protocol_version == 1:
-                await self.functions.agent_token(protocol.RESOLVE_MAPPING_FUNCTION, instance_id)
+                await self.functions.agent_token(
+                    protocol_names.RESOLVE_MAPPING_FUNCTION, instance_id
+                )
                 return
             with contextlib.suppress(PiperGrantNeededError):
                 await self.functions.resolve("piper_mcp_agent_check", instance_id)

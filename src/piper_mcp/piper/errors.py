@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 
 if TYPE_CHECKING:
     from piper_mcp.piper.wire import BackendAnswerError
@@ -114,7 +114,7 @@ class PiperGrantNeededError(PiperAuthError):
         variable_name: str,
         grant_page_url: str = GRANT_PAGE_URL,
         status_code: int | None = 404,
-        error_code: str | None = protocol.MAPPING_NOT_FOUND,
+        error_code: str | None = protocol_names.MAPPING_NOT_FOUND,
         error_details: Any = None,
     ) -> None:
         self.agent_id_for_grant = client_id
@@ -183,11 +183,11 @@ def error_for(
     if answer.status_code >= 500:
         # Storage: the backend is reachable, its own storage failed, and its description
         # (in the message) names the cause and the fix better than any advice here.
-        advice = "" if answer.code == protocol.STORAGE_UNAVAILABLE else None
+        advice = "" if answer.code == protocol_names.STORAGE_UNAVAILABLE else None
         return PiperBackendError(message, advice=advice, **fields)
-    if answer.function == protocol.EXCHANGE_SECRET_FUNCTION:
+    if answer.function == protocol_names.EXCHANGE_SECRET_FUNCTION:
         return PiperRawSecretExchangeError(message, **fields)
-    if answer.code == protocol.MAPPING_NOT_FOUND and variable is not None:
+    if answer.code == protocol_names.MAPPING_NOT_FOUND and variable is not None:
         return PiperGrantNeededError(
             f"The user has not granted this agent the variable {variable!r}.",
             client_id=client_id,
@@ -195,9 +195,12 @@ def error_for(
             grant_page_url=grant_page_url,
             **fields,
         )
-    if answer.status_code == 403 or answer.code == protocol.PERMISSION_DENIED:
+    if answer.status_code == 403 or answer.code == protocol_names.PERMISSION_DENIED:
         return PiperForbiddenError(message, **fields)
-    if answer.code == protocol.INVALID_REQUEST and answer.function == protocol.TOKEN_FUNCTION:
+    if (
+        answer.code == protocol_names.INVALID_REQUEST
+        and answer.function == protocol_names.TOKEN_FUNCTION
+    ):
         return PiperAuthError(
             message,
             advice="Piper did not accept the user context: sign in to Piper Link again, "

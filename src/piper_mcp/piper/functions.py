@@ -16,7 +16,7 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from piper_mcp.piper import protocol, secret_manager, wire
+from piper_mcp.piper import protocol, protocol_names, secret_manager, wire
 from piper_mcp.piper.errors import (
     PiperConfigError,
     PiperError,
@@ -108,7 +108,7 @@ class PiperFunctions:
         """The credential id the user mapped `name` to for this agent."""
         normalized = normalize_variable_name(name)
         answer = await self._call(
-            protocol.RESOLVE_MAPPING_FUNCTION,
+            protocol_names.RESOLVE_MAPPING_FUNCTION,
             protocol.ResolveResponse,
             instance_id,
             name,
@@ -122,7 +122,7 @@ class PiperFunctions:
     async def scoped(self, credential_id: str, instance_id: str) -> protocol.ScopedResponse:
         """An STS token for `credential_id`, granted to this agent."""
         answer = await self._call(
-            protocol.GET_SCOPED_FUNCTION,
+            protocol_names.GET_SCOPED_FUNCTION,
             protocol.ScopedResponse,
             instance_id,
             None,
@@ -135,7 +135,7 @@ class PiperFunctions:
             raise PiperForbiddenError(
                 f"Piper granted none of the requested credentials ({credential_id}).",
                 status_code=200,
-                error_code=protocol.PERMISSION_DENIED_FOR_ALL_IDS,
+                error_code=protocol_names.PERMISSION_DENIED_FOR_ALL_IDS,
             )
         if credential_id not in answer.granted_credential_ids:
             logger.warning("Piper granted other credentials than the one requested.")
@@ -146,7 +146,7 @@ class PiperFunctions:
     ) -> protocol.ExchangeResponse:
         """The raw secret value of `credential_id`."""
         return await self._call(
-            protocol.EXCHANGE_SECRET_FUNCTION,
+            protocol_names.EXCHANGE_SECRET_FUNCTION,
             protocol.ExchangeResponse,
             instance_id,
             name,
@@ -235,7 +235,7 @@ class PiperFunctions:
         )
         try:
             answer = await self._post(
-                protocol.TOKEN_FUNCTION, protocol.TokenResponse, form_body=request
+                protocol_names.TOKEN_FUNCTION, protocol.TokenResponse, form_body=request
             )
         except BackendAnswerError as rejected:
             raise self._error_for(rejected, None) from None

@@ -15,13 +15,15 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from piper_mcp.network import is_loopback_host
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.secret_strength import checked_secret
 from piper_mcp.validation import env_var_name
 
 DEFAULT_PROJECT_ID = "444535882337"
 DEFAULT_REGION = "us-central1"
-DEFAULT_LINK_URL = f"http://localhost:{protocol.DEFAULT_LINK_PORT}{protocol.LINK_CONTEXT_PATH}"
+DEFAULT_LINK_URL = (
+    f"http://localhost:{protocol_names.DEFAULT_LINK_PORT}{protocol_names.LINK_CONTEXT_PATH}"
+)
 
 
 def checked_url(url: str) -> str:
@@ -97,10 +99,10 @@ class PiperSettings(BaseSettings):
     @model_validator(mode="after")
     def _defaults_from_project(self) -> PiperSettings:
         for field, function in (
-            ("token_url", protocol.TOKEN_FUNCTION),
-            ("resolve_mapping_url", protocol.RESOLVE_MAPPING_FUNCTION),
-            ("get_scoped_url", protocol.GET_SCOPED_FUNCTION),
-            ("exchange_secret_url", protocol.EXCHANGE_SECRET_FUNCTION),
+            ("token_url", protocol_names.TOKEN_FUNCTION),
+            ("resolve_mapping_url", protocol_names.RESOLVE_MAPPING_FUNCTION),
+            ("get_scoped_url", protocol_names.GET_SCOPED_FUNCTION),
+            ("exchange_secret_url", protocol_names.EXCHANGE_SECRET_FUNCTION),
         ):
             if getattr(self, field) is None:
                 object.__setattr__(
@@ -119,19 +121,19 @@ class PiperSettings(BaseSettings):
 
     def timeout_for(self, function: str) -> float:
         timeouts = {
-            protocol.TOKEN_FUNCTION: self.token_timeout,
-            protocol.RESOLVE_MAPPING_FUNCTION: self.resolve_timeout,
-            protocol.GET_SCOPED_FUNCTION: self.scoped_timeout,
-            protocol.EXCHANGE_SECRET_FUNCTION: self.exchange_timeout,
+            protocol_names.TOKEN_FUNCTION: self.token_timeout,
+            protocol_names.RESOLVE_MAPPING_FUNCTION: self.resolve_timeout,
+            protocol_names.GET_SCOPED_FUNCTION: self.scoped_timeout,
+            protocol_names.EXCHANGE_SECRET_FUNCTION: self.exchange_timeout,
         }
         return timeouts[function]
 
     def url_for(self, function: str) -> str:
         urls = {
-            protocol.TOKEN_FUNCTION: self.token_url,
-            protocol.RESOLVE_MAPPING_FUNCTION: self.resolve_mapping_url,
-            protocol.GET_SCOPED_FUNCTION: self.get_scoped_url,
-            protocol.EXCHANGE_SECRET_FUNCTION: self.exchange_secret_url,
+            protocol_names.TOKEN_FUNCTION: self.token_url,
+            protocol_names.RESOLVE_MAPPING_FUNCTION: self.resolve_mapping_url,
+            protocol_names.GET_SCOPED_FUNCTION: self.get_scoped_url,
+            protocol_names.EXCHANGE_SECRET_FUNCTION: self.exchange_secret_url,
         }
         url = urls[function]
         assert url is not None  # filled by _defaults_from_project

@@ -18,7 +18,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from piper_mcp import __version__
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.piper.errors import PiperBackendError
 from piper_mcp.piper.retry import RETRYABLE_STATUS, RetryPolicy, deadline_passed, time_left
 from piper_mcp.validation import first_problem
@@ -42,7 +42,7 @@ class BackendAnswerError(Exception):
 
     @property
     def is_invalid_token(self) -> bool:
-        return self.status_code == 401 or self.code == protocol.INVALID_TOKEN
+        return self.status_code == 401 or self.code == protocol_names.INVALID_TOKEN
 
     @classmethod
     def from_response(cls, function: str, response: httpx.Response) -> BackendAnswerError:

@@ -27,6 +27,9 @@ else:
     from fcntl import LOCK_EX, LOCK_SH, LOCK_UN, flock
 
 
+FILE_NAME = "audit.jsonl"  # in PIPER_HOME, beside the vault, unless PIPER_MCP_AUDIT_FILE says
+DEFAULT_MAX_BYTES = 1_048_576  # rotated past this (PIPER_MCP_AUDIT_MAX_BYTES) ...
+MIN_MAX_BYTES = 4096  # ... which may be no smaller
 BACKUPS = 3
 FIELD_LIMIT = 300
 READ_BLOCK = 65_536
@@ -75,7 +78,7 @@ class AuditTrail:
     Nothing is fsynced: an entry survives the process dying, not the machine losing power.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int = 1_048_576) -> None:
+    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self._lock_path = path.with_name(f"{path.name}.lock")

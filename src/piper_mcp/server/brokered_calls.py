@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from piper_mcp.invocation import command
 from piper_mcp.piper import PiperError
 from piper_mcp.piper.names import normalize_variable_name
+from piper_mcp.server.consents import Consent
 from piper_mcp.server.credentials import CredentialService, Refusal, refusal
-from piper_mcp.server.results import Consent
 
 if TYPE_CHECKING:
     from piper_mcp.broker.call import ApiRequest, ApiResponse

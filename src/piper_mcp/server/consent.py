@@ -47,8 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from piper_mcp.server.brokered_calls import BrokeredCalls
 from piper_mcp.server.consent_ledger import ConsentLedger
+from piper_mcp.server.consents import Consent
 from piper_mcp.server.credentials import CredentialService, Mode, Refusal
-from piper_mcp.server.results import Consent
 
 # Why a value was refused without asking, by the consent the resolver settled on.
 UNASKED_REFUSALS = {

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from piper_mcp.invocation import command
-from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol
+from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol_names
 from piper_mcp.piper.names import declared_match, env_var_name, is_own_setting
 from piper_mcp.piper.secret_manager import secret_version_name
 from piper_mcp.printable import quoted
+from piper_mcp.server.consents import Consent
 from piper_mcp.server.policy import RevealPolicy
 from piper_mcp.server.results import (
-    Consent,
     LinkStatus,
     SecretCredential,
     VariablesReport,
@@ -65,16 +65,16 @@ def refusal(text: str, error: PiperError) -> Refusal:
 # a client secret there as readily as in its description.
 PIPER_ERROR_CODES = frozenset(
     {
-        protocol.INVALID_CLIENT,
-        protocol.INVALID_REQUEST,
-        protocol.INVALID_TOKEN,
-        protocol.UNSUPPORTED_GRANT_TYPE,
-        protocol.MAPPING_NOT_FOUND,
-        protocol.PERMISSION_DENIED,
-        protocol.PERMISSION_DENIED_FOR_ALL_IDS,
-        protocol.STORAGE_UNAVAILABLE,
-        protocol.NOT_FOUND,
-        protocol.TOO_MANY_REQUESTS,
+        protocol_names.INVALID_CLIENT,
+        protocol_names.INVALID_REQUEST,
+        protocol_names.INVALID_TOKEN,
+        protocol_names.UNSUPPORTED_GRANT_TYPE,
+        protocol_names.MAPPING_NOT_FOUND,
+        protocol_names.PERMISSION_DENIED,
+        protocol_names.PERMISSION_DENIED_FOR_ALL_IDS,
+        protocol_names.STORAGE_UNAVAILABLE,
+        protocol_names.NOT_FOUND,
+        protocol_names.TOO_MANY_REQUESTS,
     }
 )
 

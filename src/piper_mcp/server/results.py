@@ -7,35 +7,11 @@ value the reveal policy let through.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-
-class Consent(StrEnum):
-    """What the reveal policy and the user decided about one raw value.
-
-    The values are what `SecretCredential.consent` says on the wire and the
-    audit trail's reason codes.
-    """
-
-    # The value may leave:
-    NOT_NEEDED = "not_needed"  # no question applies (a token, or a call refused anyway)
-    OPERATOR_ALLOWED = "operator_allowed"
-    USER_ALLOWED = "user_allowed"
-    REMEMBERED = "remembered"  # the user allowed it earlier in this session
-    # Nothing leaves:
-    USER_DECLINED = "user_declined"
-    USER_CANCELLED = "user_cancelled"
-    NO_ELICITATION = "no_elicitation"  # the client cannot ask the user
-    CONSENT_SPENT = "consent_spent"  # a 2026-07-28 answer brought back a second time
-
-    @property
-    def given_by_user(self) -> bool:
-        """The user said yes: to this question, or earlier in the session."""
-        return self in (Consent.USER_ALLOWED, Consent.REMEMBERED)
-
+from piper_mcp.server.consents import Consent
 
 # The consents a credential can carry: the output schema lists these values only.
 Released = Literal[

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
+from piper_mcp.server import audit
 from piper_mcp.server.policy import Reveal
 
 Transport = Literal["stdio", "sse", "streamable-http"]
@@ -27,9 +28,6 @@ TOKEN_SETTING = "PIPER_MCP_HTTP_TOKEN / --auth-token"
 FILE_SETTING = "PIPER_MCP_HTTP_TOKEN_FILE / --auth-token-file"
 MAX_TOKEN_FILE_BYTES = 4096
 STANDARD_INPUT = {"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
-
-
-AUDIT_FILE = "audit.jsonl"  # in PIPER_HOME, beside the vault
 
 
 class ServeSettings(BaseSettings):
@@ -49,7 +47,7 @@ class ServeSettings(BaseSettings):
     reveal: Reveal = "ask"
     reveal_overrides: dict[str, Reveal] = Field(default_factory=dict)
     audit_file: Path | None = None
-    audit_max_bytes: int = Field(default=1_048_576, ge=4096)
+    audit_max_bytes: int = Field(default=audit.DEFAULT_MAX_BYTES, ge=audit.MIN_MAX_BYTES)
     http_token: SecretStr | None = None
     http_token_file: Path | None = None
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -117,7 +115,7 @@ class ServeSettings(BaseSettings):
         return self
 
     def audit_path(self) -> Path:
-        return self.audit_file or default_home() / AUDIT_FILE
+        return self.audit_file or default_home() / audit.FILE_NAME
 
 
 def _checked_token(value: str, what: str) -> str:

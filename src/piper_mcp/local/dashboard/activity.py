@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from piper_mcp.piper import protocol
+from piper_mcp.piper import protocol_names
 from piper_mcp.printable import printable
 
 # How far back the activity page looks, and how many entries of each trail it reads.
@@ -26,10 +26,10 @@ ENTRIES_READ = 5000
 GOT = {"token": "STS token", "value": "raw value", "call": "brokered call"}
 # The vault's actions, as people call them; their subject starts with the variable.
 BACKEND_ACTIONS = {
-    protocol.TOKEN_FUNCTION: "agent token",
-    protocol.RESOLVE_MAPPING_FUNCTION: "variable resolved",
-    protocol.GET_SCOPED_FUNCTION: "STS token minted",
-    protocol.EXCHANGE_SECRET_FUNCTION: "raw value exchanged",
+    protocol_names.TOKEN_FUNCTION: "agent token",
+    protocol_names.RESOLVE_MAPPING_FUNCTION: "variable resolved",
+    protocol_names.GET_SCOPED_FUNCTION: "STS token minted",
+    protocol_names.EXCHANGE_SECRET_FUNCTION: "raw value exchanged",
     "secretmanager.access": "Secret Manager read",
     "unproven": "request without proof",
     "grant_page": "decided on the grant page",
@@ -39,7 +39,7 @@ BACKEND_ACTIONS = {
     "command_line_secret": "secret changed on the command line",
 }
 NAMES_A_VARIABLE = frozenset(
-    {protocol.RESOLVE_MAPPING_FUNCTION, "grant_page", "dashboard", "command_line"}
+    {protocol_names.RESOLVE_MAPPING_FUNCTION, "grant_page", "dashboard", "command_line"}
 )
 
 

@@ -141,11 +141,12 @@ def _audit_path(home: Path) -> Path:
     from pydantic_settings import SettingsError
 
     from piper_mcp.local.commands import CommandError
-    from piper_mcp.server.settings import AUDIT_FILE, ServeSettings
+    from piper_mcp.server.audit import FILE_NAME
+    from piper_mcp.server.settings import ServeSettings
     from piper_mcp.validation import setting_problems
 
     try:
-        return ServeSettings().audit_file or home / AUDIT_FILE
+        return ServeSettings().audit_file or home / FILE_NAME
     except ValidationError as error:
         raise CommandError(setting_problems(error, ServeSettings)[0]) from None
     except SettingsError as error:
