@@ -122,6 +122,7 @@ def test_a_schema_1_vault_is_migrated_on_open_and_keeps_its_grants(tmp_path: Pat
         db.execute("ALTER TABLE grants DROP COLUMN grant_id")
         db.execute("ALTER TABLE grants DROP COLUMN api_rule")
         db.execute("DROP TABLE grant_requests")
+        db.execute("DROP TABLE grant_request_raisers")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -143,6 +144,7 @@ def test_a_schema_2_vault_gains_api_rules_and_keeps_its_grants(tmp_path: Path) -
     with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before call_api wrote
         db.execute("ALTER TABLE grants DROP COLUMN api_rule")
         db.execute("DROP TABLE grant_requests")
+        db.execute("DROP TABLE grant_request_raisers")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -161,6 +163,7 @@ def test_a_schema_3_vault_gains_grant_requests_and_keeps_its_grants(tmp_path: Pa
     vault.close()
     with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before the dashboard wrote
         db.execute("DROP TABLE grant_requests")
+        db.execute("DROP TABLE grant_request_raisers")
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -184,7 +187,7 @@ def test_a_schema_4_vault_keeps_its_waiting_requests_as_waited_for(tmp_path: Pat
     )
     vault.close()
     with sqlite3.connect(home / "vault.sqlite3") as db:  # what piper-mcp before this wrote
-        db.execute("ALTER TABLE grant_requests DROP COLUMN raised_by")
+        db.execute("DROP TABLE grant_request_raisers")
         db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
 
     migrated = Vault.open(home)
@@ -192,6 +195,35 @@ def test_a_schema_4_vault_keeps_its_waiting_requests_as_waited_for(tmp_path: Pat
     with sqlite3.connect(home / "vault.sqlite3") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
             "5",
+        )
+        # A schema-4 server still running after the upgrade writes its requests as it did.
+        db.execute(
+            "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("req-from-an-old-server", "ci-bot", "npm_token", "Host", now, now + 600, None, None),
+        )
+    assert [r.request_id for r in migrated.grant_requests()] == [
+        "req-old",
+        "req-from-an-old-server",
+    ]
+
+
+def test_a_vault_migrated_further_meanwhile_is_not_set_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as schema 4, then a newer piper-mcp migrates it before this one takes the lock."""
+    home = tmp_path / "vault"
+    Vault.init(home)[0].close()
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    read = Vault._meta
+    monkeypatch.setattr(
+        Vault, "_meta", lambda self, key: "4" if key == "schema_version" else read(self, key)
+    )
+    with pytest.raises(VaultError, match="schema 6, newer than this piper-mcp"):
+        Vault.open(home)
+    with sqlite3.connect(home / "vault.sqlite3") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "6",
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from piper_mcp.local import decisions
 from piper_mcp.local.errors import VaultError
+from piper_mcp.local.running import identity
 from piper_mcp.local.vault import MAX_WAITING_REQUESTS, StoredGrantRequest, Vault
 
 AGENT = "ci-bot"
@@ -28,7 +28,7 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
 
 
 def waiting(
-    vault: Vault, request_id: str = "req-1", agent: str = AGENT, raised_by: int | None = None
+    vault: Vault, request_id: str = "req-1", agent: str = AGENT, raised_by: str | None = None
 ) -> None:
     now = time.time()
     vault.open_grant_request(
@@ -39,15 +39,15 @@ def waiting(
 
 
 @pytest.fixture(scope="module")
-def gone() -> int:
-    """The id of a process that has ended (a server killed before it withdrew its request)."""
+def gone() -> str:
+    """A process that has ended (a server killed before it withdrew its request)."""
     ended = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
+        [sys.executable, "-c", "from piper_mcp.local.running import identity; print(identity())"],
         check=True,
         capture_output=True,
         text=True,
     )
-    return int(ended.stdout)
+    return ended.stdout.strip()
 
 
 def test_a_grant_for_a_request_denied_meanwhile_is_not_made(vault: Vault) -> None:
@@ -94,8 +94,8 @@ def test_an_agent_has_a_bounded_number_of_waiting_requests(vault: Vault) -> None
     waiting(vault, "room-again")
 
 
-def test_a_request_whose_server_is_gone_waits_no_more(vault: Vault, gone: int) -> None:
-    waiting(vault, "req-mine", raised_by=os.getpid())
+def test_a_request_whose_server_is_gone_waits_no_more(vault: Vault, gone: str) -> None:
+    waiting(vault, "req-mine", raised_by=identity())
     waiting(vault, "req-orphan", raised_by=gone)
     assert [r.request_id for r in vault.grant_requests()] == ["req-mine"]
     with pytest.raises(VaultError, match="the server whose call raised it stopped") as said:
@@ -106,10 +106,10 @@ def test_a_request_whose_server_is_gone_waits_no_more(vault: Vault, gone: int) -
     assert vault.grants(client_id=AGENT) == []
 
 
-def test_orphaned_requests_do_not_count_against_the_bound(vault: Vault, gone: int) -> None:
+def test_orphaned_requests_do_not_count_against_the_bound(vault: Vault, gone: str) -> None:
     for n in range(MAX_WAITING_REQUESTS):
         waiting(vault, f"req-{n}", raised_by=gone)
-    waiting(vault, "a-live-one", raised_by=os.getpid())
+    waiting(vault, "a-live-one", raised_by=identity())
 
 
 def test_the_vaults_fingerprint_changes_when_a_requests_server_is_gone(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_the_vaults_fingerprint_changes_when_a_requests_server_is_gone(tmp_path:
     vault.add_agent(AGENT, None, owner_user_id=vault.local_user_id, variables=["npm_token"])
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        waiting(vault, raised_by=server.pid)
+        waiting(vault, raised_by=identity(server.pid))
         before = vault.fingerprint()
         assert [r.request_id for r in vault.grant_requests()] == ["req-1"]
     finally:
@@ -127,3 +127,12 @@ def test_the_vaults_fingerprint_changes_when_a_requests_server_is_gone(tmp_path:
     assert vault.grant_requests() == []
     assert vault.fingerprint() != before
     vault.close()
+
+
+def test_a_request_id_can_be_given_on_the_command_line() -> None:
+    """`piper-mcp local approve ID SECRET`: an id starting with "-" would read as a flag."""
+    from piper_mcp.local.grant_requests import GrantRequest
+
+    ids = [GrantRequest(AGENT, "npm_token", "Host").request_id for _ in range(2000)]
+    assert not [request_id for request_id in ids if request_id.startswith("-")]
+    assert len(set(ids)) == len(ids)

@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from piper_mcp.local import running as running_module
 from piper_mcp.local.running import FOLDER, RunningProcess, announce, running, withdraw
 
 
@@ -62,3 +66,30 @@ def test_a_home_that_cannot_hold_the_file_changes_nothing(tmp_path: Path) -> Non
     assert announce(home, RunningProcess("local dashboard")) is None
     assert running(home) == []
     withdraw(None)
+
+
+def test_a_process_is_recognised_while_it_runs_and_not_once_it_ended() -> None:
+    me = running_module.identity()
+    assert running_module.still_running(me)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    who = running_module.identity(child.pid)
+    assert running_module.still_running(who)
+    child.kill()
+    deadline = time.monotonic() + 10
+    while running_module.still_running(who) and time.monotonic() < deadline:
+        time.sleep(0.01)  # killed, not yet reaped: a zombie runs nothing
+    assert not running_module.still_running(who)
+    child.wait()
+    assert not running_module.still_running(who)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
+def test_an_id_a_new_process_took_is_not_the_server_that_had_it() -> None:
+    pid, namespace, started = running_module.identity().split(":")
+    assert not running_module.still_running(f"{pid}:{namespace}:{int(started) + 1}")
+
+
+def test_what_cannot_be_told_from_here_counts_as_running() -> None:
+    pid, _, started = running_module.identity().split(":")
+    assert running_module.still_running(f"{pid}:another-container:{started}")
+    assert running_module.still_running("written by something else")

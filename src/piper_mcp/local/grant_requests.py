@@ -12,7 +12,6 @@ opened one waits for either and then retries the call once.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sqlite3
 import threading
@@ -47,7 +46,8 @@ class GrantRequest:
     agent_id: str
     variable: str
     client: str
-    request_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    # "req-" first: a bare token may begin with "-", which `local approve ID` reads as a flag.
+    request_id: str = field(default_factory=lambda: "req-" + secrets.token_urlsafe(12))
     key: str = field(default_factory=_token, repr=False)  # the one-time link's secret
     opened_at: float = field(default_factory=time.monotonic)
     session: str | None = field(default=None, repr=False)  # the cookie of whoever opened it
@@ -95,6 +95,7 @@ class GrantRequests:
                 del self._requests[request_id]
         request = GrantRequest(agent_id, variable, client[:MAX_CLIENT_NAME])
         if self._vault is not None:
+            from piper_mcp.local.running import identity
             from piper_mcp.local.vault import StoredGrantRequest
 
             now = time.time()
@@ -108,7 +109,7 @@ class GrantRequests:
                     now + REQUEST_LIFETIME,
                     None,
                     None,
-                    os.getpid(),
+                    identity(),
                 )
             )
         with self._lock:

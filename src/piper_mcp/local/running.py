@@ -4,8 +4,12 @@ Each long-running process (`serve --local`, `local serve`, `local dashboard`) le
 a small owner-only file in `PIPER_HOME/running/` while it runs: what it is, its
 process id and its addresses. Readers keep only files whose process is alive, so a
 process killed without removing its file is not shown. It is a hint for people,
-never a security decision; failing to write it changes nothing else. `alive` also
-tells whether the server that raised a grant request still waits for it.
+never a security decision; failing to write it changes nothing else.
+
+A grant request names the server whose call waits for it by `identity`: its process
+id, and where the system says, its pid namespace and start time, so that
+`still_running` can tell a killed server (or one whose id a new process took) from a
+live one, and says "still running" when it cannot tell (another container).
 """
 
 from __future__ import annotations
@@ -99,3 +103,46 @@ def alive(pid: object) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def identity(pid: int | None = None) -> str:
+    """This process (or `pid`) as `still_running` recognises it: "pid:namespace:start"."""
+    pid = os.getpid() if pid is None else pid
+    state = _proc_state(pid)
+    return f"{pid}:{_namespace()}:{state[1] if state else ''}"
+
+
+def still_running(identity: str) -> bool:
+    """Whether the process `identity` names runs; True when this process cannot tell."""
+    pid, _, rest = identity.partition(":")
+    namespace, _, started = rest.partition(":")
+    if not pid.isdigit():
+        return True
+    if namespace != _namespace():
+        return True  # another pid namespace (a container): its ids mean nothing here
+    if not alive(int(pid)):
+        return False
+    state = _proc_state(int(pid))
+    if state is None:
+        return True  # no /proc (macOS), or it is hidden: the id is all there is
+    running, start = state
+    return running and (not started or start == started)
+
+
+def _namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _proc_state(pid: int) -> tuple[bool, str] | None:
+    """(not a zombie, its start time in clock ticks) from /proc; None where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name before it may hold anything
+    if len(fields) < 20:
+        return None
+    return fields[0] != "Z", fields[19]

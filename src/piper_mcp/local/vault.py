@@ -41,7 +41,7 @@ from piper_mcp.local.files import (
     write_private_file,
 )
 from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS
-from piper_mcp.local.running import alive
+from piper_mcp.local.running import still_running
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     DamagedSecretError,
@@ -82,13 +82,19 @@ CREATE TABLE grant_requests (
     opened_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     outcome TEXT,
-    decided_at REAL,
-    raised_by INTEGER
+    decided_at REAL
 );
+"""
+
+# The server process whose call waits for each request (`running.identity`): a table of its
+# own, so that a server of schema 4 still running writes its requests as before.
+GRANT_REQUEST_RAISERS_TABLE = """
+CREATE TABLE grant_request_raisers (request_id TEXT PRIMARY KEY, raised_by TEXT NOT NULL);
 """
 
 SCHEMA = (
     GRANT_REQUESTS_TABLE
+    + GRANT_REQUEST_RAISERS_TABLE
     + """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE instances (instance_id TEXT PRIMARY KEY, user_id TEXT NOT NULL);
@@ -163,9 +169,14 @@ ALTER TABLE grants ADD COLUMN api_rule TEXT;
 # Schema 3 → 4: the grant requests a `serve --local` raised are kept in the vault, so the
 # dashboard and `piper-mcp local requests` (other processes) can see and decide them.
 MIGRATE_3_TO_4 = GRANT_REQUESTS_TABLE
-# Schema 4 → 5: each request names the process whose call waits for it, so one whose server
+# Schema 4 → 5: each request names the server whose call waits for it, so one whose server
 # was killed stops waiting at once, not when it expires.
-MIGRATE_4_TO_5 = "ALTER TABLE grant_requests ADD COLUMN raised_by INTEGER"
+MIGRATE_4_TO_5 = GRANT_REQUEST_RAISERS_TABLE
+# A request as the vault keeps it: its row, and its server where one is named.
+_SELECT_REQUESTS = (
+    "SELECT grant_requests.*, raised_by FROM grant_requests"
+    " LEFT JOIN grant_request_raisers USING (request_id)"
+)
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,7 @@ class StoredGrantRequest:
     expires_at: float
     outcome: str | None  # "granted", "denied", "expired" (its call ended); None: waiting
     decided_at: float | None
-    raised_by: int | None = None  # the process id of the server whose call waits
+    raised_by: str | None = None  # the server whose call waits (`running.identity`)
 
     def waiting(self, now: float) -> bool:
         return self.outcome is None and now < self.expires_at and self.waited_for
@@ -231,7 +242,7 @@ class StoredGrantRequest:
     @property
     def waited_for(self) -> bool:
         """False once the server that raised it is gone (killed before it could withdraw it)."""
-        return self.raised_by is None or alive(self.raised_by)
+        return self.raised_by is None or still_running(self.raised_by)
 
 
 @dataclass(frozen=True)
@@ -488,30 +499,38 @@ class Vault:
             )
 
     def _migrate(self) -> None:
-        version = str(self._meta("schema_version"))
-        if version not in ("1", "2", "3", "4", SCHEMA_VERSION):
-            raise VaultError(
-                f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
-                "understands; upgrade piper-mcp"
-            )
-        if version == SCHEMA_VERSION:
+        steps: dict[str, list[str]] = {
+            "1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4, MIGRATE_4_TO_5],
+            "2": [MIGRATE_2_TO_3, MIGRATE_3_TO_4, MIGRATE_4_TO_5],
+            "3": [MIGRATE_3_TO_4, MIGRATE_4_TO_5],
+            "4": [MIGRATE_4_TO_5],
+        }
+        if self._understood(str(self._meta("schema_version")), steps):
             return
         with self._write() as db:
-            # Re-read under the write lock: another process may have migrated meanwhile.
+            # Re-read under the write lock: another process may have migrated meanwhile,
+            # maybe a newer piper-mcp, further than this one knows.
             (current,) = db.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
-            steps = {
-                "1": [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-                "2": [MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-                "3": [MIGRATE_3_TO_4],
-                "4": [MIGRATE_4_TO_5],
-            }
-            for migration in steps.get(str(current), []):
+            if self._understood(str(current), steps):
+                return
+            for migration in steps[str(current)]:
                 for statement in migration.split(";"):
                     if statement.strip():
                         db.execute(statement)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+    def _understood(self, version: str, steps: dict[str, list[str]]) -> bool:
+        """True: `version` is this piper-mcp's; False: an older one it migrates from."""
+        if version == SCHEMA_VERSION:
+            return True
+        if version not in steps:
+            raise VaultError(
+                f"the vault in {self.home} has schema {version}, newer than this piper-mcp "
+                "understands; upgrade piper-mcp"
+            )
+        return False
 
     def close(self) -> None:
         with self._connections_lock:
@@ -896,11 +915,15 @@ class Vault:
                 "DELETE FROM grant_requests WHERE expires_at < ?",
                 (time.time() - REQUESTS_KEPT_SECONDS,),
             )
+            db.execute(
+                "DELETE FROM grant_request_raisers"
+                " WHERE request_id NOT IN (SELECT request_id FROM grant_requests)"
+            )
             waiting = len(
                 [
                     row
                     for row in db.execute(
-                        "SELECT * FROM grant_requests"
+                        f"{_SELECT_REQUESTS}"
                         " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
                         (request.client_id, time.time()),
                     )
@@ -913,7 +936,8 @@ class Vault:
                     f"already; decide them first (`{command('local', 'requests')}`)"
                 )
             db.execute(
-                "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO grant_requests (request_id, client_id, variable, client, opened_at,"
+                " expires_at, outcome, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.request_id,
                     request.client_id,
@@ -923,16 +947,19 @@ class Vault:
                     request.expires_at,
                     request.outcome,
                     request.decided_at,
-                    request.raised_by,
                 ),
             )
+            if request.raised_by is not None:
+                db.execute(
+                    "INSERT INTO grant_request_raisers VALUES (?, ?)",
+                    (request.request_id, request.raised_by),
+                )
 
     def grant_requests(self) -> list[StoredGrantRequest]:
         """The requests still waiting for the user, oldest first (not those whose server
         is gone)."""
         rows = self._db().execute(
-            "SELECT * FROM grant_requests WHERE outcome IS NULL AND expires_at > ?"
-            " ORDER BY opened_at",
+            f"{_SELECT_REQUESTS} WHERE outcome IS NULL AND expires_at > ? ORDER BY opened_at",
             (time.time(),),
         )
         return [
@@ -941,9 +968,7 @@ class Vault:
 
     def grant_request(self, request_id: str) -> StoredGrantRequest | None:
         row = (
-            self._db()
-            .execute("SELECT * FROM grant_requests WHERE request_id = ?", (request_id,))
-            .fetchone()
+            self._db().execute(f"{_SELECT_REQUESTS} WHERE request_id = ?", (request_id,)).fetchone()
         )
         return None if row is None else StoredGrantRequest(*row)
 
