@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from piper_mcp.server.repeated_warnings import MAX_KINDS, RepeatedWarnings
 
@@ -52,3 +54,39 @@ def test_messages_formatted_by_the_caller_cannot_grow_memory() -> None:
     for n in range(MAX_KINDS * 4):
         assert warnings.filter(record(f"formatted {n}"))
     assert len(warnings._windows) <= MAX_KINDS
+
+
+def test_other_kinds_do_not_reset_a_flood_until_it_is_the_oldest() -> None:
+    """A peer that varies a formatted message cannot open the gate for a flood it keeps up."""
+    warnings = RepeatedWarnings(per_minute=1, clock=Clock())
+    assert warnings.filter(record("flood"))
+    for n in range(MAX_KINDS - 1):
+        warnings.filter(record(f"formatted {n}"))
+    assert not warnings.filter(record("flood"))
+
+
+def test_threads_together_get_no_more_through_than_one() -> None:
+    now = 1000.0
+
+    def clock() -> float:
+        time.sleep(0.0001)  # another thread runs here, in the middle of `filter`
+        return now
+
+    warnings = RepeatedWarnings(per_minute=10, clock=clock)
+    passed: list[bool] = []
+    start = threading.Barrier(8)
+
+    def flood() -> None:
+        start.wait()
+        passed.extend(warnings.filter(record("junk")) for _ in range(50))
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert passed.count(True) == 10
+    now += 60
+    later = record("junk")
+    assert warnings.filter(later)
+    assert "(390 more like it were not logged before this one)" in later.getMessage()

@@ -6,18 +6,20 @@ malformed params. Logged each time, a flood of junk becomes a flood of stderr.
 `RepeatedWarnings` sits on the log handler and lets `per_minute` warnings of
 one kind (the logger and the message's template) through in each minute, then
 says once that it is holding the rest back, and how many it held back when the
-kind next gets through. Errors always pass: they are rare, and each matters.
+kind next gets through (a flood that stops for good leaves that count unsaid). Errors
+always pass: they are rare, and each matters.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 # Kinds are message templates, so they are few; a bound keeps memory flat if a logger
-# formats its own messages (every message a new kind).
+# formats its own messages (every message a new kind): past it, the oldest window goes.
 MAX_KINDS = 256
 
 
@@ -26,28 +28,31 @@ class RepeatedWarnings(logging.Filter):
         super().__init__()
         self.per_minute = per_minute
         self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}  # oldest window first
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING:
             return True
         kind = (record.name, str(record.msg))
-        window = self._windows.get(kind)
-        now = self._clock()
-        if window is None or now - window.start >= 60:
-            if window is None and len(self._windows) >= MAX_KINDS:
-                self._windows.clear()
-            held_back = window.held_back if window else 0
-            window = self._windows[kind] = _Window(now)
-            if held_back:
-                _append(record, f" ({held_back} more like it were not logged before this one)")
-        window.seen += 1
-        if window.seen <= self.per_minute:
+        with self._lock:  # handlers filter outside their own lock, from any thread
+            window = self._windows.get(kind)
+            now = self._clock()
+            if window is None or now - window.start >= 60:
+                if window is None and len(self._windows) >= MAX_KINDS:
+                    del self._windows[next(iter(self._windows))]  # the longest unseen kind
+                held_back = window.held_back if window else 0
+                self._windows.pop(kind, None)
+                window = self._windows[kind] = _Window(now)
+                if held_back:
+                    _append(record, f" ({held_back} more like it were not logged before this one)")
+            window.seen += 1
+            if window.seen > self.per_minute:
+                window.held_back += 1
+                return False
             if window.seen == self.per_minute:
                 _append(record, " (more like it in this minute are counted, not logged)")
             return True
-        window.held_back += 1
-        return False
 
 
 @dataclass(slots=True)
