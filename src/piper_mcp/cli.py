@@ -67,7 +67,7 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"piper-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    named = next((word for word in argv if not word.startswith("-")), None)
+    named = argv[0] if argv else None  # a command first: `piper-mcp -h local` lists them all
     for name, register in COMMANDS.items():
         if named not in COMMANDS or name == named:
             register(commands)

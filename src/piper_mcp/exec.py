@@ -100,7 +100,7 @@ def plain_local_options(agent: str | None, environ: Mapping[str, str]) -> ExecOp
         return None
     return ExecOptions(
         local=True,
-        agent=agent or agent_setting or DEFAULT_AGENT,
+        agent=agent if agent is not None else agent_setting or DEFAULT_AGENT,
         audit_path=Path(audit_file) if audit_file else default_home() / audit.FILE_NAME,
         audit_max_bytes=int(max_bytes) if max_bytes else audit.DEFAULT_MAX_BYTES,
     )

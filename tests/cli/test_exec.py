@@ -199,6 +199,8 @@ def test_the_marking_command_runs_when_nothing_is_wrong(
         ),
         (["--local"], {"T": "piper:not_declared"}, 1, "'not_declared' is not a variable"),
         (["--local", "--agent", "nobody", "--env", "T=x"], {}, 1, "there is no agent 'nobody'"),
+        # `--agent "$AGENT"` with AGENT unset: no agent, never the default one
+        (["--local", "--agent", "", "--env", "T=github_token"], {}, 1, "there is no agent ''"),
         (["--local", "--env", "T"], {}, 2, "--env 'T' is not NAME=VARIABLE"),
         (["--local", "--env", "1T=github_token"], {}, 2, "is not NAME=VARIABLE"),
         (["--local", "--env", "T=github_token", "--env", "T=x"], {}, 2, "gives T twice"),
@@ -211,6 +213,7 @@ def test_the_marking_command_runs_when_nothing_is_wrong(
         "declared, not granted",
         "piper: undeclared",
         "unknown agent",
+        "empty --agent",
         "--env without =",
         "--env bad name",
         "--env twice",

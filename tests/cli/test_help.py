@@ -67,3 +67,10 @@ def test_serve_help_says_stdio_waits_for_a_host_and_how_to_stop(cli: Cli) -> Non
     said = " ".join(done.out.split())
     assert "waits for an MCP host" in said
     assert "Ctrl-C" in said
+
+
+def test_help_before_a_command_lists_every_command(cli: Cli) -> None:
+    """Only the named command's parser is built (exec starts faster): not for `-h local`."""
+    done = cli("-h", "local")
+    assert done.code == 0
+    assert all(name in done.out for name in ("demo", "serve", "check", "audit", "exec", "local"))

@@ -18,9 +18,10 @@ class Clock:
 
 
 def record(
-    msg: str, *args: object, level: int = logging.WARNING, name: str = "peer"
+    msg: str, *args: object, level: int = logging.WARNING, name: str = "peer", line: int = 1
 ) -> logging.LogRecord:
-    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+    """A record as the logging call on `line` of this file makes it."""
+    return logging.LogRecord(name, level, __file__, line, msg, args, None)
 
 
 def test_a_kind_passes_per_minute_times_then_is_counted_and_the_count_said_later() -> None:
@@ -44,25 +45,39 @@ def test_kinds_are_counted_apart_and_errors_always_pass() -> None:
     assert warnings.filter(record("one kind"))
     assert not warnings.filter(record("one kind"))
     assert warnings.filter(record("one kind", name="another logger"))
-    assert warnings.filter(record("another kind"))
+    assert warnings.filter(record("another kind", line=2))
     assert all(warnings.filter(record("one kind", level=logging.ERROR)) for _ in range(5))
     assert all(warnings.filter(record("one kind", level=logging.INFO)) for _ in range(5))
 
 
-def test_messages_formatted_by_the_caller_cannot_grow_memory() -> None:
+def test_a_message_the_caller_formats_itself_is_one_kind() -> None:
+    """The SDK logs `f"Invalid Host header: {host}"`: a peer chooses the host."""
+    warnings = RepeatedWarnings(per_minute=10, clock=Clock())
+    passed = [warnings.filter(record(f"Invalid Host header: evil-{n}")) for n in range(300)]
+    assert passed.count(True) == 10
+
+
+def test_lines_that_log_cannot_grow_memory() -> None:
     warnings = RepeatedWarnings(per_minute=1, clock=Clock())
-    for n in range(MAX_KINDS * 4):
-        assert warnings.filter(record(f"formatted {n}"))
+    for line in range(MAX_KINDS * 4):
+        assert warnings.filter(record("from many places", line=line))
     assert len(warnings._windows) <= MAX_KINDS
 
 
 def test_other_kinds_do_not_reset_a_flood_until_it_is_the_oldest() -> None:
-    """A peer that varies a formatted message cannot open the gate for a flood it keeps up."""
     warnings = RepeatedWarnings(per_minute=1, clock=Clock())
     assert warnings.filter(record("flood"))
-    for n in range(MAX_KINDS - 1):
-        warnings.filter(record(f"formatted {n}"))
+    for line in range(2, MAX_KINDS + 1):
+        warnings.filter(record("elsewhere", line=line))
     assert not warnings.filter(record("flood"))
+
+
+def test_a_call_whose_arguments_do_not_fit_is_left_to_logging() -> None:
+    warnings = RepeatedWarnings(per_minute=2, clock=Clock())
+    assert warnings.filter(record("id %d"))
+    wrong = record("id %d", "not a number")
+    assert warnings.filter(wrong)  # the note is not added; logging reports the call
+    assert not warnings.filter(wrong)
 
 
 def test_threads_together_get_no_more_through_than_one() -> None:

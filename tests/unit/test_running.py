@@ -85,11 +85,40 @@ def test_a_process_is_recognised_while_it_runs_and_not_once_it_ended() -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
 def test_an_id_a_new_process_took_is_not_the_server_that_had_it() -> None:
-    pid, namespace, started = running_module.identity().split(":")
-    assert not running_module.still_running(f"{pid}:{namespace}:{int(started) + 1}")
+    me = running_module.identity()
+    where, _, started = me.rpartition(":")
+    assert not running_module.still_running(f"{where}:{int(started) + 1}")
 
 
 def test_what_cannot_be_told_from_here_counts_as_running() -> None:
-    pid, _, started = running_module.identity().split(":")
-    assert running_module.still_running(f"{pid}:another-container:{started}")
+    pid, _, rest = running_module.identity().partition(":")
+    started = rest.rpartition(":")[2]
+    assert running_module.still_running(f"{pid}:another-machine/4026531836:{started}")
     assert running_module.still_running("written by something else")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process names come from /proc")
+def test_a_process_named_in_no_encoding_is_still_told_apart() -> None:
+    """Any process can name itself bytes that are not UTF-8 (prctl); reading must not fail."""
+    renamed = (
+        "import ctypes, sys, time\n"
+        "ctypes.CDLL(None).prctl(15, b'\\xff) (', 0, 0, 0)\n"  # PR_SET_NAME
+        "print('renamed', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", renamed], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "renamed\n"
+        who = running_module.identity(child.pid)
+        assert running_module.still_running(who)
+    finally:
+        child.kill()
+        child.wait()
+    assert not running_module.still_running(who)
+
+
+def test_an_id_that_is_not_plain_digits_counts_as_running() -> None:
+    """Written by something else: no guess at what it names."""
+    rest = running_module.identity().partition(":")[2]
+    for written in ("²", "-1", "1" * 20):
+        assert running_module.still_running(f"{written}:{rest}")

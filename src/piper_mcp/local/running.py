@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,20 +108,21 @@ def alive(pid: object) -> bool:
 
 
 def identity(pid: int | None = None) -> str:
-    """This process (or `pid`) as `still_running` recognises it: "pid:namespace:start"."""
+    """This process (or `pid`) as `still_running` recognises it: "pid:where:start", where
+    = the machine and its pid namespace."""
     pid = os.getpid() if pid is None else pid
     state = _proc_state(pid)
-    return f"{pid}:{_namespace()}:{state[1] if state else ''}"
+    return f"{pid}:{_where()}:{state[1] if state else ''}"
 
 
 def still_running(identity: str) -> bool:
     """Whether the process `identity` names runs; True when this process cannot tell."""
     pid, _, rest = identity.partition(":")
-    namespace, _, started = rest.partition(":")
-    if not pid.isdigit():
+    where, _, started = rest.rpartition(":")
+    if not re.fullmatch(r"[0-9]{1,10}", pid):
         return True
-    if namespace != _namespace():
-        return True  # another pid namespace (a container): its ids mean nothing here
+    if where != _where():
+        return True  # another machine or container: its ids mean nothing here
     if not alive(int(pid)):
         return False
     state = _proc_state(int(pid))
@@ -129,17 +132,19 @@ def still_running(identity: str) -> bool:
     return running and (not started or start == started)
 
 
-def _namespace() -> str:
+def _where() -> str:
+    """This machine, and this pid namespace where the system names it (a container)."""
     try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
-        return ""
+        namespace = ""
+    return f"{platform.node().replace(':', '_')}/{namespace}"
 
 
 def _proc_state(pid: int) -> tuple[bool, str] | None:
     """(not a zombie, its start time in clock ticks) from /proc; None where there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+    try:  # bytes: a process may name itself anything, not only UTF-8
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode("latin-1")
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()  # the name before it may hold anything

@@ -4,7 +4,7 @@ A host (or anything writing to the server's stdin or port) decides how often
 the server warns about what it sent: an unreadable line, a notification with
 malformed params. Logged each time, a flood of junk becomes a flood of stderr.
 `RepeatedWarnings` sits on the log handler and lets `per_minute` warnings of
-one kind (the logger and the message's template) through in each minute, then
+one kind (the logger and the line that logs it) through in each minute, then
 says once that it is holding the rest back, and how many it held back when the
 kind next gets through (a flood that stops for good leaves that count unsaid). Errors
 always pass: they are rare, and each matters.
@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Kinds are message templates, so they are few; a bound keeps memory flat if a logger
-# formats its own messages (every message a new kind): past it, the oldest window goes.
+# Kinds are lines of code that log, so they are few; the bound is a backstop: past it, the
+# oldest window goes.
 MAX_KINDS = 256
 
 
@@ -28,19 +28,19 @@ class RepeatedWarnings(logging.Filter):
         super().__init__()
         self.per_minute = per_minute
         self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}  # oldest window first
+        self._windows: dict[tuple[str, str, int], _Window] = {}  # oldest window first
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING:
             return True
-        kind = (record.name, str(record.msg))
+        kind = (record.name, record.pathname, record.lineno)  # its call: f-strings too
         with self._lock:  # handlers filter outside their own lock, from any thread
             window = self._windows.get(kind)
             now = self._clock()
             if window is None or now - window.start >= 60:
                 if window is None and len(self._windows) >= MAX_KINDS:
-                    del self._windows[next(iter(self._windows))]  # the longest unseen kind
+                    del self._windows[next(iter(self._windows))]  # the oldest window
                 held_back = window.held_back if window else 0
                 self._windows.pop(kind, None)
                 window = self._windows[kind] = _Window(now)
@@ -63,5 +63,9 @@ class _Window:
 
 
 def _append(record: logging.LogRecord, note: str) -> None:
-    record.msg = record.getMessage() + note
+    try:
+        said = record.getMessage()
+    except (TypeError, ValueError):  # a call whose arguments do not fit its format
+        return  # logging's own handling reports it, as for every other call
+    record.msg = said + note
     record.args = None
