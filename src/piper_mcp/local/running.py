@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -134,6 +133,8 @@ def still_running(identity: str) -> bool:
 
 def _where() -> str:
     """This machine, and this pid namespace where the system names it (a container)."""
+    import platform  # here: `exec --local` loads this module and never asks
+
     try:
         namespace = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
