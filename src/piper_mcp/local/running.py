@@ -114,9 +114,9 @@ def identity(pid: int | None = None) -> str:
     return f"{pid}:{_where()}:{state[1] if state else ''}"
 
 
-def still_running(identity: str) -> bool:
-    """Whether the process `identity` names runs; True when this process cannot tell."""
-    pid, _, rest = identity.partition(":")
+def still_running(named: str) -> bool:
+    """Whether the process `named` (an `identity`) runs; True when this one cannot tell."""
+    pid, _, rest = named.partition(":")
     where, _, started = rest.rpartition(":")
     if not re.fullmatch(r"[0-9]{1,10}", pid):
         return True

@@ -919,16 +919,13 @@ class Vault:
                 "DELETE FROM grant_request_raisers"
                 " WHERE request_id NOT IN (SELECT request_id FROM grant_requests)"
             )
-            waiting = len(
-                [
-                    row
-                    for row in db.execute(
-                        f"{_SELECT_REQUESTS}"
-                        " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
-                        (request.client_id, time.time()),
-                    )
-                    if StoredGrantRequest(*row).waited_for
-                ]
+            waiting = sum(
+                StoredGrantRequest(*row).waited_for
+                for row in db.execute(
+                    f"{_SELECT_REQUESTS}"
+                    " WHERE client_id = ? AND outcome IS NULL AND expires_at > ?",
+                    (request.client_id, time.time()),
+                )
             )
             if waiting >= MAX_WAITING_REQUESTS:
                 raise VaultError(
