@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,32 @@ OPENAI_SECRET = "Ada's OpenAI key"
 OPENAI_VALUE = "sk-canary-openai-value-91c2"
 DB_SECRET = "Ada's database"
 DB_VALUE = "postgres://ada:canary-db-pw@db.example/prod"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the programs the tests start, as it does when a host or a shell starts them.
+
+    pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in every
+    program they start: the tests of what Ctrl-C does would test nothing.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The screenshots the browser tests saved (from every worker), listed at the end."""
+    saved = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "screenshot"
+    ]
+    if saved:
+        terminalreporter.section("screenshots")
+        for path in saved:
+            terminalreporter.line(str(path))
 
 
 @pytest.fixture(autouse=True)

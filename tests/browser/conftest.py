@@ -8,8 +8,8 @@
   action, wait and `expect(...)` gives up after 15 s.
 - `screenshot(page, name)`: saves a full-page PNG as
   `.pytest-screenshots/<test>-<name>.png` under the repository root, overwriting the
-  last run's; the files saved are listed at the end of pytest's output (and kept as the
-  test's `screenshot` property for JUnit XML).
+  last run's; the files saved are listed at the end of pytest's output (from the test's
+  `screenshot` property, which also reaches JUnit XML).
 Every test here is marked `browser` (leave them out with `-m 'not browser'`).
 
 Playwright's sync API runs its asyncio loop in the test thread and keeps it marked
@@ -49,23 +49,12 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)  # `expect(...)` waits as long as actions do
-SCREENSHOTS = pytest.StashKey[list[Path]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.browser)
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    saved = config.stash.get(SCREENSHOTS, [])
-    if saved:
-        terminalreporter.section("screenshots")
-        for path in saved:
-            terminalreporter.line(str(path))
 
 
 @pytest.fixture(scope="package")
@@ -96,7 +85,6 @@ def screenshot(request: pytest.FixtureRequest, record_property: Callable[..., No
     def save(page: Page, name: str, *, full_page: bool = True) -> Path:
         path = folder / re.sub(r"[^\w.-]+", "-", f"{request.node.name}-{name}.png")
         page.screenshot(path=path, full_page=full_page)
-        request.config.stash.setdefault(SCREENSHOTS, []).append(path)
         record_property("screenshot", str(path))
         print(f"screenshot: {path}")
         return path

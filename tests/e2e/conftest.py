@@ -7,6 +7,7 @@ command is all CI runs. They need `npm` on the machine and the npm registry.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ E2E = Path(__file__).parent
 ROOT = E2E.parents[1]
 BIN = E2E / "node_modules" / ".bin"
 VALUE = "sk-canary-e2e-value-8c3d"
+NODE_TOOLS = ("inspector", "conformance", "claude", "mcpb")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,18 +36,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def node_tools() -> Path:
-    """node_modules/.bin: the Inspector, the conformance suite, Claude Code, mcpb, Node 22."""
-    if not all((BIN / tool).exists() for tool in ("inspector", "conformance", "claude", "mcpb")):
-        npm = shutil.which("npm")
-        assert npm, "the e2e tests need npm (Node.js) on the machine"
-        # `npm install --no-save` follows the lock file like `npm ci`, but tolerates an
-        # optional platform package the registry does not serve (vite's Windows helper).
-        subprocess.run(
-            [npm, "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=E2E,
-            check=True,
-            timeout=600,
-        )
+    """node_modules/.bin: the Inspector, the conformance suite, Claude Code, mcpb, Node 22.
+
+    Installed once: the suite's workers wait on one lock while the first installs.
+    """
+    with (E2E / ".npm-install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((BIN / tool).exists() for tool in NODE_TOOLS):
+            npm = shutil.which("npm")
+            assert npm, "the e2e tests need npm (Node.js) on the machine"
+            # `npm install --no-save` follows the lock file like `npm ci`, but tolerates an
+            # optional platform package the registry does not serve (vite's Windows helper).
+            subprocess.run(
+                [npm, "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=E2E,
+                check=True,
+                timeout=600,
+            )
     return BIN
 
 

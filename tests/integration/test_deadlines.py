@@ -22,6 +22,7 @@ from mcp import Client
 
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, PiperBackendError, PiperClient
+from piper_mcp.server.policy import RevealPolicy
 from tests.conftest import AGENT_ID, OPENAI_VALUE
 from tests.protocol.conftest import DECLARED, make_server, structured, text_of
 
@@ -138,6 +139,28 @@ async def test_a_tool_call_answers_within_the_deadline_whatever_the_backend_does
     assert result.is_error is True
     assert SAID in text_of(result)
     assert "raise PIPER_RETRY_DEADLINE" in text_of(result)  # what to do about it
+    assert faults.seen[RESOLVE] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["ask", "allow"])
+async def test_a_raw_value_call_asks_piper_once_within_one_deadline(
+    settings: dict[str, Any], faults: FaultLayer, policy: str, clock: Callable[[], float]
+) -> None:
+    """mode='value': the consent step's lookup is the call's only request, not one of two.
+
+    Under `ask`, the question is prepared by asking Piper where the value is; when
+    Piper hangs, the refusal explains with that answer instead of asking again.
+    """
+    faults.fault = hang
+    async with AsyncPiperClient(AGENT_ID, enable_env_fallback=False, **settings) as client:
+        server = make_server(client, RevealPolicy(policy))
+        async with Client(server, mode="legacy") as mcp:
+            arguments = {"variable": "database_url", "mode": "value"}
+            result = await mcp.call_tool("get_secret", arguments)
+    assert clock() < BOUND
+    assert result.is_error is True
+    assert SAID in text_of(result)
     assert faults.seen[RESOLVE] == 1
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from piper_mcp.invocation import command
-from piper_mcp.piper import AsyncPiperClient, PiperError, PiperGrantNeededError, protocol_names
+from piper_mcp.piper import (
+    AsyncPiperClient,
+    PiperError,
+    PiperGrantNeededError,
+    VariableSource,
+    protocol_names,
+)
 from piper_mcp.piper.names import declared_match, env_var_name, is_own_setting
 from piper_mcp.piper.secret_manager import secret_version_name
 from piper_mcp.printable import quoted
@@ -199,6 +205,9 @@ class CredentialService:
         self._declared = declared
         self.policy = policy or RevealPolicy()
         self.grants: Grants = grants or PiperCloudGrants()
+        # What `raw_source` found to be nowhere, by variable, for the `reveal` of the same
+        # call to explain without asking Piper a second time (and past its deadline).
+        self._found_nowhere: dict[str, VariableSource] = {}
 
     @property
     def vault(self) -> str | None:
@@ -304,7 +313,7 @@ class CredentialService:
                 reason="reveal_denied",
             )
         if rule == "ask" and not consent.given_by_user:
-            located = await self.client.locate(name)
+            located = self._found_nowhere.pop(name, None) or await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 problem = located.piper_problem
                 raise refusal(f"No value for {name!r}: {self.said(name, problem)}", problem)
@@ -337,7 +346,12 @@ class CredentialService:
         )
 
     async def raw_source(self, variable: str) -> str | None:
-        """Where a raw value of `variable` would come from, said for a person; None: nowhere."""
+        """Where a raw value of `variable` would come from, said for a person; None: nowhere.
+
+        Nowhere is kept for the `reveal` that follows in the same tool call: the
+        whole call, explanation included, asks Piper once, within one deadline.
+        """
+        self._found_nowhere.pop(variable, None)
         located = await self.client.locate(variable)
         if located.source == "piper":
             return "Piper (raw secret exchange)"
@@ -345,6 +359,7 @@ class CredentialService:
             return f"the environment variable {located.env_var_name}"
         if located.source == "local_file":
             return "the local config file"
+        self._found_nowhere[variable] = located
         return None
 
     def _raw_hint(self, name: str) -> str:
