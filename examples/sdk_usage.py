@@ -1,9 +1,12 @@
 """An agent using piper-mcp's `PiperClient` the way the published SDK's README shows.
 
 Configure it like any Piper agent, through PIPER_* environment variables
-(README's configuration table), e.g. against a local Piper:
+(docs/configuration.md), e.g. against a local Piper. Keep the client secret off the
+command line and out of shell history: name it in Secret Manager
+(PIPER_CLIENT_SECRET_NAME), or read it into the variable from a file:
 
-    PIPER_CLIENT_ID=my-agent PIPER_CLIENT_SECRET=... \
+    read -r PIPER_CLIENT_SECRET < ~/.config/my-agent/client-secret && export PIPER_CLIENT_SECRET
+    PIPER_CLIENT_ID=my-agent \
     PIPER_RESOLVE_MAPPING_URL=http://127.0.0.1:8787/piper-resolve-variable-mapping ... \
     python examples/sdk_usage.py
 """

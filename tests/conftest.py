@@ -17,7 +17,8 @@ from piper_mcp.local.vault import Vault
 from piper_mcp.network import bind, url_of
 from piper_mcp.piper import protocol_names
 
-AGENT_ID = "agent-research"
+AGENT_ID = "agent-research"  # secretless: protocol v2, which its operator allowed
+V1_AGENT_ID = "agent-research-v1"  # the same agent's twin with a client secret: protocol v1
 AGENT_SECRET = "agent-client-secret-canary-7f3a-5d1c9e"
 USER_ID = "user-ada"
 INSTANCE_ID = "instance-ada-laptop"
@@ -79,23 +80,24 @@ def anyio_backend() -> str:
 def seeded_vault(home: Path) -> Vault:
     """Ada has Piper Link signed in; she granted the research agent her OpenAI key and DB URL.
 
-    The research agent has a client secret (v1) and its operator allowed v2 for it too.
+    The research agent comes twice, so the tests can speak both protocol generations:
+    secretless (`AGENT_ID`, v2, which its operator allowed) and with a client secret
+    (`V1_AGENT_ID`, v1 only); tests/attacks/test_agent_impersonation.py covers the rest.
     """
     vault, _ = Vault.init(home)
     vault.add_instance(INSTANCE_ID, USER_ID)
-    vault.add_agent(
-        AGENT_ID,
-        AGENT_SECRET,
-        owner_user_id=OWNER_ID,
-        variables=["OpenAI API Key", "database_url", "slack_token"],
-    )
-    # The operator allows protocol v2 for it, so the tests can speak both generations;
-    # tests/attacks/test_agent_impersonation.py covers agents without this.
-    vault.set_secretless(AGENT_ID, True)
     vault.put_secret(OPENAI_SECRET, OPENAI_VALUE, owner_user_id=USER_ID)
     vault.put_secret(DB_SECRET, DB_VALUE, owner_user_id=USER_ID)
-    vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
-    vault.grant(USER_ID, AGENT_ID, "database_url", DB_SECRET)
+    for agent_id, secret in ((AGENT_ID, None), (V1_AGENT_ID, AGENT_SECRET)):
+        vault.add_agent(
+            agent_id,
+            secret,
+            owner_user_id=OWNER_ID,
+            variables=["OpenAI API Key", "database_url", "slack_token"],
+            secretless=secret is None,
+        )
+        vault.grant(USER_ID, agent_id, "OpenAI API Key", OPENAI_SECRET)
+        vault.grant(USER_ID, agent_id, "database_url", DB_SECRET)
     return vault
 
 
@@ -235,7 +237,7 @@ def client_kwargs(piper: LocalBackend, protocol_version: int) -> dict[str, objec
     """SDK-style arguments for the research agent, in protocol v1 or v2."""
     kwargs: dict[str, object] = {"client_id": AGENT_ID, **piper.client_settings()}
     if protocol_version == 1:
-        kwargs["client_secret"] = AGENT_SECRET
+        kwargs.update(client_id=V1_AGENT_ID, client_secret=AGENT_SECRET)
     return kwargs
 
 

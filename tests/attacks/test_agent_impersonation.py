@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from piper_mcp.local.server_thread import LocalBackend
-from piper_mcp.local.vault import Vault
+from piper_mcp.local.vault import Vault, VaultError
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
 from tests.cli.conftest import Cli, Serving, cli, cli_env, piper_home, serve_local  # noqa: F401
-from tests.conftest import AGENT_SECRET, OPENAI_SECRET, USER_ID
+from tests.conftest import AGENT_SECRET, OPENAI_SECRET, USER_ID, V1_AGENT_ID
 from tests.processes import initialize
 
 pytestmark = pytest.mark.anyio
@@ -84,8 +84,9 @@ def test_local_serve_refuses_v2_for_an_agent_with_a_client_secret(
     ) == [401, 401, 401]
 
 
-async def test_the_agent_itself_still_works_over_v1_and_v2_once_the_operator_allows_it(
+async def test_the_agent_works_over_v1_and_its_secret_keeps_it_off_v2_for_good(
     cli: Cli,  # noqa: F811
+    cli_env: dict[str, str],  # noqa: F811
     research_agent: tuple[str, str],
     serve_local: Callable[..., Serving],  # noqa: F811
 ) -> None:
@@ -106,11 +107,43 @@ async def test_the_agent_itself_still_works_over_v1_and_v2_once_the_operator_all
             await v2.get_secret("openai_api_key")
         assert "local agent secretless AGENT on`" in str(refused.value)  # as the backend was run
 
-    assert cli("local", "agent", "secretless", "research", "on").code == 0
+    # The operator cannot open v2 for an agent with a client secret...
+    turned_on = cli("local", "agent", "secretless", "research", "on")
+    assert turned_on.code == 1 and "Traceback" not in turned_on.err
+    assert "has a client secret, so it proves itself over protocol v1 only" in turned_on.err
+    assert "local agent add ID --secretless" in turned_on.err
     base, link = serving.info["url"], serving.info["link_url"]
-    assert as_the_attacker(base, link, "research", credential) == [200, 200, 200]
-    assert cli("local", "agent", "secretless", "research", "off").code == 0
     assert as_the_attacker(base, link, "research", credential) == [401, 401, 401]
+    # ... nor register one with both, and a vault that says both (an older piper-mcp let
+    # it) still serves the agent over v1 only.
+    vault = Vault.open(Path(cli_env["PIPER_HOME"]))
+    with pytest.raises(VaultError, match="cannot have a client secret and be secretless"):
+        vault.add_agent(
+            "r2", secret, owner_user_id=vault.local_user_id, variables=["x"], secretless=True
+        )
+    with vault._write() as db:
+        db.execute("UPDATE agents SET secretless = 1 WHERE client_id = 'research'")
+    vault.close()
+    assert as_the_attacker(base, link, "research", credential) == [401, 401, 401]
+    assert "research  (client secret: protocol v1)" in cli("local", "agent", "list").out
+
+
+async def test_a_secretless_agent_is_served_over_v2_only_while_the_operator_allows_it(
+    cli: Cli,  # noqa: F811
+    research_agent: tuple[str, str],
+    serve_local: Callable[..., Serving],  # noqa: F811
+) -> None:
+    _, credential = research_agent
+    cli("local", "agent", "add", "helper", "--variable", "openai_api_key", "--secretless")
+    cli("local", "grant", "helper", "openai_api_key", "My OpenAI")
+    serving = serve_local()
+    base, link = serving.info["url"], serving.info["link_url"]
+    assert as_the_attacker(base, link, "helper", credential) == [200, 200, 200]
+    off = cli("local", "agent", "secretless", "helper", "off")
+    assert off.code == 0 and "only `" in off.out and "serve --local --agent helper" in off.out
+    assert as_the_attacker(base, link, "helper", credential) == [401, 401, 401]
+    assert cli("local", "agent", "secretless", "helper", "on").code == 0
+    assert as_the_attacker(base, link, "helper", credential) == [200, 200, 200]
 
 
 def test_a_secretless_agent_is_said_so_when_listed(cli: Cli) -> None:  # noqa: F811
@@ -147,7 +180,7 @@ def test_an_instance_id_selects_the_user_but_never_authenticates(
         f"{base}/piper-token-endpoint",
         data={
             "grant_type": "client_credentials",
-            "client_id": "agent-research",
+            "client_id": V1_AGENT_ID,
             "client_secret": "x" * 40,
             "audience": f"{base}{RESOLVE}",
             "piper_link_instance_id": "instance-ada-laptop",
@@ -165,7 +198,7 @@ def test_a_re_added_agent_does_not_inherit_the_old_agents_tokens(
         f"{base}/piper-token-endpoint",
         data={
             "grant_type": "client_credentials",
-            "client_id": "agent-research",
+            "client_id": V1_AGENT_ID,
             "client_secret": AGENT_SECRET,
             "audience": f"{base}{RESOLVE}",
         },
@@ -174,16 +207,16 @@ def test_a_re_added_agent_does_not_inherit_the_old_agents_tokens(
         "json": {"variableName": "openai_api_key"},
         "headers": {"authorization": f"Bearer {token}"},
     }
-    owner = piper.vault.agent("agent-research")
+    owner = piper.vault.agent(V1_AGENT_ID)
     assert owner is not None
-    piper.vault.remove_agent("agent-research")
+    piper.vault.remove_agent(V1_AGENT_ID)
     piper.vault.add_agent(
-        "agent-research",
+        V1_AGENT_ID,
         "a-new-owner-chose-this-secret-0123456789",
         owner_user_id=USER_ID,
         variables=["openai_api_key"],
     )
-    piper.vault.grant(USER_ID, "agent-research", "openai_api_key", OPENAI_SECRET)
+    piper.vault.grant(USER_ID, V1_AGENT_ID, "openai_api_key", OPENAI_SECRET)
     assert httpx.post(f"{base}{RESOLVE}", **ask).status_code == 401  # type: ignore[arg-type]
 
 

@@ -7,7 +7,14 @@ import pytest
 
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient, SecretResult
-from tests.conftest import AGENT_ID, AGENT_SECRET, DB_SECRET, OPENAI_SECRET, OPENAI_VALUE, USER_ID
+from tests.conftest import (
+    AGENT_SECRET,
+    DB_SECRET,
+    OPENAI_SECRET,
+    OPENAI_VALUE,
+    USER_ID,
+    V1_AGENT_ID,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -21,7 +28,7 @@ def read(piper: LocalBackend, sts: SecretResult) -> httpx.Response:
 
 
 async def sts_token(piper: LocalBackend) -> SecretResult:
-    async with AsyncPiperClient(AGENT_ID, AGENT_SECRET, **piper.client_settings()) as client:
+    async with AsyncPiperClient(V1_AGENT_ID, AGENT_SECRET, **piper.client_settings()) as client:
         return await client.get_secret("OpenAI API Key")
 
 
@@ -30,9 +37,9 @@ async def test_a_token_minted_before_a_revoke_stays_dead_after_granting_again(
 ) -> None:
     old = await sts_token(piper)
     assert read(piper, old).status_code == 200
-    piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
+    piper.vault.revoke(USER_ID, V1_AGENT_ID, "OpenAI API Key")
     assert read(piper, old).status_code == 403
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
+    piper.vault.grant(USER_ID, V1_AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
     assert read(piper, old).status_code == 403  # the old token was revoked with its grant
     new = await sts_token(piper)
     assert read(piper, new).status_code == 200 and OPENAI_VALUE not in read(piper, old).text
@@ -42,8 +49,8 @@ async def test_pointing_a_variable_elsewhere_and_back_does_not_revive_a_token(
     piper: LocalBackend,
 ) -> None:
     old = await sts_token(piper)
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", DB_SECRET)
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
+    piper.vault.grant(USER_ID, V1_AGENT_ID, "OpenAI API Key", DB_SECRET)
+    piper.vault.grant(USER_ID, V1_AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
     assert read(piper, old).status_code == 403
 
 
@@ -53,5 +60,5 @@ async def test_removing_and_re_adding_the_secret_does_not_revive_a_token(
     old = await sts_token(piper)
     piper.vault.remove_secret(OPENAI_SECRET)
     piper.vault.put_secret(OPENAI_SECRET, OPENAI_VALUE, owner_user_id=USER_ID)
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
+    piper.vault.grant(USER_ID, V1_AGENT_ID, "OpenAI API Key", OPENAI_SECRET)
     assert read(piper, old).status_code == 403

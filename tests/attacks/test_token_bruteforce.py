@@ -29,7 +29,7 @@ from piper_mcp.local.throttle import (
     SecretCheckGate,
 )
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError, protocol_names
-from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE, seeded_vault
+from tests.conftest import AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE, V1_AGENT_ID, seeded_vault
 
 pytestmark = pytest.mark.anyio
 
@@ -98,22 +98,22 @@ def test_wrong_secrets_back_off_the_client_id_and_the_right_one_waits_too(
     url = piper.base_url
     with httpx.Client() as attacker:
         for _ in range(FAILURES_BEFORE_BACKOFF):
-            assert ask_token(attacker, url, AGENT_ID, wrong_secret()).status_code == 401
-        wait = assert_backed_off(ask_token(attacker, url, AGENT_ID, wrong_secret()))
+            assert ask_token(attacker, url, V1_AGENT_ID, wrong_secret()).status_code == 401
+        wait = assert_backed_off(ask_token(attacker, url, V1_AGENT_ID, wrong_secret()))
         # During the backoff nothing is checked, so even the right secret tells nothing.
-        assert_backed_off(ask_token(attacker, url, AGENT_ID, AGENT_SECRET))
+        assert_backed_off(ask_token(attacker, url, V1_AGENT_ID, AGENT_SECRET))
 
         clock.advance(wait)
-        assert ask_token(attacker, url, AGENT_ID, wrong_secret()).status_code == 401
+        assert ask_token(attacker, url, V1_AGENT_ID, wrong_secret()).status_code == 401
         # Each further failure doubles the wait.
-        assert assert_backed_off(ask_token(attacker, url, AGENT_ID, wrong_secret())) == 2 * wait
+        assert assert_backed_off(ask_token(attacker, url, V1_AGENT_ID, wrong_secret())) == 2 * wait
 
         clock.advance(2 * wait)
-        accepted = ask_token(attacker, url, AGENT_ID, AGENT_SECRET)
+        accepted = ask_token(attacker, url, V1_AGENT_ID, AGENT_SECRET)
         assert accepted.status_code == 200
         assert accepted.json()["access_token"]
         # A success forgets the failures: the next wrong secret is an ordinary 401.
-        assert ask_token(attacker, url, AGENT_ID, wrong_secret()).status_code == 401
+        assert ask_token(attacker, url, V1_AGENT_ID, wrong_secret()).status_code == 401
 
 
 def test_unknown_client_ids_are_backed_off_alike_so_answers_do_not_reveal_agents(
@@ -126,13 +126,13 @@ def test_unknown_client_ids_are_backed_off_alike_so_answers_do_not_reveal_agents
                 ask_token(attacker, url, client_id, wrong_secret())
                 for _ in range(FAILURES_BEFORE_BACKOFF + 1)
             ]
-            for client_id in (AGENT_ID, "no-such-agent")
+            for client_id in (V1_AGENT_ID, "no-such-agent")
         }
     seen = {
         client_id: [(a.status_code, a.headers.get("retry-after"), a.text) for a in tries]
         for client_id, tries in answers.items()
     }
-    assert seen[AGENT_ID] == seen["no-such-agent"]
+    assert seen[V1_AGENT_ID] == seen["no-such-agent"]
     assert_backed_off(answers["no-such-agent"][-1])
 
 
@@ -140,12 +140,12 @@ async def test_the_backoff_doubles_with_each_failure_up_to_a_cap() -> None:
     clock = ManualClock()
     gate = SecretCheckGate(clock=clock)
     for _ in range(FAILURES_BEFORE_BACKOFF - 1):
-        assert await gate.check(AGENT_ID, lambda: None) is None
+        assert await gate.check(V1_AGENT_ID, lambda: None) is None
     waits = []
     for _ in range(30):
-        assert await gate.check(AGENT_ID, lambda: None) is None
+        assert await gate.check(V1_AGENT_ID, lambda: None) is None
         with pytest.raises(RequestRejected) as refused:
-            await gate.check(AGENT_ID, lambda: AGENT_ID)
+            await gate.check(V1_AGENT_ID, lambda: V1_AGENT_ID)
         waits.append(int(refused.value.response.headers["retry-after"]))
         clock.advance(waits[-1])
     assert waits[:5] == [1, 2, 4, 8, 16]
@@ -156,14 +156,14 @@ async def test_the_tracked_client_ids_stay_bounded_and_keep_the_guessed_one() ->
     clock = ManualClock()
     gate = SecretCheckGate(clock=clock)
     for _ in range(FAILURES_BEFORE_BACKOFF):
-        await gate.check(AGENT_ID, lambda: None)
+        await gate.check(V1_AGENT_ID, lambda: None)
     for n in range(10_000):
         await gate.check(f"random-{n}-{secrets.token_hex(4)}", lambda: None)
         assert gate.tracked_clients <= MAX_TRACKED_CLIENTS
     assert gate.tracked_clients == MAX_TRACKED_CLIENTS
     # A flood of fresh ids does not push out the id being guessed (that would reset its wait).
     with pytest.raises(RequestRejected) as refused:
-        await gate.check(AGENT_ID, lambda: AGENT_ID)
+        await gate.check(V1_AGENT_ID, lambda: V1_AGENT_ID)
     assert refused.value.response.status_code == 429
 
 
@@ -172,9 +172,9 @@ async def test_our_client_honours_retry_after_then_says_when_to_try_again(
 ) -> None:
     with httpx.Client() as attacker:
         for _ in range(FAILURES_BEFORE_BACKOFF):
-            ask_token(attacker, piper.base_url, AGENT_ID, wrong_secret())
+            ask_token(attacker, piper.base_url, V1_AGENT_ID, wrong_secret())
     async with AsyncPiperClient(
-        AGENT_ID, AGENT_SECRET, enable_env_fallback=False, **piper.client_settings()
+        V1_AGENT_ID, AGENT_SECRET, enable_env_fallback=False, **piper.client_settings()
     ) as agent:
         # The gate's clock stands still, so every retry the client makes is refused too.
         with pytest.raises(PiperAuthError) as refused:
@@ -193,7 +193,9 @@ async def test_our_client_honours_retry_after_then_says_when_to_try_again(
 
 async def flood(url: str) -> list[httpx.Response]:
     """80 wrong secrets at once, a quarter for the real agent, the rest for random ids."""
-    client_ids = [AGENT_ID if n % 4 == 0 else f"agent-{secrets.token_hex(6)}" for n in range(FLOOD)]
+    client_ids = [
+        V1_AGENT_ID if n % 4 == 0 else f"agent-{secrets.token_hex(6)}" for n in range(FLOOD)
+    ]
     async with httpx.AsyncClient(
         timeout=120, limits=httpx.Limits(max_connections=FLOOD)
     ) as attacker:
@@ -224,7 +226,10 @@ async def test_after_a_flood_the_agent_gets_its_token_resolve_and_scoped_credent
     async with httpx.AsyncClient() as agent:
         token = await agent.post(
             f"{url}/{protocol_names.TOKEN_FUNCTION}",
-            data={**token_form(url, AGENT_ID, AGENT_SECRET), "piper_link_instance_id": INSTANCE_ID},
+            data={
+                **token_form(url, V1_AGENT_ID, AGENT_SECRET),
+                "piper_link_instance_id": INSTANCE_ID,
+            },
         )
         assert token.status_code == 200, token.text
         resolved = await agent.post(
@@ -237,7 +242,7 @@ async def test_after_a_flood_the_agent_gets_its_token_resolve_and_scoped_credent
         scoped_token = await agent.post(
             f"{url}/{protocol_names.TOKEN_FUNCTION}",
             data={
-                **token_form(url, AGENT_ID, AGENT_SECRET),
+                **token_form(url, V1_AGENT_ID, AGENT_SECRET),
                 "audience": f"{url}/{protocol_names.GET_SCOPED_FUNCTION}",
                 "piper_link_instance_id": INSTANCE_ID,
             },
@@ -283,7 +288,7 @@ async def test_a_flood_of_wrong_secrets_leaves_memory_flat(local_serve: tuple[in
     pid, url = local_serve
     with httpx.Client() as agent:
         # One check done first, so the baseline includes what a single hash costs.
-        assert ask_token(agent, url, AGENT_ID, AGENT_SECRET).status_code == 200
+        assert ask_token(agent, url, V1_AGENT_ID, AGENT_SECRET).status_code == 200
     before = peak_memory(pid)
     await flood(url)
     grown = peak_memory(pid) - before

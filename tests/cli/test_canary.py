@@ -27,7 +27,7 @@ from mcp.client.stdio import stdio_client
 from mcp.types import PromptReference
 
 from piper_mcp.local.server_thread import LocalBackend
-from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, OPENAI_VALUE, USER_ID
+from tests.conftest import AGENT_SECRET, DB_VALUE, OPENAI_VALUE, USER_ID, V1_AGENT_ID
 from tests.processes import mcp_http_servers
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +61,7 @@ def server_env(
     return {
         **os.environ,
         **piper.environment(),
-        "PIPER_CLIENT_ID": AGENT_ID,
+        "PIPER_CLIENT_ID": V1_AGENT_ID,
         "PIPER_CLIENT_SECRET": AGENT_SECRET,
         "PIPER_VARIABLES": "OpenAI API Key,database_url,slack_token,github_token",
         "GITHUB_TOKEN": ENV_CANARY,

@@ -10,7 +10,7 @@ import pytest
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
 from tests.cli.conftest import Cli
-from tests.conftest import AGENT_ID, AGENT_SECRET
+from tests.conftest import AGENT_ID, AGENT_SECRET, V1_AGENT_ID
 
 
 def test_a_working_local_setup_passes(cli: Cli, cli_process: Cli, piper_home: Path) -> None:
@@ -84,7 +84,9 @@ def cloud_env(cli_env: dict[str, str], piper: LocalBackend) -> dict[str, str]:
 def test_wrong_agent_credentials_fail_with_the_settings_to_check(
     cli: Cli, cloud_env: dict[str, str]
 ) -> None:
-    cloud_env["PIPER_CLIENT_SECRET"] = "a-wrong-client-secret-0123456789abc"
+    cloud_env.update(
+        PIPER_CLIENT_ID=V1_AGENT_ID, PIPER_CLIENT_SECRET="a-wrong-client-secret-0123456789abc"
+    )
     report = cli("check", "--json").json()
     assert report["ok"] is False
     [agent] = [c for c in report["checks"] if c["check"] == "backend and agent credentials"]
@@ -96,7 +98,7 @@ def test_wrong_agent_credentials_fail_with_the_settings_to_check(
 def test_the_right_credentials_pass_and_each_variable_is_reported(
     cli: Cli, cloud_env: dict[str, str]
 ) -> None:
-    cloud_env["PIPER_CLIENT_SECRET"] = AGENT_SECRET
+    cloud_env.update(PIPER_CLIENT_ID=V1_AGENT_ID, PIPER_CLIENT_SECRET=AGENT_SECRET)
     report = cli("check", "--json").json()
     checks = {c["check"]: c["ok"] for c in report["checks"]}
     assert checks == {

@@ -27,10 +27,17 @@ def filled(cli: Cli) -> str:
     return secret
 
 
-def client_for(serving: Serving, secret: str | None) -> AsyncPiperClient:
+def secretless_scout(cli: Cli) -> str:
+    """A second agent, secretless (protocol v2 proves nothing: the operator opts in)."""
+    assert cli("local", "agent", "add", "scout", "--variable", "openai_api_key", "--secretless")
+    assert cli("local", "grant", "scout", "openai_api_key", "My OpenAI").code == 0
+    return "scout"
+
+
+def client_for(serving: Serving, secret: str | None, agent: str = "research") -> AsyncPiperClient:
     env = serving.info["env"]
     return AsyncPiperClient(
-        "research",
+        agent,
         secret,
         token_url=env["PIPER_TOKEN_URL"],
         resolve_mapping_url=env["PIPER_RESOLVE_MAPPING_URL"],
@@ -46,18 +53,17 @@ def client_for(serving: Serving, secret: str | None) -> AsyncPiperClient:
 async def test_serve_answers_from_the_vault_and_revocation_applies_to_the_next_call(
     cli: Cli, filled: str, serve_local: Callable[..., Serving], protocol_secret: bool
 ) -> None:
-    if not protocol_secret:  # v2 proves nothing: only for an agent the operator opened to it
-        assert cli("local", "agent", "secretless", "research", "on").code == 0
+    agent = "research" if protocol_secret else secretless_scout(cli)
     serving = serve_local()
-    async with client_for(serving, filled if protocol_secret else None) as client:
+    async with client_for(serving, filled if protocol_secret else None, agent) as client:
         result = await client.get_secret("openai_api_key")
         assert await client.read_secret_value(result) == VALUE
         raw = await client.get_secret("openai_api_key", fetch_raw_secret=True)
         assert raw["value"] == VALUE
-        assert cli("local", "revoke", "research", "openai_api_key").code == 0
+        assert cli("local", "revoke", agent, "openai_api_key").code == 0
         with pytest.raises(PiperGrantNeededError):
             await client.get_secret("openai_api_key")
-        cli("local", "grant", "research", "openai_api_key", "My OpenAI")
+        cli("local", "grant", agent, "openai_api_key", "My OpenAI")
         assert (await client.get_secret("openai_api_key"))["source"] == "piper_sts"
         assert cli("local", "secret", "remove", "My OpenAI").code == 0
         with pytest.raises(PiperGrantNeededError):
@@ -67,9 +73,8 @@ async def test_serve_answers_from_the_vault_and_revocation_applies_to_the_next_c
 async def test_the_audit_trail_says_who_asked_for_what_and_never_a_value(
     cli: Cli, filled: str, serve_local: Callable[..., Serving]
 ) -> None:
-    assert cli("local", "agent", "secretless", "research", "on").code == 0
     serving = serve_local()
-    async with client_for(serving, None) as client:
+    async with client_for(serving, filled) as client:
         await client.get_secret("openai_api_key", fetch_raw_secret=True)
         with pytest.raises(PiperGrantNeededError):
             await client.get_secret("not granted")
@@ -79,16 +84,17 @@ async def test_the_audit_trail_says_who_asked_for_what_and_never_a_value(
     assert [(e["agent"], e["action"], e["outcome"]) for e in entries] == [
         (None, "command_line_secret", "stored"),  # the fixture's own changes, then the calls
         ("research", "command_line", "granted"),
+        # Protocol v1: an agent token for each function, proven by the client secret.
+        ("research", "piper-token-endpoint", "ok"),
         ("research", "piper-resolve-variable-mapping", "ok"),
+        ("research", "piper-token-endpoint", "ok"),
         ("research", "getscopedgcpcredentials", "ok"),
+        ("research", "piper-token-endpoint", "ok"),
         ("research", "piper-exchange-sts-for-secret", "ok"),
         ("research", "piper-resolve-variable-mapping", "mapping_not_found"),
     ]
-    assert [e["subject"] for e in entries[:3]] == [
-        "My OpenAI",
-        "openai_api_key My OpenAI",
-        "openai_api_key",
-    ]
+    assert [e["subject"] for e in entries[:2]] == ["My OpenAI", "openai_api_key My OpenAI"]
+    assert entries[3]["subject"] == "openai_api_key"
     assert len(cli("local", "audit", "--limit", "2", "--json").json()) == 2
     text = cli("local", "audit").out
     assert VALUE not in text and filled not in text

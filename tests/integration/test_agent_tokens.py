@@ -11,7 +11,7 @@ import pytest
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.tokens import TokenIssuer
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
-from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, seeded_vault
+from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, V1_AGENT_ID, seeded_vault
 from tests.scripted import ScriptedPiper, json_answer
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ SCOPED = "/getscopedgcpcredentials"
 
 def v1_client(piper: LocalBackend) -> AsyncPiperClient:
     return AsyncPiperClient(
-        AGENT_ID, AGENT_SECRET, enable_env_fallback=False, **piper.client_settings()
+        V1_AGENT_ID, AGENT_SECRET, enable_env_fallback=False, **piper.client_settings()
     )
 
 

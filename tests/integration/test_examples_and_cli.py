@@ -9,7 +9,7 @@ from pathlib import Path
 
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.local.vault import Vault
-from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE
+from tests.conftest import AGENT_SECRET, DB_VALUE, V1_AGENT_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_the_sdk_style_example_runs_against_a_local_piper(piper: LocalBackend) -
     names = {"piper_link_service_url": "PIPER_LINK_URL"}
     env = {
         **os.environ,
-        "PIPER_CLIENT_ID": AGENT_ID,
+        "PIPER_CLIENT_ID": V1_AGENT_ID,
         "PIPER_CLIENT_SECRET": AGENT_SECRET,
         "EXAMPLE_GRANTED_VARIABLE": "database_url",
         "EXAMPLE_UNGRANTED_VARIABLE": "slack token",

@@ -25,6 +25,7 @@ from tests.conftest import (
     OPENAI_SECRET,
     OPENAI_VALUE,
     USER_ID,
+    V1_AGENT_ID,
     credential_id,
 )
 
@@ -67,7 +68,7 @@ async def test_an_empty_string_secret_is_a_valid_raw_value(
     client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
     piper.vault.put_secret("empty", "", owner_user_id=USER_ID)
-    piper.vault.grant(USER_ID, AGENT_ID, "slack_token", "empty")
+    piper.vault.grant(USER_ID, str(client_kwargs["client_id"]), "slack_token", "empty")
     async with AsyncPiperClient(**client_kwargs) as client:
         result = await client.get_secret("slack_token", fetch_raw_secret=True)
     assert result["value"] == ""
@@ -84,7 +85,7 @@ async def test_a_missing_grant_raises_grant_needed_with_the_grant_page(
     assert error.error_details["error"] == "mapping_not_found"
     assert error.grant_url == (
         "https://agentpiper.com/secrets?response_type=code&scope=manage_grants"
-        f"&client={AGENT_ID}&variable=Slack+Token"
+        f"&client={client_kwargs['client_id']}&variable=Slack+Token"
     )
     assert error.grant_url in str(error)
 
@@ -92,7 +93,8 @@ async def test_a_missing_grant_raises_grant_needed_with_the_grant_page(
 async def test_an_inactive_grant_is_forbidden(
     client_kwargs: dict[str, object], piper: LocalBackend
 ) -> None:
-    piper.vault.grant(USER_ID, AGENT_ID, "OpenAI API Key", OPENAI_SECRET, status="PAUSED")
+    agent = str(client_kwargs["client_id"])
+    piper.vault.grant(USER_ID, agent, "OpenAI API Key", OPENAI_SECRET, status="PAUSED")
     async with AsyncPiperClient(**client_kwargs, enable_env_fallback=False) as client:
         with pytest.raises(PiperForbiddenError) as caught:
             await client.get_secret("OpenAI API Key")
@@ -116,7 +118,7 @@ async def test_a_grant_revoked_after_resolve_fails_the_raw_exchange(
     serve: Callable[[object], str], piper: LocalBackend, client_kwargs: dict[str, object]
 ) -> None:
     """Revocation takes effect between calls of one flow: the exchange checks again."""
-    revoke_first = RevokeBeforeExchange(piper)
+    revoke_first = RevokeBeforeExchange(piper, str(client_kwargs["client_id"]))
     url = serve(revoke_first)
     kwargs = {**client_kwargs, "exchange_secret_url": f"{url}/piper-exchange-sts-for-secret"}
     async with AsyncPiperClient(**kwargs, enable_env_fallback=False) as client:
@@ -128,12 +130,13 @@ async def test_a_grant_revoked_after_resolve_fails_the_raw_exchange(
 class RevokeBeforeExchange:
     """Forwards to the local backend, revoking Ada's OpenAI grant just before the exchange."""
 
-    def __init__(self, piper: LocalBackend) -> None:
+    def __init__(self, piper: LocalBackend, agent: str) -> None:
         self.piper = piper
+        self.agent = agent
 
     async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
         if scope["type"] == "http":
-            self.piper.vault.revoke(USER_ID, AGENT_ID, "OpenAI API Key")
+            self.piper.vault.revoke(USER_ID, self.agent, "OpenAI API Key")
         await self.piper.app.asgi(scope, receive, send)
 
 
@@ -177,7 +180,7 @@ async def test_a_wrong_client_secret_keeps_the_token_endpoints_status_and_code(
 
 async def test_v1_sends_the_instance_id_to_the_token_endpoint(piper: LocalBackend) -> None:
     """Without it the token's subject would be the agent's owner, who granted nothing."""
-    kwargs = {"client_id": AGENT_ID, "client_secret": AGENT_SECRET}
+    kwargs = {"client_id": V1_AGENT_ID, "client_secret": AGENT_SECRET}
     async with AsyncPiperClient(**kwargs, **piper.client_settings()) as client:
         result = await client.get_secret("database_url")
     assert result["piper_instance_id"] == INSTANCE_ID

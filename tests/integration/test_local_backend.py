@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from piper_mcp.local.server_thread import LocalBackend
-from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE
+from tests.conftest import AGENT_ID, AGENT_SECRET, INSTANCE_ID, OPENAI_VALUE, V1_AGENT_ID
 
 RESOLVE = "/piper-resolve-variable-mapping"
 V2_RESOLVE = {"agentClientId": AGENT_ID, "instanceId": INSTANCE_ID, "variableName": "database_url"}
@@ -53,7 +53,7 @@ def test_malformed_requests_get_a_4xx_error_body(
         (
             {
                 "grant_type": "password",
-                "client_id": AGENT_ID,
+                "client_id": V1_AGENT_ID,
                 "client_secret": AGENT_SECRET,
                 "audience": "http://x/piper-resolve-variable-mapping",
             },
@@ -63,7 +63,7 @@ def test_malformed_requests_get_a_4xx_error_body(
         (
             {
                 "grant_type": "client_credentials",
-                "client_id": AGENT_ID,
+                "client_id": V1_AGENT_ID,
                 "client_secret": AGENT_SECRET,
                 "audience": "http://x/elsewhere",
             },
@@ -95,7 +95,7 @@ def test_a_token_for_one_function_does_not_open_another(piper: LocalBackend) -> 
         "/piper-token-endpoint",
         data={
             "grant_type": "client_credentials",
-            "client_id": AGENT_ID,
+            "client_id": V1_AGENT_ID,
             "client_secret": AGENT_SECRET,
             "audience": piper.base_url + "/getscopedgcpcredentials",
             "piper_link_instance_id": INSTANCE_ID,

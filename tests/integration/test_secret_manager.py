@@ -21,6 +21,7 @@ from tests.conftest import (
     OPENAI_VALUE,
     OWNER_ID,
     USER_ID,
+    V1_AGENT_ID,
     credential_id,
 )
 from tests.scripted import HeaderRecorder
@@ -68,9 +69,9 @@ def application_default_credentials(
         )
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
-    piper.vault.put_secret(f"agent-secret-{AGENT_ID}", AGENT_SECRET, owner_user_id=OWNER_ID)
+    piper.vault.put_secret(f"agent-secret-{V1_AGENT_ID}", AGENT_SECRET, owner_user_id=OWNER_ID)
     piper.vault.add_google_identity(
-        SERVICE_ACCOUNT, public_pem, readable_secrets=[f"agent-secret-{AGENT_ID}"]
+        SERVICE_ACCOUNT, public_pem, readable_secrets=[f"agent-secret-{V1_AGENT_ID}"]
     )
     return key_file
 
@@ -114,7 +115,9 @@ async def test_a_client_secret_given_by_name_is_read_with_adc(
 ) -> None:
     recorder, endpoint = recorded_secret_manager
     settings = {**piper.client_settings(), "secret_manager_endpoint": endpoint}
-    client = AsyncPiperClient(AGENT_ID, client_secret_name=f"agent-secret-{AGENT_ID}", **settings)
+    client = AsyncPiperClient(
+        V1_AGENT_ID, client_secret_name=f"agent-secret-{V1_AGENT_ID}", **settings
+    )
     async with client:
         assert client.protocol_version == 1
         await client.get_secret("OpenAI API Key")

@@ -20,7 +20,14 @@ from mcp import Client
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.policy import RevealPolicy
-from tests.conftest import AGENT_ID, AGENT_SECRET, DB_VALUE, INSTANCE_ID, OPENAI_VALUE, seeded_vault
+from tests.conftest import (
+    AGENT_ID,
+    AGENT_SECRET,
+    DB_VALUE,
+    INSTANCE_ID,
+    OPENAI_VALUE,
+    seeded_vault,
+)
 from tests.protocol.conftest import make_server, structured, text_of
 
 RUNS: Counter[str] = Counter()

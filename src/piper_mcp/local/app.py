@@ -248,7 +248,11 @@ class PiperBackendApp:
         """A v2 body names its agent and user; believe it only where the operator said so."""
         caller.client_id = client_id
         agent = self.vault.agent(client_id)
-        if agent is None or not (agent.secretless or client_id == self.in_process_agent):
+        trusted = agent is not None and (
+            (agent.secretless and not agent.has_client_secret)  # a secret means v1 only
+            or client_id == self.in_process_agent
+        )
+        if not trusted:
             # One answer for unknown and not-secretless agents: ids are not probed this way.
             raise rejected(
                 401,

@@ -403,11 +403,18 @@ def agent_add(args: argparse.Namespace) -> int:
 
 def agent_secretless(args: argparse.Namespace) -> int:
     on = args.state == "on"
-    open_vault().set_secretless(args.client_id, on)
+    vault = open_vault()
+    vault.set_secretless(args.client_id, on)
+    agent = vault.agent(args.client_id)
     if on:
         print(f"Agent {args.client_id!r} is served over protocol v2: {SECRETLESS_WARNING}.")
-    else:
+    elif agent is not None and agent.has_client_secret:
         print(f"Agent {args.client_id!r} must prove itself with its client secret (protocol v1).")
+    else:
+        print(
+            f"Agent {args.client_id!r} is not served over protocol v2 any more; it has no client "
+            f"secret, so only `{runnable('serve', '--local', '--agent', args.client_id)}` acts as it."
+        )
     return 0
 
 
@@ -429,10 +436,10 @@ def agent_list(args: argparse.Namespace) -> int:
 
 
 def _proof(agent: Agent) -> str:
-    if agent.secretless:
-        return "secretless: protocol v2"
     if agent.has_client_secret:
         return "client secret: protocol v1"
+    if agent.secretless:
+        return "secretless: protocol v2"
     return "serve --local only"
 
 

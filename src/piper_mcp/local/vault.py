@@ -662,9 +662,16 @@ class Vault:
         """Register an agent that proves itself with `client_secret` (protocol v1).
 
         Without a client secret, only a secretless agent (protocol v2) or the
-        in-process `serve --local` can act as it.
+        in-process `serve --local` can act as it. An agent with a client secret is
+        never secretless: v2 would let anyone skip the proof the secret is for.
         """
         checked_agent_id(client_id)
+        if client_secret is not None and secretless:
+            raise VaultError(
+                f"agent {_shown(client_id)} cannot have a client secret and be secretless: "
+                "leave out --secretless (protocol v1, proven by the secret) or the secret "
+                "(protocol v2, trusting every local process)"
+            )
         declared = [checked_declared_variable(variable) for variable in variables]
         salt, hashed = b"", b""
         if client_secret is not None:
@@ -690,7 +697,17 @@ class Vault:
         return Agent(client_id, owner_user_id, variables_, now, salt, hashed, secretless)
 
     def set_secretless(self, client_id: str, secretless: bool) -> None:
-        """Let anyone who can reach the ports act as `client_id` over protocol v2, or stop it."""
+        """Let anyone who can reach the ports act as `client_id` over protocol v2, or stop it.
+
+        Never for an agent with a client secret: it is served over v1 only.
+        """
+        agent = self.agent(client_id)
+        if secretless and agent is not None and agent.has_client_secret:
+            raise VaultError(
+                f"agent {_shown(client_id)} has a client secret, so it proves itself over "
+                "protocol v1 only. For protocol v2, register a separate secretless agent: "
+                f"`{command('local', 'agent', 'add', 'ID', '--secretless', '--variable', 'NAME')}`"
+            )
         with self._write() as db:
             changed = db.execute(
                 "UPDATE agents SET secretless = ? WHERE client_id = ?",
