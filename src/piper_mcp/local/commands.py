@@ -411,9 +411,10 @@ def agent_secretless(args: argparse.Namespace) -> int:
     elif agent is not None and agent.has_client_secret:
         print(f"Agent {args.client_id!r} must prove itself with its client secret (protocol v1).")
     else:
+        serve = runnable("serve", "--local", "--agent", args.client_id)
         print(
             f"Agent {args.client_id!r} is not served over protocol v2 any more; it has no client "
-            f"secret, so only `{runnable('serve', '--local', '--agent', args.client_id)}` acts as it."
+            f"secret, so only `{serve}` acts as it."
         )
     return 0
 
