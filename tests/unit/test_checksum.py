@@ -1,6 +1,6 @@
 """The CRC-32C the Secret Manager subset reports with each payload."""
 
-from piper_mcp.local.secret_manager import crc32c
+from piper_mcp.checksum import crc32c
 
 
 def test_crc32c_matches_the_standard_check_value() -> None:

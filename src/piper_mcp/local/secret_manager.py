@@ -12,11 +12,11 @@ a new one; any other token that may not read the secret gets 403.
 from __future__ import annotations
 
 import base64
-from functools import cache
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from piper_mcp.checksum import crc32c
 from piper_mcp.local.audit_writer import Caller
 from piper_mcp.local.request_body import bearer_token
 from piper_mcp.local.tokens import TokenIssuer
@@ -138,23 +138,3 @@ def _service_account_email(token: str, vault: Vault) -> str | None:
     except (ValueError, exceptions.GoogleAuthError):
         return None
     return identity.email
-
-
-@cache
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum Secret Manager reports for a payload."""
-    table = _crc32c_table()
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import httpx
 
+from piper_mcp.checksum import crc32c
 from piper_mcp.piper.errors import PiperConfigError, PiperError
 from piper_mcp.piper.retry import RetryPolicy, time_left
 from piper_mcp.piper.wire import send
@@ -97,13 +98,24 @@ async def read_with_token(
             advice="Check PIPER_SECRET_MANAGER_ENDPOINT and the network.",
         )
     try:
-        data = base64.b64decode(response.json()["payload"]["data"], validate=True)
-        return data.decode("utf-8")
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        payload = response.json()["payload"]
+        data = base64.b64decode(payload["data"], validate=True)
+        checksum = payload.get("dataCrc32c")
+        damaged = checksum is not None and int(checksum) != crc32c(data)
+        value = data.decode("utf-8")
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise PiperError(
             f"Secret Manager answered {name!r} with a body that is not a secret payload.",
             advice="Check PIPER_SECRET_MANAGER_ENDPOINT.",
         ) from None
+    if damaged:
+        raise PiperError(
+            f"Secret Manager's answer for {name!r} does not match its checksum (dataCrc32c): "
+            "it was damaged on the way.",
+            advice="Try again; if it persists, check what sits between here and "
+            "PIPER_SECRET_MANAGER_ENDPOINT (a proxy rewriting bodies).",
+        )
+    return value
 
 
 def _google_error(response: httpx.Response) -> tuple[str, str, str]:
