@@ -7,7 +7,7 @@ import threading
 import anyio
 import pytest
 
-from piper_mcp.piper import PiperClient, PiperConfigError, load_settings
+from piper_mcp.piper import PiperClient, PiperConfigError
 from piper_mcp.piper.settings import env_var_for_keyword
 
 
@@ -57,7 +57,10 @@ def test_from_settings_reads_the_environment(
     for key, value in client_kwargs.items():
         monkeypatch.setenv(env_var_for_keyword(key), str(value))
     with PiperClient.from_settings() as client:
-        assert client.settings == load_settings()
+        assert client.settings.client_id == client_kwargs["client_id"]
+        assert client.settings.resolve_mapping_url == client_kwargs["resolve_mapping_url"]
+        secret = client.settings.client_secret
+        assert (secret and secret.get_secret_value()) == client_kwargs.get("client_secret")
         assert client.get_secret("database_url")["source"] == "piper_sts"
 
 

@@ -139,13 +139,9 @@ class GrantingServer(ArgumentCheckedServer):
         accepted = isinstance(answer, ElicitResult) and answer.action == "accept"
         link = self._service.grants.link_for(asked["reference"])
         # The call itself starts afresh: a resolver's question (the reveal consent) is
-        # asked on its own rounds, never mixed into this one's.
-        fresh = Context(
-            request_context=context.request_context,
-            mcp_server=self,
-            input_params=None,
-            subscriptions=context._subscriptions,  # mcp 2.3.0: no public way to copy a Context
-        )
+        # asked on its own rounds, never mixed into this one's. No subscription bus: the
+        # tools publish no list-changed events.
+        fresh = Context(request_context=context.request_context, mcp_server=self)
         if link is None:
             raise ToolError(
                 f"{asked['said']} The grant request expired; call the tool again for a new one."
