@@ -87,6 +87,8 @@ def _demo_command(commands: Any) -> None:
 
 
 def _serve_command(commands: Any) -> None:
+    from piper_mcp.invocation import INSPECTOR
+
     serve = add_command(
         commands,
         "serve",
@@ -97,7 +99,7 @@ def _serve_command(commands: Any) -> None:
         "settings.",
         [
             "piper-mcp serve --local",
-            "npx @modelcontextprotocol/inspector piper-mcp serve --local",
+            f'npx {INSPECTOR} -e PIPER_HOME="$(piper-mcp local home)" piper-mcp serve --local',
             "piper-mcp serve --local --transport streamable-http --port 0",
         ],
     )

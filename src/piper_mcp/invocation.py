@@ -35,6 +35,21 @@ def command(*words: str) -> str:
     return " ".join([program(), *(shlex.quote(word) for word in words)])
 
 
+# The MCP Inspector release the tests run (tests/e2e/package.json): what hints suggest.
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+
+
+def inspector_command(home: Path | None) -> str:
+    """The Inspector's web UI starting this server: on vault `home`, or the Piper cloud.
+
+    The vault is named: the Inspector starts servers without the shell's PIPER_HOME.
+    """
+    if home is None:
+        settings = "-e PIPER_CLIENT_ID=AGENT_ID -e PIPER_VARIABLES=NAME"
+        return f"npx {INSPECTOR} {settings} {command('serve')}"
+    return f"npx {INSPECTOR} -e PIPER_HOME={shlex.quote(str(home))} {command('serve', '--local')}"
+
+
 def _same_file(one: str, other: str) -> bool:
     try:
         return os.path.samefile(one, other)

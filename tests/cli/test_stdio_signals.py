@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from piper_mcp.invocation import INSPECTOR
 from tests.cli.conftest import PROGRAM
 from tests.cli.terminal import controlling_terminal, read_until
 
@@ -121,6 +122,9 @@ def test_ctrl_c_or_ctrl_d_in_a_terminal_ends_it_after_one_explanation(
     assert said.count(WAITS_FOR_A_HOST) == 1
     assert "Ctrl-C or Ctrl-D stops it" in said
     assert f"`{PROGRAM} demo`" in said  # not on PATH: named as started
+    # The Inspector starts servers without the shell's PIPER_HOME: the hint names the vault.
+    inspector = f"npx {INSPECTOR} -e PIPER_HOME={piper_home} {PROGRAM} serve --local`"
+    assert inspector in " ".join(said.split())
     assert "Traceback" not in said
 
 

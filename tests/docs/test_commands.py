@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from piper_mcp.cli import main
+from piper_mcp.invocation import INSPECTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -416,6 +417,7 @@ def test_every_npx_command_names_the_version_the_tests_install() -> None:
         for package in re.findall(r"\bnpx\s+(@?[\w./-]+(?:@[\w.-]+)?)", document.read_text())
     ]
     assert shown, "README shows the Inspector"
+    shown.append(("piper_mcp.invocation.INSPECTOR", INSPECTOR))  # what the hints suggest
     for document, package in shown:
         name, version = re.fullmatch(r"(@?[^@]+)@?(.*)", package).groups()  # type: ignore[union-attr]
         assert name in tested, f"{document}: npx {package} is not a package the tests install"

@@ -25,7 +25,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR
 
-from piper_mcp.invocation import command
+from piper_mcp.invocation import command, inspector_command
 from piper_mcp.network import is_loopback_host
 from piper_mcp.piper import AsyncPiperClient, PiperConfigError, load_settings
 from piper_mcp.server.app import build_server
@@ -38,6 +38,8 @@ from piper_mcp.server.repeated_warnings import RepeatedWarnings
 from piper_mcp.server.settings import ServeSettings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import uvicorn
 
     from piper_mcp.server.local_piper import LocalPiper
@@ -203,18 +205,17 @@ async def until_vault_fails(
             return
     logger.info("Serving MCP over stdio.")
     if attended:
-        print(terminal_hint(), file=sys.stderr, flush=True)
+        print(terminal_hint(local.home if local else None), file=sys.stderr, flush=True)
 
 
-def terminal_hint() -> str:
+def terminal_hint(home: Path | None) -> str:
     """Said once when a person, not a host, started the server in a terminal."""
     return (
         "piper-mcp: this is an MCP server: it waits for an MCP host (Claude Desktop, Claude "
         "Code, Cursor, the MCP Inspector) to talk JSON-RPC on stdin, so typing here does "
         "nothing useful. Let a host start it instead (README: Connecting a host; mcp.json "
-        f"holds ready entries), or try it with `npx @modelcontextprotocol/inspector "
-        f"{command('serve', '--local')}`. Ctrl-C or Ctrl-D stops it; "
-        f"`{command('demo')}` shows the whole flow without a host."
+        f"holds ready entries), or try it with `{inspector_command(home)}`. Ctrl-C or "
+        f"Ctrl-D stops it; `{command('demo')}` shows the whole flow without a host."
     )
 
 
