@@ -300,15 +300,19 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _run_server_command(args: argparse.Namespace) -> int:
+    import os
+
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    from piper_mcp.bundle import forget_unfilled_fields
     from piper_mcp.local.errors import VaultError
     from piper_mcp.piper import PiperError
     from piper_mcp.printable import printable
     from piper_mcp.server.settings import ServeSettings
     from piper_mcp.validation import setting_problems, unparsable_setting
 
+    forget_unfilled_fields(os.environ)  # an MCP Bundle's optional fields left empty
     try:
         options = _serve_settings(args)
         if args.command == "audit":

@@ -153,4 +153,5 @@ def test_local_serve_with_a_taken_dashboard_port_stops_with_one_line_and_leaves_
         )  # fmt: skip
     assert done.code == 1 and done.out == ""
     assert done.err.count("\n") == 1 and str(port) in done.err and "Traceback" not in done.err
+    assert "choose another with --dashboard-port, or --dashboard-port 0" in done.err
     assert list((piper_home / "running").glob("*.json")) == []

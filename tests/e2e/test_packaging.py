@@ -86,25 +86,53 @@ def uv_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "HOME": str(tmp_path), "UV_CACHE_DIR": str(cache), **extra}
 
 
-async def test_the_bundle_runs_as_claude_desktop_runs_it(
-    bundle: Path, piper_home: Path, tmp_path: Path
-) -> None:
+def bundle_server(bundle: Path, tmp_path: Path, settings: dict[str, str]) -> StdioServerParameters:
+    """The server a host starts from the manifest, filled in as `mcpb`'s own host does it.
+
+    A field the user left empty (not in `settings`, no default) stays the literal
+    `${user_config.NAME}`.
+    """
     config = manifest()["server"]["mcp_config"]
-    settings = {"use_local_vault": "true", "piper_home": str(piper_home)}
-    settings |= {"client_id": "", "client_secret": "", "variables": ""}
+    defaults = {
+        key: str(option["default"]).lower()
+        for key, option in manifest()["user_config"].items()
+        if "default" in option
+    }
+    values = {**defaults, **settings}
 
     def filled(text: str) -> str:
         text = text.replace("${__dirname}", str(bundle))
-        return re.sub(r"\$\{user_config\.(\w+)\}", lambda m: settings[m.group(1)], text)
+        return re.sub(
+            r"\$\{user_config\.(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text
+        )
 
     env = uv_env(tmp_path, **{name: filled(value) for name, value in config["env"].items()})
-    params = StdioServerParameters(
+    return StdioServerParameters(
         command=str(UV), args=[filled(arg) for arg in config["args"]], env=env
     )
+
+
+async def test_the_bundle_runs_as_claude_desktop_runs_it(
+    bundle: Path, piper_home: Path, tmp_path: Path
+) -> None:
+    """The local vault; the cloud fields left empty."""
+    params = bundle_server(bundle, tmp_path, {"piper_home": str(piper_home)})
     async with Client(params) as client:
         listed = await client.call_tool("list_variables", {})
     assert listed.structured_content["vault"] == str(piper_home)
     assert [v["variable"] for v in listed.structured_content["variables"]] == ["openai_api_key"]
+
+
+async def test_the_bundle_serves_a_secretless_cloud_agent(
+    bundle: Path, piper_home: Path, tmp_path: Path
+) -> None:
+    """No client secret given (protocol v2): it starts. Only tools/list, no call: the
+    Piper cloud is never contacted from a test."""
+    settings = {"use_local_vault": "false", "piper_home": str(piper_home)}
+    settings |= {"client_id": "research-bot", "variables": "openai_api_key"}
+    async with Client(bundle_server(bundle, tmp_path, settings)) as client:
+        tools = await client.list_tools()
+    assert "get_secret" in [tool.name for tool in tools.tools]
 
 
 # --- server.json ---------------------------------------------------------------------

@@ -600,7 +600,11 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     backend.start()
     # Before announcing: a dashboard port that is taken ends the command here.
-    dashboard = dashboard_command.start(vault, args.dashboard_port) if args.dashboard else None
+    dashboard = (
+        dashboard_command.start(vault, args.dashboard_port, "--dashboard-port")
+        if args.dashboard
+        else None
+    )
     addresses = {"protocol": backend.base_url}
     if backend.link_url:
         addresses["Piper Link"] = backend.link_url

@@ -63,8 +63,11 @@ class RunningDashboard:
             self.dashboard.login_file.unlink(missing_ok=True)
 
 
-def start(vault: Vault, port: int) -> RunningDashboard:
-    """Serve the dashboard for `vault` on 127.0.0.1:`port`; `CommandError` if the port is taken."""
+def start(vault: Vault, port: int, flag: str = "--port") -> RunningDashboard:
+    """Serve the dashboard for `vault` on 127.0.0.1:`port`; `CommandError` if the port is taken.
+
+    `flag`: the command's option that chose the port, for the way out.
+    """
     from piper_mcp.local.commands import CommandError
     from piper_mcp.local.dashboard.app import Dashboard
     from piper_mcp.local.dashboard.sessions import Sessions
@@ -74,7 +77,7 @@ def start(vault: Vault, port: int) -> RunningDashboard:
         sock = bind("127.0.0.1", port)
     except ListenError as error:
         raise CommandError(
-            f"{error}; choose another with --port, or --port 0 for a free one"
+            f"{error}; choose another with {flag}, or {flag} 0 for a free one"
         ) from None
     origin = url_of(sock)
     dashboard = Dashboard(vault, origin, _audit_path(vault.home), Sessions())
