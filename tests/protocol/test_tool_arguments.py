@@ -71,6 +71,39 @@ async def test_a_bad_argument_says_what_to_send_instead(
     assert still["source"] == "piper_sts"
 
 
+HEADERS = (
+    "call_api: `headers` must be an object of strings by name, extra request headers; never "
+    "the one the credential goes in, not {}."
+)
+CALL = {"variable": "openai_api_key", "url": "https://api.openai.com/v1/models"}
+BAD_CALL_ARGUMENTS = [
+    ({**CALL, "headers": {"X-Trace": 1}}, HEADERS.format("1 (at 'X-Trace')")),
+    ({**CALL, "headers": "X-Trace: 1"}, HEADERS.format("'X-Trace: 1'")),
+    (
+        {**CALL, "body": {"model": "x"}},
+        "call_api: `body` must be a string, the request body, as text, not an object.",
+    ),
+    (
+        {**CALL, "url": 5},
+        "call_api: `url` must be a string, the https:// URL to call, on a host allowed for "
+        "this variable, not 5.",
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("arguments", "said"), BAD_CALL_ARGUMENTS, ids=lambda v: json.dumps(v)[-40:]
+)
+async def test_a_bad_call_api_argument_says_what_to_send_instead(
+    mcp: Client, arguments: dict[str, Any], said: str
+) -> None:
+    result = await mcp.call_tool("call_api", arguments)
+    assert result.is_error is True
+    assert text_of(result) == said
+    assert is_product_wording(text_of(result))
+
+
 @pytest.mark.anyio
 async def test_a_long_or_unprintable_value_is_shown_short_and_escaped(mcp: Client) -> None:
     long = await mcp.call_tool("get_secret", {"variable": "slack_token", "mode": "v" * 10_000})

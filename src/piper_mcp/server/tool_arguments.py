@@ -71,7 +71,11 @@ def bad_arguments(tool: str, schema: dict[str, Any], error: ValidationError) -> 
         if problem["type"] == "missing":
             said[field] = f"{tool} needs `{field}`: {expected(wanted, describe_only=True)}."
         else:
-            said[field] = f"{tool}: `{field}` must be {expected(wanted)}, not {shown(problem)}."
+            inside = problem["loc"][1:]  # a value inside the argument (a header's)
+            where = f" (at {'.'.join(map(str, inside))!r})" if inside else ""
+            said[field] = (
+                f"{tool}: `{field}` must be {expected(wanted)}, not {shown(problem)}{where}."
+            )
     return " ".join(said.values())
 
 
@@ -79,12 +83,23 @@ def expected(wanted: dict[str, Any], *, describe_only: bool = False) -> str:
     """What an argument must be, from its schema: its values, or its type and description."""
     if "enum" in wanted:
         return " or ".join(repr(value) for value in wanted["enum"])
-    kind = TYPE_NAMES.get(wanted.get("type", ""), "a valid value")
+    kind = _kind(wanted)
     about = str(wanted.get("description", "")).strip().rstrip(".")
     if not about:
         return kind
     about = about[0].lower() + about[1:] if about[1:2].islower() else about
     return about if describe_only else f"{kind}, {about}"
+
+
+def _kind(wanted: dict[str, Any]) -> str:
+    """The JSON type an argument's schema asks for, in words (`null` left out: it is unset)."""
+    if "anyOf" in wanted:
+        kinds = [_kind(option) for option in wanted["anyOf"] if option.get("type") != "null"]
+        return " or ".join(kinds) or "a valid value"
+    if wanted.get("type") == "object" and wanted.get("additionalProperties", {}).get("type"):
+        values = TYPE_NAMES[wanted["additionalProperties"]["type"]].removeprefix("a ")
+        return f"an object of {values}s by name"
+    return TYPE_NAMES.get(wanted.get("type", ""), "a valid value")
 
 
 def shown(problem: ErrorDetails) -> str:
