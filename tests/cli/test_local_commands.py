@@ -60,6 +60,26 @@ def test_the_commands_make_the_vault_the_other_tests_start_from(cli_process: Cli
     )
 
 
+def test_every_command_that_reads_or_changes_the_vault_names_it(cli: Cli, piper_home: Path) -> None:
+    """A host may serve another vault than the shell's (issue 12.2): the output says which."""
+    cli("local", "init")
+    said = [
+        cli("local", "agent", "add", "research", "--variable", "openai_api_key"),
+        cli("local", "secret", "set", "My OpenAI", stdin=SECRET_VALUE),
+        cli("local", "grant", "research", "openai_api_key", "My OpenAI"),
+        *(cli("local", *words) for words in (["grants"], ["secret", "list"], ["agent", "list"])),
+        cli("local", "audit"),
+        cli("local", "requests"),
+        cli("local", "revoke", "research", "openai_api_key"),
+        cli("local", "secret", "remove", "My OpenAI"),
+        cli("local", "agent", "remove", "research"),
+    ]
+    for done in said:
+        assert done.code == 0, done.err
+        assert done.out.endswith(f"Vault: {piper_home}\n"), done.out
+    assert "Vault:" not in cli("local", "grants", "--json").out  # JSON stays one document
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -152,9 +172,11 @@ def test_secret_list_shows_names_and_ids_never_values(vault: Cli) -> None:
 
 
 def test_a_secret_value_is_never_taken_from_the_command_line(vault: Cli) -> None:
-    done = vault("local", "secret", "set", "Other", "the-value-in-argv")
-    assert done.code == 2
-    assert "unrecognized arguments" in done.err
+    """Refused, and never echoed back (argparse would, in "unrecognized arguments")."""
+    done = vault("local", "secret", "set", "Other", "sk-typed-canary-91f3", "again")
+    assert done.code == 1 and done.out == ""
+    assert "sk-typed-canary" not in done.err and "again" not in done.err
+    assert "never given on the command line" in done.err and "hidden prompt" in done.err
     assert "Other" not in vault("local", "secret", "list").out
 
 

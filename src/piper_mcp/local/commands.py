@@ -179,6 +179,9 @@ def add_commands(commands: Any) -> None:
         secret_set,
     )
     put.add_argument("name", metavar="NAME", help="the secret's name, e.g. 'My OpenAI key'")
+    # A value typed after the name is refused without being echoed (argparse would print it
+    # in "unrecognized arguments"): it is in the shell's history already.
+    put.add_argument("value_on_command_line", nargs="*", help=argparse.SUPPRESS)
     with_json(put)
     with_json(
         add_command(
@@ -307,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result: int = args.handler(args)
+        if result == 0 and not getattr(args, "json", False) and args.handler not in SAY_THEIR_VAULT:
+            print(f"Vault: {default_home()}")  # a host may serve another one (PIPER_HOME)
         return result
     except CommandError as error:
         print(f"piper-mcp local: {error}", file=sys.stderr)
@@ -453,6 +458,13 @@ def agent_remove(args: argparse.Namespace) -> int:
 def secret_set(args: argparse.Namespace) -> int:
     from piper_mcp.local.vault import checked_secret_name
 
+    if args.value_on_command_line:
+        raise CommandError(
+            "a secret's value is never given on the command line, where other users' `ps` "
+            "and your shell's history keep it (remove it from the history); run "
+            f"`{runnable('local', 'secret', 'set', args.name)}` and type it at the hidden "
+            "prompt, or pipe it in"
+        )
     vault = open_vault()
     checked_secret_name(args.name)  # before asking for the value
     value = _read_stdin("secret value") if not sys.stdin.isatty() else _prompt(args.name)
@@ -634,6 +646,10 @@ def serve(args: argparse.Namespace) -> int:
     vault.close()
     print("Stopped.", file=sys.stderr)
     return 0
+
+
+# Commands whose own output names the vault (or that name none: `home` prints only it).
+SAY_THEIR_VAULT = {home, init, serve, dashboard_command.run}
 
 
 def _record(
