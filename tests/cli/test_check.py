@@ -116,3 +116,9 @@ def test_nothing_configured_says_what_to_set(cli: Cli) -> None:
     assert done.code == 1
     assert "fix: PIPER_CLIENT_ID is not set, so every get_secret fails: set it (and " in done.out
     assert "or `piper-mcp serve --local` serves a local vault instead." in done.out
+    # Said to the person at the terminal (not "ask the user"), with the local check.
+    link_fix = done.out.splitlines()[3]
+    assert link_fix == (
+        "      fix: Start the Piper Link app and sign in, or set PIPER_INSTANCE_ID; for a local "
+        "vault instead, `piper-mcp check --local`."
+    )

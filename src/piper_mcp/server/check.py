@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
+from piper_mcp.invocation import command
 from piper_mcp.piper import PiperError
 from piper_mcp.printable import printable
 from piper_mcp.server.credentials import CredentialService
@@ -43,7 +44,16 @@ async def examine(service: CredentialService) -> list[Finding]:
     ]
     link = await service.check_link()
     findings.append(
-        Finding("piper link", link.context != "none", _link_detail(link, service), link.advice)
+        Finding(
+            "piper link",
+            link.context != "none",
+            _link_detail(link, service),
+            # Said to the person running `check`, not to a model:
+            f"Start the Piper Link app and sign in, or set PIPER_INSTANCE_ID; for a local "
+            f"vault instead, `{command('check', '--local')}`."
+            if link.context == "none"
+            else None,
+        )
     )
     try:
         await client.check_agent()
