@@ -12,6 +12,7 @@ so does a row for a command the docs no longer show.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -69,6 +70,12 @@ def commands(text: str) -> list[str]:
                 pending = ""
         assert not pending, f"a sh block ends inside a command: {pending!r}"
     return found
+
+
+# Commands a page shows inline (a table cell, a sentence) for another program to run.
+INLINE = re.compile(r"`((?:npx|claude|uvx) [^`]+)`")
+# ... and piper-mcp's own, which are synopses (`piper-mcp local grant AGENT VARIABLE ...`).
+INLINE_OURS = re.compile(r"`piper-mcp ([^`]+)`")
 
 
 # --- Running a command here --------------------------------------------------------
@@ -344,6 +351,36 @@ ELSEWHERE: dict[str, Where] = {
         ),
         "the Inspector comes from npm, which the e2e tests install",
     ),
+    'claude mcp add piper -e PIPER_HOME="$(piper-mcp local home)" -- piper-mcp serve --local': (
+        Where(
+            "tests/e2e/test_hosts.py",
+            ('"mcp", "add", "piper", "-e", f"PIPER_HOME={piper_home}", "--"', '"serve", "--local"'),
+            "Claude Code comes from npm; the test gives the path `piper-mcp local home` prints",
+        )
+    ),
+    "claude mcp add --scope project piper -e 'PIPER_HOME=${PIPER_HOME:-}' -- piper-mcp serve "
+    "--local": Where(
+        "tests/e2e/test_hosts.py",
+        ('"--scope", "project", "piper"', '"-e", "PIPER_HOME=${PIPER_HOME:-}", "--", "piper-mcp"'),
+        "Claude Code comes from npm",
+    ),
+    "npx @anthropic-ai/mcpb@2.1.2 pack": Where(
+        "tests/e2e/test_packaging.py",
+        ('mcpb(env, "pack", str(ROOT)',),
+        "mcpb comes from npm; the test packs into a scratch folder",
+    ),
+    "npx @modelcontextprotocol/inspector@2.12.0 --config mcp.json --server piper-local "
+    '-e PIPER_HOME="$(piper-mcp local home)"': Where(
+        "tests/e2e/test_inspector.py",
+        ('"--config"', '"mcp.json"', '"piper-local"', '"-e"', "PIPER_HOME="),
+        "the web UI waits for a person in a browser: the tests run the same entry and flags "
+        "with --cli",
+    ),
+    "uvx --from piper_mcp-0.1.0-py3-none-any.whl piper-mcp serve --local": Where(
+        "tests/e2e/test_packaging.py",
+        ('args=["--from", str(wheel), "piper-mcp", "serve", "--local"]',),
+        "the test builds the wheel first, as README says (`pip wheel --no-deps .`)",
+    ),
     "piper-mcp local serve --tls-cert server.pem --tls-key server.key": Where(
         "tests/cli/test_published_sdk.py",
         ('"--tls-cert"', '"--tls-key"', '"local", "init"', '"grant"'),
@@ -378,7 +415,29 @@ ELSEWHERE: dict[str, Where] = {
 
 
 def shown() -> dict[Path, list[str]]:
-    return {page: commands(page.read_text()) for page in DOCUMENTS}
+    """Each page's commands: its `sh` blocks, then the host commands it shows inline."""
+    return {
+        page: commands(page.read_text()) + INLINE.findall(page.read_text()) for page in DOCUMENTS
+    }
+
+
+def synopses() -> list[str]:
+    return sorted({found for page in DOCUMENTS for found in INLINE_OURS.findall(page.read_text())})
+
+
+@pytest.mark.parametrize("synopsis", synopses())
+def test_each_inline_piper_mcp_command_exists_with_the_options_it_shows(
+    synopsis: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`piper-mcp local grant AGENT VARIABLE SECRET [--use PRESET|HOSTS]`: the command
+    `local grant` exists and takes `--use`; placeholders (capitals, <...>) are not checked."""
+    words = list(itertools.takewhile(re.compile(r"[a-z][a-z-]*").fullmatch, synopsis.split()))
+    with pytest.raises(SystemExit) as exited:
+        main([*words, "--help"])
+    assert exited.value.code == 0, synopsis
+    usage = capsys.readouterr().out
+    for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", synopsis):
+        assert option in usage, f"`piper-mcp {synopsis}`: {option} is not an option of it"
 
 
 def test_the_extractor_finds_the_quickstart_and_joins_continued_lines() -> None:
