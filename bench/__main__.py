@@ -56,7 +56,7 @@ def main() -> None:
         "round_trips": round_trips.run(),
         "http_load": http_load.run(clients=50, calls=2000),
         "faults": faults.run(),
-        "soak": soak.run(calls=20_000, sessions=20_000),
+        "soak": soak.run(calls=40_000, sessions=20_000),
     }
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
