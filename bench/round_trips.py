@@ -1,5 +1,9 @@
 """How many Piper round trips `get_secret` costs: cold, and 100 concurrent calls for 5 variables.
 
+The backend answers after 50 ms, as a remote Piper would, so the 100 calls are truly
+concurrent (on an idle loopback a flight can land before the last call of its variable
+is sent, which then starts a new one: that is a sequence, not concurrency).
+
 Counted at the local backend, through the MCP server (in-process client),
 protocol v1 with the agent token already cached, STS reuse off
 (`PIPER_REVOCATION_WINDOW=0`) so that only coalescing can save a call.
@@ -18,8 +22,9 @@ import anyio
 from mcp import Client
 
 from bench import BENCH_SECRET
-from piper_mcp.local.server_thread import LocalBackend
+from piper_mcp.local.server_thread import LocalBackend, ServerThread, Site
 from piper_mcp.local.vault import Vault
+from piper_mcp.network import bind, url_of
 from piper_mcp.piper import AsyncPiperClient
 from piper_mcp.server.app import build_server
 from piper_mcp.server.credentials import CredentialService
@@ -28,8 +33,36 @@ VARIABLES = [f"variable_{n}" for n in range(5)]
 FUNCTIONS = ("piper-resolve-variable-mapping", "getscopedgcpcredentials")
 
 
+LATENCY = 0.05  # seconds: a remote Piper's round trip
+
+
+def far_away(app: Any) -> Any:
+    """ASGI: `app`, answering `LATENCY` later."""
+
+    async def delayed(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await anyio.sleep(LATENCY)
+        await app(scope, receive, send)
+
+    return delayed
+
+
 async def count(piper: LocalBackend) -> dict[str, Any]:
-    client = AsyncPiperClient("bench-agent", BENCH_SECRET, **piper.client_settings())
+    sock = bind("127.0.0.1", 0)
+    front = ServerThread([Site(far_away(piper.app.asgi), sock)])
+    front.start()
+    settings = {
+        key: value.replace(piper.base_url, url_of(sock)) if isinstance(value, str) else value
+        for key, value in piper.client_settings().items()
+    }
+    try:
+        return await count_through(piper, settings)
+    finally:
+        front.stop()
+
+
+async def count_through(piper: LocalBackend, settings: dict[str, Any]) -> dict[str, Any]:
+    client = AsyncPiperClient("bench-agent", BENCH_SECRET, **settings)
     server = build_server(CredentialService(client, lambda: VARIABLES))
     async with Client(server, mode="legacy") as mcp:
         await mcp.call_tool("get_secret", {"variable": VARIABLES[0]})  # agent tokens cached
