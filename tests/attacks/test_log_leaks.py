@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -165,3 +166,44 @@ def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str])
     assert values == set(CANARIES.values())
     assert "DEBUG" in err
     assert_clean(err, "stderr over stdio")
+
+
+def test_a_token_in_a_query_string_to_serve_locals_own_port_is_not_logged(
+    home: dict[str, str],
+) -> None:
+    """Next door to 9.4: `serve --local`'s one port (the Secret Manager read route its
+    tokens need) logs a refused request without the query string's token, at DEBUG."""
+    messages = [
+        initialize("port-prober"),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "get_secret", "arguments": {"variable": "pem_key"}},
+        },
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=home,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
+    process.stdin.flush()
+    process.stdout.readline()  # initialize
+    issued = json.loads(process.stdout.readline())["result"]["structuredContent"]
+    endpoint, secret = issued["secret_manager_endpoint"], issued["secret_version"]
+    assert urlsplit(endpoint).hostname == "127.0.0.1"
+    with httpx.Client(timeout=30) as http:
+        for name, value in QUERY_TOKENS.items():
+            refused = http.get(f"{endpoint}/v1/{secret}:access", params={name: value})
+            assert refused.status_code == 401  # a token is only ever a bearer header
+    _, err = process.communicate(timeout=30)
+    assert "DEBUG" in err
+    for name, value in QUERY_TOKENS.items():
+        assert value not in err, f"stderr holds the {name} query parameter"
+    assert_clean(err, "stderr of serve --local")
