@@ -51,7 +51,7 @@ from piper_mcp.local.storage import (
 )
 from piper_mcp.piper.errors import PiperVariableNameError
 from piper_mcp.piper.names import checked_variable_name, normalize_variable_name
-from piper_mcp.printable import has_control_characters
+from piper_mcp.printable import has_control_characters, quoted
 from piper_mcp.secret_strength import WeakSecretError, checked_secret
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def hash_client_secret(secret: str, salt: bytes) -> bytes:
 def checked_agent_id(client_id: str) -> str:
     if not _AGENT_ID.fullmatch(client_id):
         raise VaultError(
-            f"agent id {_shown(client_id)} must be 1-64 letters, digits, '.', '_' or '-', "
+            f"agent id {quoted(client_id)} must be 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return client_id
@@ -286,23 +286,19 @@ def checked_secret_name(name: str) -> str:
             f"secret name is {len(name)} characters long; the limit is {MAX_SECRET_NAME_LENGTH}"
         )
     if has_control_characters(name):
-        raise VaultError(f"secret name {_shown(name)} contains control characters")
+        raise VaultError(f"secret name {quoted(name)} contains control characters")
     return name
 
 
 def checked_declared_variable(variable: str) -> str:
     if has_control_characters(variable):
-        raise VaultError(f"variable name {_shown(variable)} contains control characters")
+        raise VaultError(f"variable name {quoted(variable)} contains control characters")
     try:
         return checked_variable_name(variable)
     except PiperVariableNameError as error:
         raise VaultError(
             error.message.rstrip(".").replace("variable_name", "variable name")
         ) from None
-
-
-def _shown(text: str) -> str:
-    return repr(text[:40] + ("…" if len(text) > 40 else ""))
 
 
 # --- creating a vault whole ---
@@ -668,7 +664,7 @@ class Vault:
         checked_agent_id(client_id)
         if client_secret is not None and secretless:
             raise VaultError(
-                f"agent {_shown(client_id)} cannot have a client secret and be secretless: "
+                f"agent {quoted(client_id)} cannot have a client secret and be secretless: "
                 "leave out --secretless (protocol v1, proven by the secret) or the secret "
                 "(protocol v2, trusting every local process)"
             )
@@ -704,7 +700,7 @@ class Vault:
         agent = self.agent(client_id)
         if secretless and agent is not None and agent.has_client_secret:
             raise VaultError(
-                f"agent {_shown(client_id)} has a client secret, so it proves itself over "
+                f"agent {quoted(client_id)} has a client secret, so it proves itself over "
                 "protocol v1 only. For protocol v2, register a separate secretless agent: "
                 f"`{command('local', 'agent', 'add', 'ID', '--secretless', '--variable', 'NAME')}`"
             )
@@ -720,7 +716,7 @@ class Vault:
         """The agents there are, and the one likely meant; adding is for a new name only."""
         known = [agent.client_id for agent in self.agents()]
         return VaultError(
-            f"there is no agent {_shown(client_id)} in {self.home}; agents: "
+            f"there is no agent {quoted(client_id)} in {self.home}; agents: "
             f"{', '.join(known) or 'none'}.{did_you_mean(client_id, known)}"
         )
 
@@ -729,9 +725,9 @@ class Vault:
         meant = did_you_mean(name, known)
         if not meant and to_grant:
             meant = f" Store it first: `{command('local', 'secret', 'set', name)}`"
-        shown = ", ".join(_shown(n) for n in known) or "none"
+        shown = ", ".join(quoted(n) for n in known) or "none"
         return VaultError(
-            f"there is no secret {_shown(name)} in {self.home}; secrets: {shown}.{meant}"
+            f"there is no secret {quoted(name)} in {self.home}; secrets: {shown}.{meant}"
         )
 
     def agents(self) -> list[Agent]:
@@ -877,7 +873,7 @@ class Vault:
         grant_id = "grant-" + secrets.token_hex(10)
         with self._write() as db:
             if deciding is not None and not self._decide(db, deciding, "granted"):
-                raise VaultError(f"the grant request {_shown(deciding)} is no longer waiting")
+                raise VaultError(f"the grant request {quoted(deciding)} is no longer waiting")
             if newly_declared:
                 db.execute("INSERT INTO agent_variables VALUES (?, ?)", (client_id, declared))
             db.execute(
@@ -904,7 +900,7 @@ class Vault:
                 (user_id, client_id, normalize_variable_name(variable)),
             ).rowcount
         if not removed:
-            raise VaultError(f"agent {client_id!r} has no grant of {_shown(variable)}")
+            raise VaultError(f"agent {client_id!r} has no grant of {quoted(variable)}")
 
     def grants(self, user_id: str | None = None, client_id: str | None = None) -> list[Grant]:
         rows = self._db().execute(

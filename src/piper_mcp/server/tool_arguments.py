@@ -73,9 +73,8 @@ def bad_arguments(tool: str, schema: dict[str, Any], error: ValidationError) -> 
         else:
             inside = problem["loc"][1:]  # a value inside the argument (a header's)
             where = f" (at {'.'.join(map(str, inside))!r})" if inside else ""
-            said[field] = (
-                f"{tool}: `{field}` must be {expected(wanted)}, not {shown(problem)}{where}."
-            )
+            value = rejected_value(problem)
+            said[field] = f"{tool}: `{field}` must be {expected(wanted)}, not {value}{where}."
     return " ".join(said.values())
 
 
@@ -102,7 +101,7 @@ def _kind(wanted: dict[str, Any]) -> str:
     return TYPE_NAMES.get(wanted.get("type", ""), "a valid value")
 
 
-def shown(problem: ErrorDetails) -> str:
+def rejected_value(problem: ErrorDetails) -> str:
     """The rejected value, short and printable; a list or an object only by its kind."""
     value = problem.get("input")
     if value is None:
