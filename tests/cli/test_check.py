@@ -55,7 +55,7 @@ def test_a_missing_grant_fails_with_the_local_grant_command(cli: Cli, piper_home
     assert done.code == 1
     assert "FAIL  variable slack_token: missing: The user has not granted" in done.out
     assert (
-        "fix: The user grants 'slack_token' to the agent 'helper' in the local vault "
+        "fix: 'slack_token' is granted to the agent 'helper' in the local vault "
         f"{piper_home} with `piper-mcp local grant helper slack_token SECRET`" in done.out
     )
     assert "`piper-mcp local secret list`" in done.out

@@ -243,7 +243,7 @@ def test_a_refusal_says_what_is_wrong_and_the_command_that_fixes_it(
     grant = f"{PROGRAM} local grant {DEFAULT_AGENT} not_declared SECRET"
     assert done.err.startswith(
         f"piper-mcp: did not start {PYTHON}: 'not_declared' is not a variable the agent "
-        f"declares (it declares: github_token). The user grants 'not_declared' to the agent "
+        f"declares (it declares: github_token). 'not_declared' is granted to the agent "
         f"'{DEFAULT_AGENT}' in the local vault {cli_env['PIPER_HOME']} with `{grant}`, "
     )
 

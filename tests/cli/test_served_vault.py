@@ -78,7 +78,7 @@ async def test_an_undeclared_variable_gets_the_grant_command_for_that_name(
 ) -> None:
     asked = await helper_mcp.call_tool("get_secret", {"variable": "github_token"})
     said = asked.content[0].text  # type: ignore[union-attr]
-    assert "Ask for one of those. The user grants 'github_token' to the agent 'helper'" in said
+    assert "Ask for one of those. 'github_token' is granted to the agent 'helper'" in said
     assert "`piper-mcp local grant helper github_token SECRET`" in said
     # A name a model made up to be pasted into a shell is never put into the command.
     hostile = await helper_mcp.call_tool("get_secret", {"variable": "x; rm -rf ~"})

@@ -14,11 +14,12 @@ from piper_mcp.local.errors import did_you_mean
 
 
 def how_to_grant(home: Path, agent_id: str, variable: str | None) -> str:
-    """How the user grants `variable` (None: any variable) to `agent_id` in the vault."""
+    """How `variable` (None: any variable) is granted to `agent_id` in the vault."""
     grant = command("local", "grant", agent_id, variable or "VARIABLE", "SECRET")
-    what = repr(variable) if variable else "a variable"
+    what = repr(variable) if variable else "A variable"
+    # Said alike to a model (which relays it) and to the person at a terminal (exec, check).
     return (
-        f"The user grants {what} to the agent {agent_id!r} in the local vault {home} with "
+        f"{what} is granted to the agent {agent_id!r} in the local vault {home} with "
         f"`{grant}`, where SECRET names a stored secret "
         f"(`{command('local', 'secret', 'list')}`; store one with "
         f"`{command('local', 'secret', 'set', 'SECRET')}`)."
