@@ -43,7 +43,9 @@ def test_control_characters_in_protocol_fields_are_refused(
     assert token.status_code == 400
     listing = cli("local", "audit").out
     assert "\x1b" not in listing and "\u202e" not in listing
-    assert all(line.count("  ") >= 4 for line in listing.splitlines())  # one entry per line
+    *entries, vault = listing.splitlines()
+    assert vault.startswith("Vault: ")
+    assert all(line.count("  ") >= 4 for line in entries)  # one entry per line
 
 
 def test_local_audit_prints_stored_names_escaped(
@@ -59,5 +61,5 @@ def test_local_audit_prints_stored_names_escaped(
             (FORGED[0], FORGED[1]),
         )
     listing = cli("local", "audit").out
-    assert listing.count("\n") == 1
+    assert listing.count("\n") == 2  # the entry, and the vault it is from
     assert "\\n2026-11-28" in listing and "\\x1b[2J" in listing and "\x1b" not in listing
