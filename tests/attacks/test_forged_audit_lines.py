@@ -17,6 +17,20 @@ from tests.processes import initialize
 FORGED_CLIENT = "evil 1\n2026-11-28T10:00:00.000+00:00  Claude  'github_token'  value  ok  env"
 
 
+def audit_listing(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """What `piper-mcp audit` prints, as a person runs it in a terminal."""
+    done = subprocess.run(
+        [sys.executable, "-m", "piper_mcp", "audit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_piper_mcp_audit_prints_hostile_names_escaped_on_one_line(tmp_path: Path) -> None:
     trail = tmp_path / "audit.jsonl"
     entry = {
@@ -28,15 +42,7 @@ def test_piper_mcp_audit_prints_hostile_names_escaped_on_one_line(tmp_path: Path
         "source": None,
     }
     trail.write_text(json.dumps(entry) + "\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit"],
-        env={**os.environ, "PIPER_MCP_AUDIT_FILE": str(trail)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = audit_listing({**os.environ, "PIPER_MCP_AUDIT_FILE": str(trail)})
     assert done.stdout.count("\n") == 1  # one entry, one line: nothing forged
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "\u202e" not in done.stdout
     assert "evil 1\\n2026-11-28" in done.stdout and "\\x1b]0;pwned\\x07token" in done.stdout
@@ -81,15 +87,7 @@ def test_a_hostile_client_name_sent_over_json_rpc_lands_escaped_on_one_line(
     assert [answer["id"] for answer in answers] == [0, 1, 2]
     assert all(answer["result"]["isError"] for answer in answers[1:])  # declared by no one
 
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = audit_listing(env)
     assert done.stdout.count("\n") == 2  # two calls, two lines: nothing forged
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
     assert done.stdout.count("evil 1\\n2026-11-28") == 2

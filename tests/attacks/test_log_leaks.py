@@ -128,6 +128,24 @@ def test_a_token_in_a_rejected_query_string_is_not_logged(home: dict[str, str]) 
     assert scrubbed
 
 
+def serving_over_stdio(
+    env: dict[str, str], messages: list[dict[str, object]]
+) -> subprocess.Popen[str]:
+    """`serve --local` as a host starts it, `messages` already written to its stdin."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
+    process.stdin.flush()
+    return process
+
+
 def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str]) -> None:
     messages = [
         initialize("leak-test"),
@@ -143,18 +161,8 @@ def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str])
                 "params": {"name": "get_secret", "arguments": arguments},
             }
         )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=home,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    for message in messages:
-        process.stdin.write(json.dumps(message) + "\n")
-        process.stdin.flush()
+    process = serving_over_stdio(home, messages)
+    assert process.stdout is not None
     answers = [json.loads(process.stdout.readline()) for _ in CANARIES]
     answers.append(json.loads(process.stdout.readline()))  # the initialize reply comes first
     out, err = process.communicate(timeout=30)
@@ -183,17 +191,8 @@ def test_a_token_in_a_query_string_to_serve_locals_own_port_is_not_logged(
             "params": {"name": "get_secret", "arguments": {"variable": "pem_key"}},
         },
     ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=home,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
-    process.stdin.flush()
+    process = serving_over_stdio(home, messages)
+    assert process.stdout is not None
     process.stdout.readline()  # initialize
     issued = json.loads(process.stdout.readline())["result"]["structuredContent"]
     endpoint, secret = issued["secret_manager_endpoint"], issued["secret_version"]
