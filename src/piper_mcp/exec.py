@@ -18,9 +18,8 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from piper_mcp.home import DEFAULT_AGENT, default_home
 from piper_mcp.invocation import command
@@ -53,8 +52,7 @@ class ExecError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
-class ExecOptions:
+class ExecOptions(NamedTuple):  # not a dataclass: `dataclasses` costs exec's start-up
     """What exec reads of `serve`'s settings (docs/configuration.md)."""
 
     local: bool
@@ -106,8 +104,7 @@ def plain_local_options(agent: str | None, environ: Mapping[str, str]) -> ExecOp
     )
 
 
-@dataclass(frozen=True)
-class Injection:
+class Injection(NamedTuple):
     """An environment variable the command gets, and the Piper variable whose value it holds."""
 
     env_name: str
@@ -116,14 +113,8 @@ class Injection:
 
 def run(options: ExecOptions, env_flags: list[str], words: list[str], *, agent_flag: bool) -> int:
     """Become the command `words` with its Piper variables; else one line and an exit code."""
-    import logging
-
     from piper_mcp.server.redaction import Redactor
 
-    # The command's stderr is ours too (a host's log of the server it started): piper-mcp
-    # says one line when it fails, and nothing else.
-    quiet = logging.root.manager.disable
-    logging.disable()
     redactor = Redactor()
     try:
         argv = words[1:] if words[:1] == ["--"] else words
@@ -142,8 +133,6 @@ def run(options: ExecOptions, env_flags: list[str], words: list[str], *, agent_f
     except ExecError as error:
         say(str(error), redactor.scrub)
         return error.exit_code
-    finally:
-        logging.disable(quiet)
     return become(program, argv, child_environment(os.environ, values), redactor.scrub)
 
 
@@ -462,10 +451,15 @@ def from_piper_cloud(
 ) -> dict[str, str]:
     """Each injection's value from the Piper cloud, as the agent `serve` is configured as."""
     import asyncio
+    import logging
 
     from piper_mcp.piper import AsyncPiperClient, PiperError, load_settings
     from piper_mcp.server.credentials import CredentialService
 
+    # The command's stderr is ours too (a host's log of the server it started): piper-mcp
+    # says one line when it fails, and nothing else. (The vault's path logs nothing.)
+    quiet = logging.root.manager.disable
+    logging.disable()
     try:
         fixed = list(options.variables)
         client = AsyncPiperClient.from_settings(load_settings())
@@ -473,6 +467,8 @@ def from_piper_cloud(
         return asyncio.run(resolve(CredentialService(client, lambda: fixed), wanted, audit))
     except PiperError as error:
         raise ExecError(f"did not start {audit.command_name}: {error}") from None
+    finally:
+        logging.disable(quiet)
 
 
 async def resolve(

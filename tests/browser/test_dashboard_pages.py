@@ -88,9 +88,7 @@ def vault(vault: Vault) -> Vault:
                     vault.put_secret(secret, f"value of {secret}", owner_user_id=me)
                 vault.grant(me, agent, variable, secret)
     now = time.time()
-    vault.open_grant_request(
-        StoredGrantRequest(**{**WAITING.__dict__, "opened_at": now, "expires_at": now + 600})
-    )
+    vault.open_grant_request(WAITING._replace(opened_at=now, expires_at=now + 600))
     day_of_activity(vault, vault.home / "audit.jsonl", now)
     return vault
 

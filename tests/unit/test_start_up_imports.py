@@ -101,7 +101,9 @@ def test_a_wrong_audit_setting_stops_an_open_at_once_and_a_reader_at_its_first_w
 
 
 def test_exec_local_becomes_its_command_without_pydantic(home: Path, tmp_path: Path) -> None:
-    """Its own start is added to the start of the server it wraps (bench/exec_startup.py)."""
+    """Its own start is added to the start of the server it wraps (bench/exec_startup.py):
+    no pydantic, and none of the modules that cost a tenth of it each (`dataclasses` with
+    `inspect`, `logging`, `secrets` with `random` and `hashlib`)."""
     command = [sys.executable, "-c", "pass"]
     run = (
         "import os, sys\n"
@@ -112,7 +114,13 @@ def test_exec_local_becomes_its_command_without_pydantic(home: Path, tmp_path: P
         "assert became == ['sk-canary-read-7d2e']\n"
     )
     env = {"PATH": os.environ["PATH"], "PIPER_HOME": str(home), "HOME": str(tmp_path)}
-    watched = ("piper_mcp.exec", "pydantic", "pydantic_settings", "piper_mcp.local.commands")
+    watched = (
+        "piper_mcp.exec",
+        "pydantic",
+        "pydantic_settings",
+        "piper_mcp.local.commands",
+        *("dataclasses", "inspect", "logging", "secrets", "random", "hashlib"),
+    )
     assert loaded_after(run, *watched, env=env) == ["piper_mcp.exec"]
 
 

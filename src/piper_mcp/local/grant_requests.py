@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from piper_mcp.local.errors import VaultError
+from piper_mcp.local.vault import MAX_WAITING_REQUESTS
 
 if TYPE_CHECKING:
     from piper_mcp.local.vault import Vault
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 REQUEST_LIFETIME = 600.0
 # A model calling again and again opens a request each time; past this many waiting,
 # no more are opened (the call says why) until the user decides or they expire.
-MAX_OPEN_REQUESTS = 64
+MAX_OPEN_REQUESTS = MAX_WAITING_REQUESTS
 MAX_CLIENT_NAME = 200  # the client's name as it calls itself, kept and shown
 
 Outcome = Literal["granted", "denied", "expired"]

@@ -11,17 +11,20 @@ busy agent costs one line, not a megabyte of stderr.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from piper_mcp.invocation import command
 from piper_mcp.local.errors import VaultError
 from piper_mcp.local.files import KEY_FILE
+
+if TYPE_CHECKING:
+    import logging
 
 FULL = "full"
 READ_ONLY = "read-only"

@@ -12,22 +12,18 @@ names, then linked into place.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import os
 import re
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.invocation import command
@@ -40,8 +36,6 @@ from piper_mcp.local.files import (
     make_private_dir,
     write_private_file,
 )
-from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS
-from piper_mcp.local.running import still_running
 from piper_mcp.local.storage import (
     BUSY_TIMEOUT_SECONDS,
     DamagedSecretError,
@@ -69,8 +63,9 @@ STALE_PARTIAL_SECONDS = 300
 _CONNECTION_SERIALS = itertools.count()
 # Decided and expired grant requests are kept this long after they expire, then forgotten.
 REQUESTS_KEPT_SECONDS = 86_400.0
-# Grant requests waiting per agent, at most: as many as one server keeps open.
-MAX_WAITING_REQUESTS = MAX_OPEN_REQUESTS
+# Grant requests waiting per agent, at most: as many as one server keeps open
+# (`grant_requests.MAX_OPEN_REQUESTS`): a model calling again and again opens one each time.
+MAX_WAITING_REQUESTS = 64
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 GRANT_REQUESTS_TABLE = """
@@ -179,14 +174,17 @@ _SELECT_REQUESTS = (
 )
 
 
-@dataclass(frozen=True)
-class Agent:
+# The vault's records are NamedTuples, not dataclasses: `exec --local` reads the vault,
+# and importing `dataclasses` (it imports `inspect`) would add a tenth to its start-up.
+
+
+class Agent(NamedTuple):
     client_id: str
     owner_user_id: str
     variables: tuple[str, ...]
     created_at: float
-    secret_salt: bytes = field(repr=False)
-    secret_hash: bytes = field(repr=False)
+    secret_salt: bytes
+    secret_hash: bytes
     # Served over protocol v2, which proves nothing: anyone who can reach the ports as
     # this user can act as the agent. Only the operator turns it on.
     secretless: bool = False
@@ -195,9 +193,14 @@ class Agent:
     def has_client_secret(self) -> bool:
         return bool(self.secret_hash)
 
+    def __repr__(self) -> str:  # never the client secret's salt and hash
+        return (
+            f"Agent(client_id={self.client_id!r}, owner_user_id={self.owner_user_id!r}, "
+            f"variables={self.variables!r}, secretless={self.secretless!r})"
+        )
 
-@dataclass(frozen=True)
-class SecretInfo:
+
+class SecretInfo(NamedTuple):
     secret_id: str
     name: str
     owner_user_id: str
@@ -205,8 +208,7 @@ class SecretInfo:
     updated_at: float
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     user_id: str
     client_id: str
     variable: str  # normalized
@@ -222,8 +224,7 @@ class Grant:
         return self.status == ACTIVE
 
 
-@dataclass(frozen=True)
-class StoredGrantRequest:
+class StoredGrantRequest(NamedTuple):
     """A grant request as the vault keeps it: what was asked, and what the user decided."""
 
     request_id: str
@@ -242,20 +243,20 @@ class StoredGrantRequest:
     @property
     def waited_for(self) -> bool:
         """False once the server that raised it is gone (killed before it could withdraw it)."""
+        from piper_mcp.local.running import still_running  # only for requests
+
         return self.raised_by is None or still_running(self.raised_by)
 
 
-@dataclass(frozen=True)
-class GoogleIdentity:
+class GoogleIdentity(NamedTuple):
     """A Google service account whose self-signed JWTs the Secret Manager subset accepts."""
 
     email: str
-    public_key_pem: str = field(repr=False)
+    public_key_pem: str
     readable_secrets: frozenset[str]
 
 
-@dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     at: float
     client_id: str | None
     user_id: str | None
@@ -266,6 +267,8 @@ class AuditEntry:
 
 
 def hash_client_secret(secret: str, salt: bytes) -> bytes:
+    import hashlib  # only here: `exec --local` never hashes
+
     return hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1)
 
 
@@ -312,7 +315,7 @@ def _build(home: Path) -> None:
     Whatever fails, the temporary files are removed.
     """
     _remove_stale_partials(home)
-    suffix = PARTIAL + secrets.token_hex(4)
+    suffix = PARTIAL + os.urandom(4).hex()
     key_file, database = home / (KEY_FILE + suffix), home / (DATABASE_FILE + suffix)
     try:
         key = VaultKey.create(key_file)
@@ -336,8 +339,8 @@ def _fill(database: Path, key: VaultKey) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        user_id = "user-" + secrets.token_hex(6)
-        instance_id = "instance-" + secrets.token_hex(12)
+        user_id = "user-" + os.urandom(6).hex()
+        instance_id = "instance-" + os.urandom(12).hex()
         for name, value in (
             ("schema_version", SCHEMA_VERSION),
             ("local_user_id", user_id),
@@ -675,7 +678,7 @@ class Vault:
                 checked_secret(client_secret, "the client secret")
             except WeakSecretError as error:
                 raise VaultError(str(error)) from None
-            salt = secrets.token_bytes(16)
+            salt = os.urandom(16)
             hashed = hash_client_secret(client_secret, salt)
         now = time.time()
         with self._write() as db:
@@ -765,7 +768,9 @@ class Vault:
             hash_client_secret(client_secret, b"\0" * 16)
             return None
         candidate = hash_client_secret(client_secret, agent.secret_salt)
-        return agent if hmac.compare_digest(agent.secret_hash, candidate) else None
+        from hmac import compare_digest  # only here, as hashlib above
+
+        return agent if compare_digest(agent.secret_hash, candidate) else None
 
     # --- secrets ---
 
@@ -775,7 +780,7 @@ class Vault:
         now = time.time()
         with self._write() as db:
             row = db.execute("SELECT secret_id FROM secrets WHERE name = ?", (name,)).fetchone()
-            secret_id = row[0] if row else "cred-" + secrets.token_hex(10)
+            secret_id = row[0] if row else "cred-" + os.urandom(10).hex()
             sealed = self._key.seal(value.encode("utf-8"), secret_id.encode())
             if row:
                 db.execute(
@@ -870,7 +875,7 @@ class Vault:
             raise self._no_secret(secret_name, to_grant=True)
         now = time.time()
         # A fresh id on every grant: tokens minted under an earlier one never come back.
-        grant_id = "grant-" + secrets.token_hex(10)
+        grant_id = "grant-" + os.urandom(10).hex()
         with self._write() as db:
             if deciding is not None and not self._decide(db, deciding, "granted"):
                 raise VaultError(f"the grant request {quoted(deciding)} is no longer waiting")

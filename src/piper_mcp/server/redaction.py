@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import threading
 from collections import OrderedDict
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
+    import logging
+
     from piper_mcp.piper import AsyncPiperClient
 
 REDACTED = "[redacted]"
@@ -55,8 +56,11 @@ def encodings(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_LENGTH}
 
 
-class Redactor(logging.Filter):
+class Redactor:
     """A logging filter; `remember(secret)` adds a value to scrub from then on.
+
+    A filter by its `filter(record)` method, as logging takes any; not a `logging.Filter`,
+    so that `exec`, which scrubs its one line of stderr, never imports logging.
 
     It keeps the `RECENT` secrets reported most recently (the client reports its values
     and cached tokens on every use) and the pinned ones (the client secret, the HTTP
@@ -67,11 +71,9 @@ class Redactor(logging.Filter):
     RECENT = 128
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.Lock()
         self._kept: OrderedDict[str, tuple[bool, set[str]]] = OrderedDict()
         self._forms: list[str] = []
-        self._formatter = logging.Formatter()
 
     def remember(self, secret: str, *, pinned: bool = False) -> None:
         if len(secret) < MIN_LENGTH:
@@ -98,8 +100,10 @@ class Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:  # as logging.Formatter would write it
+            from traceback import format_exception
+
+            record.exc_text = "".join(format_exception(*record.exc_info)).removesuffix("\n")
         if record.exc_text:
             record.exc_text = self.scrub(record.exc_text)
         if record.stack_info:
@@ -114,6 +118,8 @@ class Redactor(logging.Filter):
 
     def install(self) -> None:
         """Attach to every handler in the process: the root's and any logger's own."""
+        import logging
+
         loggers = [logging.getLogger()] + [
             logger
             for logger in logging.Logger.manager.loggerDict.values()
