@@ -50,7 +50,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sections = {
         "default_path": default_path.run(rounds=7, calls=300),
-        "exec_startup": exec_startup.run(rounds=11),
+        "exec_startup": exec_startup.run(rounds=31),
         "brokered_call": brokered_call.run(rounds=7, requests=100),
         "dashboard": dashboard.run(rounds=5, requests=50),
         "sdk_compare": sdk_compare.run(rounds=5),

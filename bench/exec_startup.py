@@ -7,8 +7,8 @@ started as a host starts it (stdin a pipe; PATH, HOME and PIPER_HOME only); meas
 from the process start to the `initialize` reply over stdio. Each wrapped run then
 checks, once timed, that the server got the value (its sha256, never the value).
 
-    python -m bench.exec_startup              # 11 rounds
-    python -m bench.exec_startup --rounds 21
+    python -m bench.exec_startup              # 31 rounds (a start varies by tens of ms)
+    python -m bench.exec_startup --rounds 51
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def start_to_initialize(command: list[str], env: dict[str, str], *, wrapped: boo
     return 1000 * elapsed
 
 
-def run(rounds: int = 11) -> dict[str, Any]:
+def run(rounds: int = 31) -> dict[str, Any]:
     """Medians of both starts (ms), what exec adds (ms), their ratio, the commands."""
     server = [sys.executable, str(SERVER)]
     exec_arguments = ["exec", "--local", "--env", f"{INJECTED}=bench_key", "--"]
@@ -98,7 +98,7 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=11, help="alternating runs (11)")
+    parser.add_argument("--rounds", type=int, default=31, help="alternating runs (31)")
     print(table(run(parser.parse_args().rounds)))
 
 
