@@ -32,8 +32,9 @@ DB_VALUE = "postgres://ada:canary-db-pw@db.example/prod"
 def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C reaches the programs the tests start, as it does when a host or a shell starts them.
 
-    pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in every
-    program they start: the tests of what Ctrl-C does would test nothing.
+    The suite may itself run with SIGINT ignored (a background job of a non-interactive
+    shell, a CI runner), and an ignored signal stays ignored in every program it starts:
+    the tests of what Ctrl-C does would then test nothing.
     """
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -274,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = _parser(words)
-    args = parser.parse_args(words)
+    args, extras = parser.parse_known_args(words)
+    if extras and getattr(args, "extras_unechoed", False):  # maybe a secret's value
+        args.value_on_command_line = extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command != "serve":
         gc.enable()
     if args.command == "demo":

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.grant_requests import MAX_OPEN_REQUESTS, GrantRequest
-from piper_mcp.local.vault import Vault
+from piper_mcp.local.grant_requests import GrantRequest
+from piper_mcp.local.vault import MAX_WAITING_REQUESTS, Vault
 from piper_mcp.server.local_piper import LocalPiper
 
 AGENT = "page-agent"
@@ -174,17 +174,17 @@ def test_a_flood_of_requests_is_bounded_and_never_pushes_out_the_users_own(
     """A model that calls for an ungranted variable in a loop opens a bounded number of
     requests, and the one the user is deciding keeps working."""
     first = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
-    for _ in range(MAX_OPEN_REQUESTS - 1):
+    for _ in range(MAX_WAITING_REQUESTS - 1):
         latest = local.grant_requests.open(AGENT, VARIABLE, "Flooding Client" * 100)
     with pytest.raises(VaultError, match="grant requests of this server are waiting already"):
         local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
     vault = Vault.open(local.home)
     try:
         waiting = vault.grant_requests()
-        assert len(waiting) == MAX_OPEN_REQUESTS
+        assert len(waiting) == MAX_WAITING_REQUESTS
         assert {len(r.client) for r in waiting} == {len("Flooding Client"), 200}  # cut
         local.grant_requests.withdraw(latest)  # its call ended: room for one more
-        assert len(vault.grant_requests()) == MAX_OPEN_REQUESTS - 1
+        assert len(vault.grant_requests()) == MAX_WAITING_REQUESTS - 1
         local.grant_requests.open(AGENT, VARIABLE, "Flooding Client")
     finally:
         vault.close()

@@ -171,13 +171,21 @@ def test_secret_list_shows_names_and_ids_never_values(vault: Cli) -> None:
     assert SECRET_VALUE not in listed.out + vault("local", "secret", "list").out
 
 
-def test_a_secret_value_is_never_taken_from_the_command_line(vault: Cli) -> None:
-    """Refused, and never echoed back (argparse would, in "unrecognized arguments")."""
-    done = vault("local", "secret", "set", "Other", "sk-typed-canary-91f3", "again")
+@pytest.mark.parametrize("typed", [["sk-typed-canary-91f3", "again"], ["-sk-typed-canary-91f3"]])
+def test_a_secret_value_is_never_taken_from_the_command_line(vault: Cli, typed: list[str]) -> None:
+    """Refused, and never echoed back (argparse would, in "unrecognized arguments", even
+    for a value that looks like an option)."""
+    done = vault("local", "secret", "set", "Other", *typed)
     assert done.code == 1 and done.out == ""
     assert "sk-typed-canary" not in done.err and "again" not in done.err
     assert "never given on the command line" in done.err and "hidden prompt" in done.err
+    assert "quoted if it has spaces (`piper-mcp local secret set 'My OpenAI key'`)" in done.err
     assert "Other" not in vault("local", "secret", "list").out
+
+
+def test_other_commands_still_name_what_they_do_not_take(vault: Cli) -> None:
+    done = vault("local", "grants", "--colour")
+    assert done.code == 2 and "unrecognized arguments: --colour" in done.err
 
 
 def test_setting_a_secret_again_keeps_its_id(vault: Cli) -> None:

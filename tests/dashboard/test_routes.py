@@ -182,6 +182,19 @@ def test_the_overview_shows_agents_secrets_and_who_may_use_what(
     assert SECRET_VALUE not in page
 
 
+def test_the_overview_says_how_each_agent_proves_itself_as_the_backend_decides(
+    browser: Browser, vault: Vault
+) -> None:
+    me = vault.local_user_id
+    vault.add_agent("bot", None, owner_user_id=me, variables=["x"], secretless=True)
+    vault.add_agent("with-secret", "s" * 40, owner_user_id=me, variables=["x"])
+    with vault._write() as db:  # an older piper-mcp let an agent with a secret be secretless
+        db.execute("UPDATE agents SET secretless = 1 WHERE client_id = 'with-secret'")
+    proofs = {row[0]: row[1] for row in table(browser.get("/").text, "agents")}
+    assert proofs["bot"] == "nothing (protocol v2, secretless)"
+    assert proofs["with-secret"] == "its client secret (protocol v1)"  # never served over v2
+
+
 def test_the_overview_says_what_waits_and_what_runs(browser: Browser, vault: Vault) -> None:
     waiting_request(vault)
     link = "http://127.0.0.1:5999/piper-link-context"

@@ -173,6 +173,6 @@ def test_an_agent_not_allowed_v2_is_told_the_command_as_the_operator_runs_it(
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     response = post(piper, RESOLVE, json={**V2_RESOLVE, "agentClientId": "not-secretless"})
     assert response.status_code == 401
-    assert response.json()["error_description"].endswith(
-        "`.venv/bin/piper-mcp local agent secretless AGENT on`."
-    )
+    said = response.json()["error_description"]
+    assert "`.venv/bin/piper-mcp local agent add ID --secretless --variable NAME`" in said
+    assert said.endswith("`.venv/bin/piper-mcp local agent secretless AGENT on`.")

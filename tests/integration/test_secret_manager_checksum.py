@@ -63,6 +63,15 @@ async def test_a_payload_damaged_on_the_way_is_an_error_that_shows_nothing_of_it
     assert "canar" not in str(caught.value)
 
 
+async def test_damage_that_leaves_no_utf_8_is_still_said_to_be_damage(
+    serve: Callable[[object], str],
+) -> None:
+    damaged = b"\xff" + DATA[1:]
+    payload = {"data": base64.b64encode(damaged).decode(), "dataCrc32c": str(crc32c(DATA))}
+    with pytest.raises(PiperError, match="does not match its checksum"):
+        await read(serve(secret_manager(payload)))
+
+
 async def test_a_checksum_that_is_not_a_number_is_not_a_payload(
     serve: Callable[[object], str],
 ) -> None:

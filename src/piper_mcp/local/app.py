@@ -248,17 +248,15 @@ class PiperBackendApp:
         """A v2 body names its agent and user; believe it only where the operator said so."""
         caller.client_id = client_id
         agent = self.vault.agent(client_id)
-        trusted = agent is not None and (
-            (agent.secretless and not agent.has_client_secret)  # a secret means v1 only
-            or client_id == self.in_process_agent
-        )
-        if not trusted:
+        if agent is None or not (agent.serves_v2 or client_id == self.in_process_agent):
             # One answer for unknown and not-secretless agents: ids are not probed this way.
+            add = command("local", "agent", "add", "ID", "--secretless", "--variable", "NAME")
             raise rejected(
                 401,
                 INVALID_CLIENT,
                 "Unknown agentClientId, or an agent that must prove itself with its client "
-                "secret (protocol v1). The vault's operator can allow protocol v2 for it with "
+                "secret (protocol v1). Protocol v2 is for agents without one: the vault's "
+                f"operator registers one with `{add}`, or turns it back on with "
                 f"`{command('local', 'agent', 'secretless', 'AGENT', 'on')}`.",
             )
         # The instance id selects the user; it authenticates no one.

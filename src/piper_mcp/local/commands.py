@@ -180,8 +180,9 @@ def add_commands(commands: Any) -> None:
     )
     put.add_argument("name", metavar="NAME", help="the secret's name, e.g. 'My OpenAI key'")
     # A value typed after the name is refused without being echoed (argparse would print it
-    # in "unrecognized arguments"): it is in the shell's history already.
+    # in "unrecognized arguments", `-sk-...` too): it is in the shell's history already.
     put.add_argument("value_on_command_line", nargs="*", help=argparse.SUPPRESS)
+    put.set_defaults(extras_unechoed=True)
     with_json(put)
     with_json(
         add_command(
@@ -444,7 +445,7 @@ def agent_list(args: argparse.Namespace) -> int:
 def _proof(agent: Agent) -> str:
     if agent.has_client_secret:
         return "client secret: protocol v1"
-    if agent.secretless:
+    if agent.serves_v2:
         return "secretless: protocol v2"
     return "serve --local only"
 
@@ -458,12 +459,13 @@ def agent_remove(args: argparse.Namespace) -> int:
 def secret_set(args: argparse.Namespace) -> int:
     from piper_mcp.local.vault import checked_secret_name
 
-    if args.value_on_command_line:
+    if args.value_on_command_line:  # never shown back: it may be a value
+        example = runnable("local", "secret", "set", "My OpenAI key")
         raise CommandError(
-            "a secret's value is never given on the command line, where other users' `ps` "
-            "and your shell's history keep it (remove it from the history); run "
-            f"`{runnable('local', 'secret', 'set', args.name)}` and type it at the hidden "
-            "prompt, or pipe it in"
+            f"`local secret set` takes the secret's name only, quoted if it has spaces "
+            f"(`{example}`). A value is never given on the command line, where other "
+            "users' `ps` and your shell's history keep it (if you typed one, remove it from "
+            "the history): type it at the hidden prompt, or pipe it in"
         )
     vault = open_vault()
     checked_secret_name(args.name)  # before asking for the value

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from piper_mcp.local.errors import VaultError
-from piper_mcp.local.vault import MAX_WAITING_REQUESTS
+from piper_mcp.local.vault import MAX_WAITING_REQUESTS, StoredGrantRequest
 
 if TYPE_CHECKING:
     from piper_mcp.local.vault import Vault
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 # Long enough for a user to find the page and choose; as long as the SDK keeps a
 # 2026-07-28 call's request state, so a retried call still finds its request.
 REQUEST_LIFETIME = 600.0
-# A model calling again and again opens a request each time; past this many waiting,
-# no more are opened (the call says why) until the user decides or they expire.
-MAX_OPEN_REQUESTS = MAX_WAITING_REQUESTS
 MAX_CLIENT_NAME = 200  # the client's name as it calls itself, kept and shown
 
 Outcome = Literal["granted", "denied", "expired"]
@@ -78,13 +75,13 @@ class GrantRequests:
     def open(self, agent_id: str, variable: str, client: str) -> GrantRequest:
         """A new request; kept in the vault, a write: call it off the event loop.
 
-        `VaultError` when `MAX_OPEN_REQUESTS` of this server wait already: a model calling
+        `VaultError` when `MAX_WAITING_REQUESTS` of this server wait already: a model calling
         in a loop never pushes out the request the user is deciding.
         """
         with self._lock:
             self._forget_expired()
             waiting = [r for r in self._requests.values() if r.outcome is None]
-            if len(waiting) >= MAX_OPEN_REQUESTS:
+            if len(waiting) >= MAX_WAITING_REQUESTS:
                 raise VaultError(
                     f"{len(waiting)} grant requests of this server are waiting already; "
                     "decide them first"
@@ -92,12 +89,11 @@ class GrantRequests:
             # Decided ones are kept while they last (a retried call finds its answer there),
             # the oldest of them making room.
             decided = [i for i, r in self._requests.items() if r.outcome is not None]
-            for request_id in decided[: max(0, len(self._requests) - 2 * MAX_OPEN_REQUESTS)]:
+            for request_id in decided[: max(0, len(self._requests) - 2 * MAX_WAITING_REQUESTS)]:
                 del self._requests[request_id]
         request = GrantRequest(agent_id, variable, client[:MAX_CLIENT_NAME])
         if self._vault is not None:
             from piper_mcp.local.running import identity
-            from piper_mcp.local.vault import StoredGrantRequest
 
             now = time.time()
             self._vault.open_grant_request(

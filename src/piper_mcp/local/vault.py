@@ -63,8 +63,9 @@ STALE_PARTIAL_SECONDS = 300
 _CONNECTION_SERIALS = itertools.count()
 # Decided and expired grant requests are kept this long after they expire, then forgotten.
 REQUESTS_KEPT_SECONDS = 86_400.0
-# Grant requests waiting per agent, at most: as many as one server keeps open
-# (`grant_requests.MAX_OPEN_REQUESTS`): a model calling again and again opens one each time.
+# Grant requests waiting per agent, at most, and per server (`grant_requests`): a model
+# calling again and again opens one each time; past this many, no more are opened (the
+# call says why) until the user decides or they expire.
 MAX_WAITING_REQUESTS = 64
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -192,6 +193,12 @@ class Agent(NamedTuple):
     @property
     def has_client_secret(self) -> bool:
         return bool(self.secret_hash)
+
+    @property
+    def serves_v2(self) -> bool:
+        """Served over protocol v2: made secretless, and without a client secret (one that
+        has a secret proves itself over v1 only, whatever an older vault says)."""
+        return self.secretless and not self.has_client_secret
 
     def __repr__(self) -> str:  # never the client secret's salt and hash
         return (

@@ -97,25 +97,28 @@ async def read_with_token(
             f"Could not read {name!r} from Secret Manager (HTTP {response.status_code} {status}).",
             advice="Check PIPER_SECRET_MANAGER_ENDPOINT and the network.",
         )
+    not_a_payload = PiperError(
+        f"Secret Manager answered {name!r} with a body that is not a secret payload.",
+        advice="Check PIPER_SECRET_MANAGER_ENDPOINT.",
+    )
     try:
         payload = response.json()["payload"]
         data = base64.b64decode(payload["data"], validate=True)
         checksum = payload.get("dataCrc32c")
         damaged = checksum is not None and int(checksum) != crc32c(data)
-        value = data.decode("utf-8")
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise PiperError(
-            f"Secret Manager answered {name!r} with a body that is not a secret payload.",
-            advice="Check PIPER_SECRET_MANAGER_ENDPOINT.",
-        ) from None
-    if damaged:
+        raise not_a_payload from None
+    if damaged:  # before decoding: damage may well make the bytes no UTF-8 at all
         raise PiperError(
             f"Secret Manager's answer for {name!r} does not match its checksum (dataCrc32c): "
             "it was damaged on the way.",
             advice="Try again; if it persists, check what sits between here and "
             "PIPER_SECRET_MANAGER_ENDPOINT (a proxy rewriting bodies).",
         )
-    return value
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_a_payload from None
 
 
 def _google_error(response: httpx.Response) -> tuple[str, str, str]:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from piper_mcp.invocation import command
-from piper_mcp.piper import PiperError
+from piper_mcp.piper import PiperError, PiperLinkNeededError
 from piper_mcp.printable import printable
 from piper_mcp.server.credentials import CredentialService
 from piper_mcp.server.redaction import Redactor
@@ -49,8 +49,8 @@ async def examine(service: CredentialService) -> list[Finding]:
             link.context != "none",
             _link_detail(link, service),
             # Said to the person running `check`, not to a model:
-            f"Start the Piper Link app and sign in, or set PIPER_INSTANCE_ID; for a local "
-            f"vault instead, `{command('check', '--local')}`."
+            f"{PiperLinkNeededError.advice} For a local vault instead, "
+            f"`{command('check', '--local')}`."
             if link.context == "none"
             else None,
         )

@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,6 +191,12 @@ class PiperCloudGrants:
         )
 
 
+# What `raw_source` found to be nowhere, for the `reveal` of the same tool call to explain
+# without asking Piper a second time (and past its deadline). The consent step and the
+# tool body run in one task, so this is that call's own, never another call's.
+_FOUND_NOWHERE: ContextVar[VariableSource | None] = ContextVar("found_nowhere", default=None)
+
+
 class CredentialService:
     """Serves the declared variables of one agent."""
 
@@ -205,9 +212,6 @@ class CredentialService:
         self._declared = declared
         self.policy = policy or RevealPolicy()
         self.grants: Grants = grants or PiperCloudGrants()
-        # What `raw_source` found to be nowhere, by variable, for the `reveal` of the same
-        # call to explain without asking Piper a second time (and past its deadline).
-        self._found_nowhere: dict[str, VariableSource] = {}
 
     @property
     def vault(self) -> str | None:
@@ -313,7 +317,9 @@ class CredentialService:
                 reason="reveal_denied",
             )
         if rule == "ask" and not consent.given_by_user:
-            located = self._found_nowhere.pop(name, None) or await self.client.locate(name)
+            located = _FOUND_NOWHERE.get()
+            if located is None or located.variable_name != name:
+                located = await self.client.locate(name)
             if located.source == "missing" and located.piper_problem is not None:
                 problem = located.piper_problem
                 raise refusal(f"No value for {name!r}: {self.said(name, problem)}", problem)
@@ -351,7 +357,7 @@ class CredentialService:
         Nowhere is kept for the `reveal` that follows in the same tool call: the
         whole call, explanation included, asks Piper once, within one deadline.
         """
-        self._found_nowhere.pop(variable, None)
+        _FOUND_NOWHERE.set(None)
         located = await self.client.locate(variable)
         if located.source == "piper":
             return "Piper (raw secret exchange)"
@@ -359,7 +365,7 @@ class CredentialService:
             return f"the environment variable {located.env_var_name}"
         if located.source == "local_file":
             return "the local config file"
-        self._found_nowhere[variable] = located
+        _FOUND_NOWHERE.set(located)
         return None
 
     def _raw_hint(self, name: str) -> str:

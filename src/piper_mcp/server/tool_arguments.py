@@ -31,6 +31,7 @@ TYPE_NAMES = {
     "array": "a list",
     "object": "an object",
 }
+PLURAL_TYPE_NAMES = {"string": "strings", "integer": "whole numbers", "number": "numbers"}
 SHOWN_LENGTH = 40  # of a rejected value: enough to recognise it, never a wall of text
 
 
@@ -72,7 +73,7 @@ def bad_arguments(tool: str, schema: dict[str, Any], error: ValidationError) -> 
             said[field] = f"{tool} needs `{field}`: {expected(wanted, describe_only=True)}."
         else:
             inside = problem["loc"][1:]  # a value inside the argument (a header's)
-            where = f" (at {'.'.join(map(str, inside))!r})" if inside else ""
+            where = f" (at {quoted('.'.join(map(str, inside)), SHOWN_LENGTH)})" if inside else ""
             value = rejected_value(problem)
             said[field] = f"{tool}: `{field}` must be {expected(wanted)}, not {value}{where}."
     return " ".join(said.values())
@@ -95,9 +96,9 @@ def _kind(wanted: dict[str, Any]) -> str:
     if "anyOf" in wanted:
         kinds = [_kind(option) for option in wanted["anyOf"] if option.get("type") != "null"]
         return " or ".join(kinds) or "a valid value"
-    if wanted.get("type") == "object" and wanted.get("additionalProperties", {}).get("type"):
-        values = TYPE_NAMES[wanted["additionalProperties"]["type"]].removeprefix("a ")
-        return f"an object of {values}s by name"
+    values = wanted.get("additionalProperties")
+    if wanted.get("type") == "object" and isinstance(values, dict) and values.get("type"):
+        return f"an object of {PLURAL_TYPE_NAMES.get(values['type'], 'values')} by name"
     return TYPE_NAMES.get(wanted.get("type", ""), "a valid value")
 
 
