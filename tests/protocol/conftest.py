@@ -36,13 +36,16 @@ def make_server(
     client: AsyncPiperClient,
     policy: RevealPolicy | None = None,
     declared: list[str] = DECLARED,
+    *,
+    transport: str = "stdio",
 ) -> MCPServer:
+    """The MCP server over `client`, as served on `transport` (what it decides by it)."""
     service = CredentialService(
         client,
         lambda: list(declared),
         policy=policy,
     )
-    return build_server(service)
+    return build_server(service, transport=transport)
 
 
 @pytest.fixture(params=["legacy", "auto"])

@@ -41,10 +41,12 @@ class User:
 def connect(piper: LocalBackend, era: str) -> Callable[..., Any]:
     """`async with connect(policy, user) as mcp`: a client whose user answers questions."""
 
-    def open_client(policy: RevealPolicy | None = None, user: User | None = None) -> Client:
+    def open_client(
+        policy: RevealPolicy | None = None, user: User | None = None, transport: str = "stdio"
+    ) -> Client:
         client = AsyncPiperClient(AGENT_ID, **piper.client_settings())
         return Client(
-            make_server(client, policy),
+            make_server(client, policy, transport=transport),
             mode=era,  # type: ignore[arg-type]
             elicitation_callback=user,  # type: ignore[arg-type]
         )
@@ -75,14 +77,23 @@ async def test_ask_puts_the_question_to_the_user_and_reveals_on_yes(
     schema = question.requested_schema
     fields = {name: prop["type"] for name, prop in schema["properties"].items()}
     # Issue 12.9: accepting is the yes, so nothing asks to be confirmed a second time. Never
-    # a field to type a secret into; "remember" (optional) only where there is a session.
+    # a field to type a secret into; "remember" (optional) only where there is a session
+    # or, over stdio, the one client the server has in either era.
     assert not schema.get("required")
-    if era == "legacy":
-        assert fields == {"remember": "boolean"}
-        assert schema["properties"]["remember"]["default"] is False
-    else:
-        assert fields == {}
+    assert fields == {"remember": "boolean"}
+    assert schema["properties"]["remember"]["default"] is False
     assert "Accept to reveal it" in question.message
+
+
+async def test_over_http_the_2026_era_offers_nothing_to_remember(
+    connect: Callable[..., Client], era: str
+) -> None:
+    user = User()
+    async with connect(RevealPolicy("ask"), user, transport="streamable-http") as mcp:
+        await reveal(mcp)
+    [question] = user.asked
+    fields = set(question.requested_schema["properties"])
+    assert fields == ({"remember"} if era == "legacy" else set())  # a session, or nothing
 
 
 @pytest.mark.parametrize(
@@ -104,23 +115,25 @@ async def test_no_decline_or_cancel_reveals_nothing(
     assert after["source"] == "piper_sts"  # the server keeps serving tokens
 
 
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
 async def test_remembering_for_the_session_stops_asking_for_that_variable(
-    connect: Callable[..., Client], era: str
+    connect: Callable[..., Client], era: str, transport: str
 ) -> None:
     user = User(content={"remember": True})
-    async with connect(RevealPolicy("ask"), user) as mcp:
+    async with connect(RevealPolicy("ask"), user, transport) as mcp:
         first = structured(await reveal(mcp))
         second = await reveal(mcp)
         other = await reveal(mcp, "database_url")
     assert first["consent"] == "user_allowed"
-    if era == "legacy":
+    if era == "legacy" or transport == "stdio":  # a session, or stdio's one client
         assert structured(second)["consent"] == "remembered"
         assert len(user.asked) == 2  # once for the OpenAI key, once for database_url
     else:
-        # The 2026-07-28 era has no session to remember in: each call asks again.
+        # The 2026-07-28 era over HTTP has nothing to remember in: each call asks again.
         assert structured(second)["consent"] == "user_allowed"
         assert len(user.asked) == 3
     assert structured(other)["variable"] == "database_url"
+    assert structured(other)["consent"] == "user_allowed"  # remembered for the key asked only
 
 
 async def test_accepting_without_remember_reveals_once_and_asks_again_next_time(

@@ -96,7 +96,7 @@ def build_server(
     (stdio, or HTTP with a bearer token; see `just_in_time`).
     """
     calls = calls or BrokeredCalls(service, {})
-    keeper = ConsentKeeper(service, calls)
+    keeper = ConsentKeeper(service, calls, one_client=transport == "stdio")
     redactor = redactor or Redactor()
     redactor.watch(service.client)
     scrub = redactor.scrub

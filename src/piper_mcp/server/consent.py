@@ -21,12 +21,14 @@ object's identity and forgotten with it, so another connection, or another
 HTTP session of the same client, is asked again.
 
 The 2026-07-28 era has no session: each request stands alone, and the SDK
-builds the client params anew from each request's envelope. Nothing the
-protocol gives there can carry "remember": the sealed request state lives for
-the round trips of one call, and the HTTP bearer token is the operator's one
-token, not a user (an answer tied to it would hold for every client of the
-server). So in that era the question does not offer "remember", and each call
-that wants a raw value asks.
+builds the client params anew from each request's envelope. Over stdio that
+changes nothing: the server has one client for its whole life, the host that
+started it, so there "remember" lasts as long as the server, as a handshake-era
+stdio session does. Over HTTP nothing the protocol gives can carry it: the
+sealed request state lives for the round trips of one call, and the HTTP
+bearer token is the operator's one token, not a user (an answer tied to it
+would hold for every client of the server). So over HTTP in that era the
+question does not offer "remember", and each call that wants a raw value asks.
 """
 
 from __future__ import annotations
@@ -110,29 +112,44 @@ def handshake(ctx: Context) -> InitializeRequestParams | None:
     return ctx.request_context.session.client_params
 
 
+class _OneClient:
+    """The one client of a stdio server, to remember its answers against."""
+
+
 class ConsentKeeper:
     """The consent resolvers for `get_secret` and `call_api`, and what users said for their
     session: per variable for a value revealed, per variable and host for a brokered call."""
 
-    def __init__(self, service: CredentialService, calls: BrokeredCalls) -> None:
+    def __init__(
+        self, service: CredentialService, calls: BrokeredCalls, *, one_client: bool = False
+    ) -> None:
+        """`one_client`: the server has one client for its life (stdio: the host that
+        started it), so answers can be remembered for it in the 2026-07-28 era too."""
         self.service = service
         self.calls = calls
         self.ledger = ConsentLedger()
-        # id(initialize params) -> variables; an entry goes when its params object does.
+        # id(what answers are remembered against) -> variables; an entry goes with it.
         self._remembered: dict[int, set[str]] = {}
+        self._the_client = _OneClient() if one_client else None
+
+    def _memory(self, ctx: Context) -> object | None:
+        """What this call's answers are remembered against: its session's `initialize`
+        request, or over stdio the one client; None where nothing can carry them."""
+        session = handshake(ctx)
+        return session if session is not None else self._the_client
 
     def remember(self, ctx: Context, key: str) -> None:
-        session = handshake(ctx)
-        if session is None:
+        memory = self._memory(ctx)
+        if memory is None:
             return
-        if id(session) not in self._remembered:
-            self._remembered[id(session)] = set()
-            weakref.finalize(session, self._remembered.pop, id(session), None)
-        self._remembered[id(session)].add(key)
+        if id(memory) not in self._remembered:
+            self._remembered[id(memory)] = set()
+            weakref.finalize(memory, self._remembered.pop, id(memory), None)
+        self._remembered[id(memory)].add(key)
 
     def remembered(self, ctx: Context, key: str) -> bool:
-        session = handshake(ctx)
-        return session is not None and key in self._remembered.get(id(session), ())
+        memory = self._memory(ctx)
+        return memory is not None and key in self._remembered.get(id(memory), ())
 
     async def ask(self, variable: str, mode: Mode, ctx: Context) -> Elicit[RevealConsent] | Consent:
         """Run before the tool body: a question for the user, or the consent already settled.
@@ -156,7 +173,7 @@ class ConsentKeeper:
         return self._question(
             name,
             ctx,
-            RevealConsentForSession if handshake(ctx) is not None else RevealConsent,
+            RevealConsentForSession if self._memory(ctx) is not None else RevealConsent,
             f"{client_name(ctx)} asks to see the raw value of the secret {name!r}, from "
             f"{source}. Accept to reveal it to the model, or decline to keep it hidden.",
         )
@@ -177,7 +194,7 @@ class ConsentKeeper:
         return self._question(
             key,
             ctx,
-            UseConsentForSession if handshake(ctx) is not None else UseConsent,
+            UseConsentForSession if self._memory(ctx) is not None else UseConsent,
             f"{client_name(ctx)} asks to call {host} ({method.upper()}) with the secret "
             f"{name!r}. piper-mcp attaches it; the model never sees it. Accept to allow "
             "this call, or decline.",
