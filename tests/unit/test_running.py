@@ -83,7 +83,12 @@ def test_a_process_is_recognised_while_it_runs_and_not_once_it_ended() -> None:
     assert not running_module.still_running(who)
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
+# Linux (and so CI) always has /proc. Without it (macOS) piper-mcp reads no start time,
+# and a process is told by its id alone: test_what_cannot_be_told_from_here... covers that.
+NO_PROC = "no /proc here (macOS): a process is told by its id alone, no start time to compare"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason=NO_PROC)
 def test_an_id_a_new_process_took_is_not_the_server_that_had_it() -> None:
     me = running_module.identity()
     where, _, started = me.rpartition(":")
@@ -97,7 +102,7 @@ def test_what_cannot_be_told_from_here_counts_as_running() -> None:
     assert running_module.still_running("written by something else")
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process names come from /proc")
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason=NO_PROC)
 def test_a_process_named_in_no_encoding_is_still_told_apart() -> None:
     """Any process can name itself bytes that are not UTF-8 (prctl); reading must not fail."""
     renamed = (
