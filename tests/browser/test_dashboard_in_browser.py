@@ -459,7 +459,9 @@ def test_the_keyboard_reaches_everything_and_submits_a_form(browsing: Browsing, 
     expect(page.locator("h1")).to_have_text("Secrets")
 
     page.keyboard.press("Tab")
-    page.keyboard.press("Enter")  # skip to the page: past the navigation
+    expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()
+    page.keyboard.press("Enter")  # skip to the page: the keyboard is past the navigation
+    expect(page.locator("main")).to_be_focused()
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name=f"Remove {STORED}")).to_be_focused()
     page.keyboard.press("Tab")
