@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,10 +257,16 @@ def serve(loopback_pool: LoopbackPool) -> Iterator[object]:
         loopback_pool.give_back(loopback)
 
 
+def refusing_port() -> socket.socket:
+    """A loopback port held but not listening: connecting is refused, and no other test's
+    server can take the port while the socket is open (a closed one could be)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @pytest.fixture
-def unused_link_url() -> str:
-    """A loopback URL where nothing listens (the port was free a moment ago)."""
-    sock = bind("127.0.0.1", 0)
-    url = url_of(sock) + "/piper-link-context"
-    sock.close()
-    return url
+def unused_link_url() -> Iterator[str]:
+    """A loopback URL where nothing listens, for the whole test."""
+    with refusing_port() as sock:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/piper-link-context"

@@ -548,16 +548,25 @@ def run_as_child(program: str, argv: list[str], environment: dict[str, str]) -> 
     import signal
     import subprocess
 
-    child = subprocess.Popen(argv, executable=program, env=environment)  # noqa: S603 (as above)
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that came before the child existed
 
     def pass_on(signum: int, frame: object) -> None:
-        child.send_signal(signum)
+        if child is None:
+            early.append(signum)
+        else:
+            child.send_signal(signum)
 
     passed = [signal.SIGTERM]
     if sys.platform == "win32":
         passed.append(signal.SIGBREAK)  # Ctrl-Break
+    # The handlers come first, so no signal finds this process between starting the child
+    # and being ready to pass it on.
     previous = {signum: signal.signal(signum, pass_on) for signum in passed}
     try:
+        child = subprocess.Popen(argv, executable=program, env=environment)  # noqa: S603 (as above)
+        for signum in early:
+            child.send_signal(signum)
         while True:
             try:
                 code = child.wait()

@@ -11,8 +11,8 @@ import pytest
 
 from piper_mcp.broker.call import ApiRequest, BrokerRefusal, send, target_host
 from piper_mcp.broker.rules import BEARER, ApiRule, Injection
-from piper_mcp.network import bind
 from tests.broker.conftest import ALL_METHODS, API_HOST, CREDENTIAL, Servers, resolve
+from tests.conftest import refusing_port
 
 pytestmark = pytest.mark.anyio
 
@@ -210,19 +210,18 @@ async def test_the_default_trust_honours_ssl_cert_file(
 
 
 async def test_a_closed_port_is_a_connect_failure(servers: Servers) -> None:
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    sock.close()
-    rule = servers.rule(hosts=(f"{API_HOST}:{port}",))
+    with refusing_port() as sock:
+        port = sock.getsockname()[1]
+        rule = servers.rule(hosts=(f"{API_HOST}:{port}",))
 
-    with pytest.raises(BrokerRefusal) as refused:
-        await send(
-            rule,
-            CREDENTIAL,
-            ApiRequest(method="GET", url=f"https://{API_HOST}:{port}/"),
-            ssl_context=servers.ssl_context,
-            resolve=resolve,
-        )
+        with pytest.raises(BrokerRefusal) as refused:
+            await send(
+                rule,
+                CREDENTIAL,
+                ApiRequest(method="GET", url=f"https://{API_HOST}:{port}/"),
+                ssl_context=servers.ssl_context,
+                resolve=resolve,
+            )
 
     assert refused.value.reason == "connect_failed"
 

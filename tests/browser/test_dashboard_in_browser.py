@@ -55,6 +55,8 @@ CANARIES = (STORED_VALUE, TYPED_VALUE)
 LOGIN = re.compile(r"http://127\.0\.0\.1:\d+/dashboard-[\w-]+/login\?token=[\w-]+")
 # What a host or a server gives a process: no display, no terminal type, no BROWSER.
 NO_BROWSER_HERE = {"DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "TERM"}
+# A wait that includes starting a `piper-mcp` command (seconds on a busy machine).
+LONG_MS = 60_000
 
 
 @pytest.fixture
@@ -173,6 +175,15 @@ def browsing(page: Page, dashboard: RunningDashboard) -> Iterator[Browsing]:
     expect(page.locator("h1")).to_have_text("Overview")
     yield person
     assert person.complaints == []
+
+
+def skip_to_the_page(page: Page) -> None:
+    """Tab to the skip link and follow it: the keyboard's focus is on the page, past the
+    navigation (each step waited for, so no key is pressed into a page still moving)."""
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
 
 
 def holding_a_value(places: Iterable[tuple[str, str]]) -> list[str]:
@@ -301,10 +312,11 @@ def decide_a_waiting_request(
     expect(page.locator("#requests")).to_contain_text("No grant requests are waiting")
     asked: Future[str] = Future()
     call = get_secret(env, ASKED_FOR, asked=asked)
+    asked.result(timeout=60)  # the host showed a link (the request is in the vault by then)
     request = page.locator("form.request")
     expect(request).to_be_visible()  # the page reloaded itself: nobody reloads it here
     expect(request).to_contain_text(f"The agent {AGENT} asks for the variable {ASKED_FOR}")
-    assert asked.done() and not call.done()  # the host showed a link; the call waits
+    assert not call.done()  # the call waits
     screenshot(page, "grants-waiting")
     request.get_by_label("Grant a stored secret").select_option(STORED)
     request.get_by_role("button", name=button, exact=True).click()
@@ -375,8 +387,7 @@ def test_the_page_keeps_the_keyboards_place_when_the_vault_changes(
 ) -> None:
     """A plain reload would send a keyboard or screen-reader user back to the top."""
     browsing.open("/secrets")
-    page.keyboard.press("Tab")
-    page.keyboard.press("Enter")  # skip to the page
+    skip_to_the_page(page)
     page.keyboard.press("Tab")
     remove = page.get_by_role("button", name=f"Remove {STORED}")
     expect(remove).to_be_focused()
@@ -384,7 +395,8 @@ def test_the_page_keeps_the_keyboards_place_when_the_vault_changes(
     page.evaluate("window.scrollTo(0, 40); window.drawn = 'once'")
     scrolled = page.evaluate("window.scrollY")
     assert scrolled > 0
-    with page.expect_event("load"):  # drawn again, with the change
+    # Drawn again, with the change; the wait includes starting the command.
+    with page.expect_event("load", timeout=LONG_MS):
         piper_mcp(env, "local", "grant", AGENT, ASKED_FOR, STORED)
     assert page.evaluate("window.drawn") is None
     expect(remove).to_be_focused()
@@ -421,7 +433,8 @@ def test_an_agent_at_work_does_not_redraw_a_page_that_does_not_show_its_work(
 def test_the_activity_page_charts_what_agents_did(
     env: dict[str, str], browsing: Browsing, page: Page, screenshot: Screenshot
 ) -> None:
-    piper_mcp(env, "local", "grant", AGENT, VARIABLE, STORED)
+    with page.expect_event("load", timeout=LONG_MS):  # the overview shows the grant
+        piper_mcp(env, "local", "grant", AGENT, VARIABLE, STORED)
     # Granted, then not granted: the host cannot show a grant link, so the call is refused.
     results = get_secret(env, VARIABLE, ASKED_FOR).result(timeout=60)
     assert [result.is_error for result in results] == [False, True]
@@ -458,10 +471,7 @@ def test_the_keyboard_reaches_everything_and_submits_a_form(browsing: Browsing, 
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("Secrets")
 
-    page.keyboard.press("Tab")
-    expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()
-    page.keyboard.press("Enter")  # skip to the page: the keyboard is past the navigation
-    expect(page.locator("main")).to_be_focused()
+    skip_to_the_page(page)
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name=f"Remove {STORED}")).to_be_focused()
     page.keyboard.press("Tab")

@@ -6,13 +6,17 @@ its open file descriptors points to: what a test needs to check `piper-mcp exec`
 without a secret in any output.
 
     python tests/cli/env_report_server.py              # MCP over stdio
-    python tests/cli/env_report_server.py PORT         # streamable HTTP on 127.0.0.1:PORT
+    python tests/cli/env_report_server.py PORT_FILE    # streamable HTTP on 127.0.0.1
+
+Over HTTP it takes a free port itself and then writes its number to PORT_FILE: a port
+picked by the test and bound later could be taken meanwhile by another test's server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,8 +55,19 @@ def open_descriptors() -> dict[str, str]:
     return found
 
 
+def serve_http(port_file: Path) -> None:
+    import uvicorn  # only here: the stdio server starts as it did (bench/exec_startup.py)
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
+    written = port_file.with_suffix(".partial")
+    written.write_text(str(listening.getsockname()[1]))
+    written.replace(port_file)  # whole, or not there yet
+    uvicorn.Server(config).run(sockets=[listening])
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        server.run("streamable-http", port=int(sys.argv[1]))
+        serve_http(Path(sys.argv[1]))
     else:
         server.run("stdio")

@@ -476,6 +476,25 @@ def test_as_a_child_sigterm_is_passed_on_and_its_exit_code_comes_back() -> None:
     assert process.wait(timeout=30) == 42
 
 
+def test_as_a_child_a_sigterm_before_the_child_exists_is_passed_on_once_it_does() -> None:
+    """The signal lands while the child is being started (made certain here by sending it
+    from inside `Popen`): it is passed on, not lost and not fatal to this process alone."""
+    starting_signalled = (
+        "import os, signal, subprocess, sys; from piper_mcp.exec import run_as_child\n"
+        "start = subprocess.Popen\n"
+        "def signalled(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return start(*args, **kwargs)\n"
+        "subprocess.Popen = signalled\n"
+        "sys.exit(run_as_child(sys.executable, [sys.executable, '-c', sys.argv[1]], "
+        "dict(os.environ)))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", starting_signalled, "import time; time.sleep(60)"]
+    )
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM  # the child's ending, passed back
+
+
 def test_as_a_child_ctrl_c_is_the_childs_to_answer_and_stdio_is_shared() -> None:
     process = as_child(
         "import sys\ntry:\n    print('ready', flush=True)\n    sys.stdin.read()\n"

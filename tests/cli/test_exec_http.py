@@ -18,7 +18,6 @@ import httpx
 import pytest
 from mcp import Client
 
-from piper_mcp.network import bind
 from tests.cli.conftest import PROGRAM, Cli
 
 pytestmark = pytest.mark.anyio
@@ -28,34 +27,34 @@ SERVER = str(Path(__file__).with_name("env_report_server.py"))
 
 
 @pytest.fixture
-def wrapped_http_server(cli: Cli, cli_env: dict[str, str]) -> Iterator[str]:
+def wrapped_http_server(cli: Cli, cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     for done in (
         cli("local", "init"),
         cli("local", "secret", "set", "GitHub token", stdin=VALUE),
         cli("local", "grant", "local-agent", "github_token", "GitHub token"),
     ):
         assert done.code == 0, done.err
-    holder = bind("127.0.0.1", 0)
-    port = holder.getsockname()[1]
-    holder.close()  # the wrapped server takes it; nothing else here binds ports meanwhile
+    port_file = tmp_path / "port"
     wrapping = [PROGRAM, "exec", "--local", "--env", "TOKEN=github_token", "--"]
     server = subprocess.Popen(
-        [*wrapping, sys.executable, SERVER, str(port)],
+        [*wrapping, sys.executable, SERVER, str(port_file)],
         env=cli_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/mcp"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60  # a bound for a broken server, not a measurement
         while time.monotonic() < deadline and server.poll() is None:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert server.poll() is None, "the wrapped server did not start"
+            if port_file.exists():
+                url = f"http://127.0.0.1:{port_file.read_text()}/mcp"
+                try:
+                    httpx.get(url, timeout=1)
+                    break
+                except httpx.TransportError:
+                    pass  # bound, uvicorn not answering yet
+            time.sleep(0.1)
+        assert server.poll() is None and port_file.exists(), "the wrapped server did not start"
         yield url
     finally:
         server.terminate()

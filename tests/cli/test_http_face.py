@@ -141,11 +141,12 @@ def test_idle_sessions_are_closed_and_free_their_place(
     }
     with mcp_http_servers(env) as start:
         url = start("streamable-http", "--log-level", "INFO")
-        opened = post(url, HEADERS)
-        session = opened.headers["mcp-session-id"]
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-        again = {**HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
-        assert httpx.post(url, json=ping, headers=again, timeout=10).status_code == 200
+        with httpx.Client(timeout=10) as host:  # the ping follows at once, within the idle second
+            opened = host.post(url, json=INITIALIZE, headers=HEADERS)
+            session = opened.headers["mcp-session-id"]
+            again = {**HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+            assert host.post(url, json=ping, headers=again).status_code == 200
         log = start.logs[url]  # type: ignore[attr-defined]
         deadline = time.monotonic() + 60  # a bound for a broken server, not a measurement
         while "idle timeout" not in log.read_text() and time.monotonic() < deadline:
