@@ -5,6 +5,8 @@ or as a variable the host passes on unexpanded (`${PIPER_HOME}` where the host d
 expand it, as Claude Code does not when the variable is unset), every command says so
 in one line, with the command that prints the real folder, and creates nothing: not
 the example path, not a folder named `${PIPER_HOME}` wherever the host started it.
+A relative folder is refused the same way: it would be another vault in each folder a
+host happens to start the server in.
 """
 
 from __future__ import annotations
@@ -49,3 +51,34 @@ def test_an_unexpanded_variable_is_refused_and_not_created(
     assert_one_line_naming(done.code, done.err, "a variable the host did not expand")
     assert "`piper-mcp local home`" in done.err
     assert list(started_in.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["piper-home", "./vault", "../elsewhere/piper-home"])
+@pytest.mark.parametrize("command", VAULT_COMMANDS, ids=" ".join)
+def test_a_relative_folder_is_refused_with_its_absolute_path_and_not_created(
+    command: tuple[str, ...],
+    value: str,
+    cli_env: dict[str, str],
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started_in = tmp_path / "where-the-host-started-it"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    cli_env["PIPER_HOME"] = value
+    done = cli(*argv(command), stdin="sk-a-value-long-enough-1234567890")
+    assert_one_line_naming(done.code, done.err, "a relative folder")
+    assert f"(from here: {started_in / value})" in done.err
+    assert list(started_in.iterdir()) == [] and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("value", [PLACEHOLDER, "${PIPER_HOME}", "piper-home"])
+def test_local_home_does_not_print_a_folder_a_host_would_not_find(
+    value: str, cli_env: dict[str, str], cli: Cli
+) -> None:
+    """`local home` prints what goes into a host entry's env: never one of these."""
+    cli_env["PIPER_HOME"] = value
+    done = cli("local", "home")
+    assert_one_line_naming(done.code, done.err, f"PIPER_HOME is {value}")
+    assert done.out == ""

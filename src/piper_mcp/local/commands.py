@@ -347,7 +347,11 @@ def _when(timestamp: float) -> str:
 
 
 def home(args: argparse.Namespace) -> int:
-    print(default_home())
+    from piper_mcp.local.files import check_named
+
+    home = default_home()
+    check_named(home)  # what a host entry's env would be given must be usable there
+    print(home)
     return 0
 
 

@@ -14,7 +14,7 @@ DATABASE_FILE = "vault.sqlite3"
 KEY_FILE = "vault.key"
 # `${PIPER_HOME}`, `$HOME/...`, `%LOCALAPPDATA%`: a host that does not expand variables in
 # its configuration passes them as they are, and as a relative folder they would be a
-# new, empty vault wherever the host happens to start the server.
+# new, empty vault wherever the host happens to start the server (so is any relative one).
 UNEXPANDED_VARIABLE = re.compile(r"\$\{?[A-Za-z_]|%[A-Za-z_]\w*%")
 
 
@@ -39,16 +39,7 @@ def check_home(home: Path) -> None:
     folder that cannot be created, or another user's folder are fixed by choosing
     another PIPER_HOME, which a traceback about `vault.sqlite3` does not say.
     """
-    if "path/to/" in home.as_posix():
-        raise VaultError(
-            f"PIPER_HOME is {home}, the example value from a host configuration: replace it "
-            f"with your vault's folder, which `{command('local', 'home')}` prints"
-        )
-    if UNEXPANDED_VARIABLE.search(str(home)):
-        raise VaultError(
-            f"PIPER_HOME is {home}, a variable the host did not expand: give the vault's "
-            f"folder itself, which `{command('local', 'home')}` prints"
-        )
+    check_named(home)
     try:
         found = home.stat()
     except FileNotFoundError:
@@ -72,6 +63,27 @@ def check_home(home: Path) -> None:
         path = home / name
         if path.exists():
             _check_access(path, path.stat().st_uid, os.R_OK, "chmod u+rw")
+
+
+def check_named(home: Path) -> None:
+    """Raise a one-line `VaultError` if PIPER_HOME names no folder a host would find again:
+    the examples' placeholder, a variable left unexpanded, or a relative path."""
+    if "path/to/" in home.as_posix():
+        raise VaultError(
+            f"PIPER_HOME is {home}, the example value from a host configuration: replace it "
+            f"with your vault's folder, which `{command('local', 'home')}` prints"
+        )
+    if UNEXPANDED_VARIABLE.search(str(home)):
+        raise VaultError(
+            f"PIPER_HOME is {home}, a variable the host did not expand: give the vault's "
+            f"folder itself, which `{command('local', 'home')}` prints"
+        )
+    if not home.is_absolute():
+        raise VaultError(
+            f"PIPER_HOME is {home}, a relative folder: a host starts its servers in a folder "
+            "of its own choosing, where this names another, empty vault; give the absolute "
+            f"path (from here: {home.absolute()})"
+        )
 
 
 def _check_access(path: Path, owner: int, needed: int, chmod: str) -> None:
