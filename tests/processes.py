@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,39 @@ def initialize(client: str, request_id: int = 0) -> dict[str, object]:
             "clientInfo": {"name": client, "version": "1"},
         },
     }
+
+
+def piper_mcp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`piper-mcp ARGS` run to its end as a person runs it: what it printed, whatever its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "piper_mcp", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def serve_local_over_stdio(
+    env: dict[str, str],
+    messages: Iterable[dict[str, object]] = (),
+    *,
+    stderr: int = subprocess.PIPE,
+) -> subprocess.Popen[str]:
+    """`piper-mcp serve --local` as a host starts it (pipes), `messages` already on its stdin."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
+    process.stdin.flush()
+    return process
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from piper_mcp.local.vault import Vault, VaultError
 from piper_mcp.piper import AsyncPiperClient, PiperAuthError
 from tests.cli.conftest import Cli, Serving, cli, cli_env, piper_home, serve_local  # noqa: F401
 from tests.conftest import AGENT_SECRET, OPENAI_SECRET, USER_ID, V1_AGENT_ID
-from tests.processes import initialize
+from tests.processes import initialize, serve_local_over_stdio
 
 pytestmark = pytest.mark.anyio
 
@@ -259,14 +258,7 @@ def test_serve_local_has_no_port_for_the_piper_functions_or_link(
     vault.grant(vault.local_user_id, "local-agent", "openai_api_key", "My OpenAI")
     instance = vault.local_instance_id
     vault.close()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=cli_env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = serve_local_over_stdio(cli_env, stderr=subprocess.DEVNULL)
     try:
         rpc(process, initialize("attack-test", 1))
         called = rpc(

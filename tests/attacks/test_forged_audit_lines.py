@@ -12,21 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.processes import initialize
+from tests.processes import initialize, piper_mcp
 
 FORGED_CLIENT = "evil 1\n2026-11-28T10:00:00.000+00:00  Claude  'github_token'  value  ok  env"
 
 
 def audit_listing(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """What `piper-mcp audit` prints, as a person runs it in a terminal."""
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = piper_mcp("audit", env=env)
     assert done.returncode == 0, done.stderr
     return done
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +23,7 @@ from mcp.client.sse import sse_client
 
 from piper_mcp.local.vault import Vault
 from tests.cli.conftest import cli_env, piper_home  # noqa: F401
-from tests.processes import initialize, mcp_http_servers
+from tests.processes import initialize, mcp_http_servers, serve_local_over_stdio
 
 pytestmark = pytest.mark.anyio
 
@@ -128,24 +126,6 @@ def test_a_token_in_a_rejected_query_string_is_not_logged(home: dict[str, str]) 
     assert scrubbed
 
 
-def serving_over_stdio(
-    env: dict[str, str], messages: list[dict[str, object]]
-) -> subprocess.Popen[str]:
-    """`serve --local` as a host starts it, `messages` already written to its stdin."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin is not None
-    process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
-    process.stdin.flush()
-    return process
-
-
 def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str]) -> None:
     messages = [
         initialize("leak-test"),
@@ -161,7 +141,7 @@ def test_stdio_stdout_is_protocol_only_and_stderr_is_clean(home: dict[str, str])
                 "params": {"name": "get_secret", "arguments": arguments},
             }
         )
-    process = serving_over_stdio(home, messages)
+    process = serve_local_over_stdio(home, messages)
     assert process.stdout is not None
     answers = [json.loads(process.stdout.readline()) for _ in CANARIES]
     answers.append(json.loads(process.stdout.readline()))  # the initialize reply comes first
@@ -191,7 +171,7 @@ def test_a_token_in_a_query_string_to_serve_locals_own_port_is_not_logged(
             "params": {"name": "get_secret", "arguments": {"variable": "pem_key"}},
         },
     ]
-    process = serving_over_stdio(home, messages)
+    process = serve_local_over_stdio(home, messages)
     assert process.stdout is not None
     process.stdout.readline()  # initialize
     issued = json.loads(process.stdout.readline())["result"]["structuredContent"]

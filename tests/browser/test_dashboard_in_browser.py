@@ -39,6 +39,7 @@ from mcp.types import (
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from piper_mcp.local.vault import Vault
+from tests import processes
 from tests.browser import Screenshot, in_a_thread
 from tests.browser.conftest import TIMEOUT_MS
 
@@ -232,14 +233,7 @@ def text_of(result: CallToolResult) -> str:
 
 def piper_mcp(env: dict[str, str], *args: str) -> None:
     """`piper-mcp ARGS...` at the command line; it succeeds."""
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = processes.piper_mcp(*args, env=env)
     assert done.returncode == 0, done.stderr
 
 

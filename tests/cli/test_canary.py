@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from mcp.types import PromptReference
 
 from piper_mcp.local.server_thread import LocalBackend
 from tests.conftest import AGENT_SECRET, DB_VALUE, OPENAI_VALUE, USER_ID, V1_AGENT_ID
-from tests.processes import mcp_http_servers
+from tests.processes import mcp_http_servers, piper_mcp
 
 pytestmark = pytest.mark.anyio
 
@@ -161,24 +160,10 @@ def test_the_audit_command_prints_the_trail_without_values(
         )
         + "\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit", "--limit", "5"],
-        env=server_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = piper_mcp("audit", "--limit", "5", env=server_env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "2026-11-28T10:00:00.000+00:00  host 1  'database_url'  token  ok  piper_sts"
     )
-    as_json = subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit", "--json"],
-        env=server_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    as_json = piper_mcp("audit", "--json", env=server_env)
     assert json.loads(as_json.stdout)[0]["variable"] == "database_url"

@@ -21,7 +21,7 @@ from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
 from tests.cli.conftest import STORED, UNGRANTED
 from tests.grant_page import open_and_choose
-from tests.processes import HTTP_TOKEN, mcp_http_servers, with_token
+from tests.processes import HTTP_TOKEN, mcp_http_servers, serve_local_over_stdio, with_token
 
 pytestmark = pytest.mark.anyio
 
@@ -110,19 +110,10 @@ def test_a_client_with_form_elicitation_only_gets_the_command(
             "params": {"name": "get_secret", "arguments": {"variable": VARIABLE}},
         },
     ]
-    with subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=cli_env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as server:
+    with serve_local_over_stdio(cli_env, messages, stderr=subprocess.DEVNULL) as server:
         assert server.stdin is not None and server.stdout is not None
         watchdog = threading.Timer(60, server.kill)  # a hung server fails, not hangs, the test
         watchdog.start()
-        server.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
-        server.stdin.flush()
         answers = [json.loads(server.stdout.readline()) for _ in range(2)]
         server.stdin.close()  # the host goes away: the server ends
         assert server.wait(timeout=30) == 0

@@ -18,7 +18,7 @@ from mcp import Client, StdioServerParameters
 
 from piper_mcp.home import DEFAULT_AGENT
 from piper_mcp.local.vault import Vault
-from tests.processes import initialize, mcp_http_servers
+from tests.processes import initialize, mcp_http_servers, serve_local_over_stdio
 
 VALUE = "sk-canary-start-value-8e41"
 
@@ -54,19 +54,10 @@ def test_a_vault_that_cannot_open_stops_a_session_already_started(
     for home in (piper_home, tmp_path / "another"):
         Vault.init(home)[0].close()
     (piper_home / "vault.key").write_bytes((tmp_path / "another" / "vault.key").read_bytes())
-    server = subprocess.Popen(
-        [sys.executable, "-m", "piper_mcp", "serve", "--local"],
-        env=cli_env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdin is not None and server.stdout is not None and server.stderr is not None
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
     call["params"] = {"name": "get_secret", "arguments": {"variable": "openai_api_key"}}
-    server.stdin.write(json.dumps(initialize("host")) + "\n" + json.dumps(call) + "\n")
-    server.stdin.flush()
+    server = serve_local_over_stdio(cli_env, [initialize("host"), call])
+    assert server.stdin is not None and server.stdout is not None and server.stderr is not None
     try:
         assert server.wait(timeout=60) == 1
         out, err = server.stdout.read(), server.stderr.read()

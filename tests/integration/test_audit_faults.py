@@ -20,6 +20,7 @@ from mcp import Client, MCPError
 
 from piper_mcp.local.server_thread import LocalBackend
 from piper_mcp.server.audit import AuditError, AuditTrail
+from tests.processes import piper_mcp
 from tests.protocol.conftest import text_of
 from tests.protocol.test_audit_and_revocation import audited_server
 
@@ -52,14 +53,7 @@ def trail_lines(path: Path) -> list[bytes]:
 
 
 def piper_mcp_audit(trail: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "piper_mcp", "audit", *args],
-        env={**os.environ, "PIPER_MCP_AUDIT_FILE": str(trail)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return piper_mcp("audit", *args, env={**os.environ, "PIPER_MCP_AUDIT_FILE": str(trail)})
 
 
 @pytest.fixture
